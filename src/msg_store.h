@@ -1,0 +1,36 @@
+/* msg_store.h — where the bytes of a message live while kasi holds it.
+ *
+ * Bytes are appended in memory up to a limit, then the store spills to an
+ * anonymous (already unlinked) file in the spool directory, so a 100 MB
+ * message costs one small buffer of RAM. Readers (spool, forwarders,
+ * plugins) read by offset, whichever side the bytes are on. */
+#ifndef KASI_MSG_STORE_H
+#define KASI_MSG_STORE_H
+
+#include <stddef.h>
+#include <sys/types.h>
+
+struct msg_store;
+
+/* mem_limit: bytes kept in RAM before spilling; spill_dir: where the
+ * temporary file goes (same file system as the spool). */
+struct msg_store *msg_store_new(size_t mem_limit, const char *spill_dir);
+void msg_store_free(struct msg_store *st);
+
+/* Append bytes. Returns 0, or -1 on a write error (errno set); after an
+ * error the store stays failed and every later append returns -1. */
+int msg_store_append(struct msg_store *st, const void *p, size_t n);
+size_t msg_store_size(const struct msg_store *st);
+int msg_store_failed(const struct msg_store *st);
+
+/* Copy up to n bytes at offset off into buf. Returns bytes copied (0 at
+ * the end), or -1 on error. */
+ssize_t msg_store_read(struct msg_store *st, size_t off, void *buf, size_t n);
+
+/* Bytes [off, off+n) in memory, or NULL when they are not all in RAM. */
+const char *msg_store_peek(struct msg_store *st, size_t off, size_t n);
+
+/* Write bytes [off, end) to fd (kernel copy when spilled). 0 or -1. */
+int msg_store_copy_to_fd(struct msg_store *st, size_t off, int fd);
+
+#endif

@@ -1,0 +1,42 @@
+/* server.h — the process-wide state of a worker: event base, listeners,
+ * live sessions, connection accounting (global and per client IP) and
+ * graceful shutdown. */
+#ifndef KASI_SERVER_H
+#define KASI_SERVER_H
+
+#include <stddef.h>
+#include <event2/event.h>
+
+struct kasi_config;
+struct session;
+
+struct server {
+    struct event_base *base;
+    struct kasi_config *cfg;
+    struct evconnlistener **listeners;
+    size_t nlisteners;
+    struct session *sessions;      /* doubly linked list of live sessions */
+    unsigned nsessions;
+    struct ipcount **ipbuckets;    /* per-IP connection counts */
+    int shutting_down;
+    struct event *grace_ev;        /* end of the shutdown grace period */
+    unsigned long long next_conn;  /* connection counter for ids */
+    char boot_id[16];              /* per-process id prefix */
+};
+
+extern struct server *g_server;
+
+/* Bind every listener of cfg (fds created before fork by the supervisor are
+ * adopted through listen_fds when non-NULL). Returns 0 or -1 (logged). */
+int server_init(struct server *srv, struct event_base *base,
+                struct kasi_config *cfg);
+void server_free(struct server *srv);
+
+/* Stop accepting, give sessions `grace` seconds, then 421 them. */
+void server_shutdown(struct server *srv);
+
+/* Session bookkeeping, called by session.c. */
+void server_session_add(struct server *srv, struct session *s);
+void server_session_remove(struct server *srv, struct session *s);
+
+#endif

@@ -1,0 +1,108 @@
+/* session.h — one SMTP connection: the RFC 5321 state machine, its current
+ * transaction, and the reply path. Commands are parsed in session.c (with
+ * smtp_parse.c), each decision goes through a hook (hooks.h), and message
+ * bytes go through the DATA decoder into a message store (message.h). */
+#ifndef KASI_SESSION_H
+#define KASI_SESSION_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "hooks.h"
+#include "log.h"
+#include "smtp_data.h"
+#include "smtp_parse.h"
+
+struct bufferevent;
+struct event;
+struct server;
+struct msg;
+
+/* One mail transaction: MAIL, RCPTs, message. */
+struct txn {
+    char id[48];                /* "<conn id>.<n>", also the queue id */
+    struct smtp_mail mail;
+    struct smtp_rcpt *rcpt;
+    size_t nrcpt, rcpt_cap;
+    struct msg *msg;            /* created at DATA / first BDAT */
+    size_t bytes;               /* message bytes received (unstuffed) */
+    int too_big;                /* over max_message_size: read on, reject */
+    int bdat;                   /* CHUNKING in use */
+    int bdat_prev_cr;           /* BDAT: last chunk ended in CR */
+    unsigned bdat_flags;        /* BDAT: DATA_F_* seen */
+    int engine_ref;             /* plugin engine's handle (notes), 0 none */
+};
+
+enum session_state {
+    SS_NEW,          /* banner not sent yet (connect hook running) */
+    SS_GREET,        /* banner sent, waiting for HELO/EHLO */
+    SS_READY,        /* greeted, no transaction */
+    SS_MAIL,         /* MAIL accepted */
+    SS_RCPT,         /* at least one RCPT accepted */
+    SS_CLOSING       /* final reply queued, closing when flushed */
+};
+
+enum session_input { IN_CMD, IN_DATA, IN_BDAT, IN_SKIPLINE };
+
+typedef void (*session_cont_fn)(struct session *s, struct hook_result *r);
+
+struct session {
+    struct server *srv;
+    struct bufferevent *bev;
+    int fd;
+    char id[32];                       /* connection id */
+    unsigned ntxn;                     /* transactions started */
+
+    char remote_ip[64], local_ip[64];
+    int remote_port, local_port;
+    char *rdns;                        /* reverse DNS name, NULL unknown */
+    char *helo;                        /* accepted HELO/EHLO argument */
+    int esmtp;                         /* greeted with EHLO */
+    int tls;                           /* TLS active */
+    char *auth_user;                   /* authenticated user, NULL none */
+    int relaying;                      /* allowed to relay */
+
+    enum session_state state;
+    enum session_input input;
+    struct txn *txn;
+    unsigned errors;                   /* protocol errors so far */
+
+    struct data_decoder dec;           /* IN_DATA */
+    unsigned long long bdat_left;      /* IN_BDAT: octets still to read */
+    int bdat_last;                     /* current chunk is LAST */
+    int bdat_discard;                  /* read and drop the chunk */
+    struct hook_result bdat_reply;     /* reply after a discarded chunk */
+
+    int hook_pending;                  /* waiting on the engine */
+    session_cont_fn cont;              /* what to do with the answer */
+    void *engine;                      /* plugin engine's per-session state */
+    int engine_ref;                    /* plugin engine's handle */
+
+    unsigned nmsgs, nrcpts;            /* for the summary line */
+    unsigned long long nbytes;
+    const char *last_result;           /* e.g. "250" "quit" "timeout" */
+
+    struct event *close_ev;            /* deferred free after session_close */
+    struct session *prev, *next;       /* server's list */
+};
+
+/* Take over an accepted socket. Returns NULL on allocation failure (the
+ * caller closes fd). */
+struct session *session_new(struct server *srv, int fd,
+                            const struct sockaddr *sa, socklen_t salen);
+
+/* Send "code enh text" (text may hold '\n' for a multi-line reply). */
+void session_reply(struct session *s, int code, const char *enh,
+                   const char *text);
+/* Close after flushing what is queued. */
+void session_close(struct session *s);
+/* Free at once, without flushing (process exit). */
+void session_destroy(struct session *s);
+/* Shutdown: send "421 4.3.2" and close. */
+void session_kick(struct session *s, const char *reason);
+
+/* Log with the connection id. */
+void slog(const struct session *s, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
