@@ -1,25 +1,33 @@
 /* main.c — command line, start-up, signals and the event loop.
  *
  *   kasi [-c DIR] [-t] [--listen HOST:PORT]... [-V]
- */
+ *
+ * kasi runs as two processes: a supervisor that binds the sockets and
+ * watches, and a worker that serves SMTP on one event loop. */
 #include <errno.h>
 #include <getopt.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
 
 #include <event2/event.h>
 
 #include "config.h"
 #include "log.h"
+#include "plugins.h"
 #include "server.h"
 #include "spool.h"
 #include "version.h"
+#include "watchdog.h"
 
 struct options {
     const char *confdir;
     int check_only;
+    int no_supervisor;  /* run the worker in this process */
     char **listen;      /* --listen values */
     size_t nlisten;
 };
@@ -32,6 +40,7 @@ static void usage(FILE *f)
             "  -t, --test           check the configuration and exit\n"
             "  -l, --listen H:P     listen on H:P instead of the configured\n"
             "                       addresses (repeatable; IPv6 as [::1]:25)\n"
+            "  --no-supervisor      no supervising process (debugging)\n"
             "  -V, --version        print the version and exit\n"
             "  -h, --help           this text\n");
 }
@@ -44,6 +53,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         { "listen", required_argument, NULL, 'l' },
         { "version", no_argument, NULL, 'V' },
         { "help", no_argument, NULL, 'h' },
+        { "no-supervisor", no_argument, NULL, 'S' },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -60,6 +70,7 @@ static int parse_args(int argc, char **argv, struct options *o)
             break;
         case 'V': printf("kasi %s\n", KASI_VERSION); exit(0);
         case 'h': usage(stdout); exit(0);
+        case 'S': o->no_supervisor = 1; break;
         default: usage(stderr); return -1;
         }
     }
@@ -102,6 +113,8 @@ static int apply_listen(struct kasi_config *cfg, const struct options *o)
     return 0;
 }
 
+/* ------------------------------------------------------------- worker */
+
 static void on_stop(evutil_socket_t sig, short what, void *arg)
 {
     struct server *srv = arg;
@@ -115,32 +128,179 @@ static void on_stop(evutil_socket_t sig, short what, void *arg)
     server_shutdown(srv);
 }
 
-static int run(struct kasi_config *cfg)
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    (void)arg;
+    log_msg(LOG_LVL_INFO, "SIGHUP: reloading plugins");
+    plugins_reload();
+}
+
+/* The worker: serves the bound sockets until told to stop. Exit codes:
+ * 0 clean stop, WORKER_FATAL when it could not start at all. */
+#define WORKER_FATAL 3
+
+static int run_worker(struct kasi_config *cfg, const int *fds)
 {
     struct event_base *base = event_base_new();
     struct server srv;
-    struct event *sigs[2] = { NULL, NULL };
-    int rc = 1;
+    struct event *sigs[3] = { NULL, NULL, NULL };
+    char err[1024] = "";
+    int rc = WORKER_FATAL;
 
     if (!base)
-        return 1;
+        return WORKER_FATAL;
     signal(SIGPIPE, SIG_IGN);
-    if (server_init(&srv, base, cfg) == 0) {
+    if (server_init(&srv, base, cfg, fds) == 0 &&
+        plugins_init(cfg, base, err, sizeof err) == 0) {
         sigs[0] = evsignal_new(base, SIGTERM, on_stop, &srv);
         sigs[1] = evsignal_new(base, SIGINT, on_stop, &srv);
-        evsignal_add(sigs[0], NULL);
-        evsignal_add(sigs[1], NULL);
+        sigs[2] = evsignal_new(base, SIGHUP, on_hup, &srv);
+        for (int i = 0; i < 3; i++)
+            evsignal_add(sigs[i], NULL);
         log_msg(LOG_LVL_INFO, "kasi %s ready, host name %s", KASI_VERSION,
                 cfg->hostname);
         event_base_dispatch(base);
         log_msg(LOG_LVL_INFO, "stopped");
         rc = 0;
+    } else if (err[0]) {
+        log_msg(LOG_LVL_ERROR, "%s", err);
     }
     server_free(&srv);
-    for (int i = 0; i < 2; i++)
+    plugins_free();
+    for (int i = 0; i < 3; i++)
         if (sigs[i])
             event_free(sigs[i]);
     event_base_free(base);
+    return rc;
+}
+
+/* --------------------------------------------------------- supervisor */
+
+/* The supervisor owns the listening sockets and one worker process. It
+ * forwards SIGTERM/SIGINT/SIGHUP, restarts a worker that dies, and kills
+ * one that stays inside plugin code past its budget (a CPU loop that no
+ * in-process check can interrupt). */
+#define WATCHDOG_GRACE 3.0      /* seconds past a hook's budget */
+
+static volatile sig_atomic_t sup_term, sup_hup;
+
+static void sup_signal(int sig)
+{
+    if (sig == SIGHUP)
+        sup_hup = 1;
+    else
+        sup_term = sig;
+}
+
+static void sup_signals(void (*handler)(int))
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = handler;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+}
+
+static pid_t spawn_worker(struct kasi_config *cfg, const int *fds)
+{
+    watchdog_reset();
+    pid_t pid = fork();
+    if (pid == 0) {
+        sup_signals(SIG_DFL);
+        int rc = run_worker(cfg, fds);
+        config_free(cfg);
+        fflush(NULL);
+        _exit(rc);
+    }
+    if (pid < 0)
+        log_msg(LOG_LVL_ERROR, "fork: %s", strerror(errno));
+    else
+        log_msg(LOG_LVL_INFO, "worker %d started", (int)pid);
+    return pid;
+}
+
+static void close_fds(int *fds, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (fds[i] >= 0)
+            close(fds[i]);
+        fds[i] = -1;
+    }
+}
+
+static int supervise(struct kasi_config *cfg, int *fds)
+{
+    const struct timespec tick = { 0, 100 * 1000 * 1000 };
+    int stopping = 0, status;
+    pid_t child;
+
+    sup_signals(sup_signal);
+    if (watchdog_setup() < 0)
+        log_msg(LOG_LVL_WARN, "watchdog unavailable: %s", strerror(errno));
+    child = spawn_worker(cfg, fds);
+    if (child < 0)
+        return 1;
+    for (;;) {
+        nanosleep(&tick, NULL);
+        if (sup_term) {
+            int sig = sup_term;
+            sup_term = 0;
+            if (!stopping)      /* no new connections may queue up */
+                close_fds(fds, cfg->nlisten);
+            stopping = 1;
+            kill(child, sig);
+        }
+        if (sup_hup) {
+            sup_hup = 0;
+            kill(child, SIGHUP);
+        }
+        if (waitpid(child, &status, WNOHANG) == child) {
+            int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            if (stopping)
+                return code == 0 ? 0 : 1;
+            if (code == WORKER_FATAL) {
+                log_msg(LOG_LVL_ERROR, "worker could not start, exiting");
+                return 1;
+            }
+            log_msg(LOG_LVL_ERROR, "worker %d ended (%s %d), restarting", (int)child,
+                    WIFEXITED(status) ? "exit" : "signal",
+                    WIFEXITED(status) ? code : WTERMSIG(status));
+            nanosleep(&tick, NULL);
+            child = spawn_worker(cfg, fds);
+            if (child < 0)
+                return 1;
+            continue;
+        }
+        double over = watchdog_overdue();
+        if (!stopping && over > WATCHDOG_GRACE) {
+            log_msg(LOG_LVL_ERROR, "worker %d stuck in plugin code %.1f s past "
+                    "its budget, killing it", (int)child, over);
+            kill(child, SIGKILL);
+            watchdog_reset();
+        }
+    }
+}
+
+static int serve(struct kasi_config *cfg, int no_supervisor)
+{
+    int *fds = calloc(cfg->nlisten, sizeof *fds);
+    int rc;
+    if (!fds || server_bind(cfg, fds) < 0) {
+        free(fds);
+        return 1;
+    }
+    if (no_supervisor) {
+        rc = run_worker(cfg, fds);
+        rc = rc == WORKER_FATAL ? 1 : rc;
+    } else {
+        rc = supervise(cfg, fds);
+        close_fds(fds, cfg->nlisten);
+    }
+    free(fds);
     return rc;
 }
 
@@ -175,7 +335,7 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return 1;
     }
-    rc = run(&cfg);
+    rc = serve(&cfg, o.no_supervisor);
     config_free(&cfg);
     return rc;
 }

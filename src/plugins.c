@@ -1,6 +1,7 @@
 /* plugins.c — placeholder engine until the Lua engine lands: every hook
  * says NEXT, and the queue hook writes to the local spool. */
 #include "hooks.h"
+#include "plugins.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -33,4 +34,26 @@ int plugins_hook(struct session *s, enum hook_id h, void *arg,
 void plugins_session_end(struct session *s)
 {
     (void)s;
+}
+
+int plugins_init(struct kasi_config *cfg, struct event_base *base,
+                 char *err, size_t errlen)
+{
+    (void)cfg; (void)base; (void)err; (void)errlen;
+    return 0;
+}
+
+int plugins_reload(void)
+{
+    return 0;
+}
+
+void plugins_free(void)
+{
+}
+
+int plugins_check(struct kasi_config *cfg, char *err, size_t errlen)
+{
+    (void)cfg; (void)err; (void)errlen;
+    return 0;
 }

@@ -8,6 +8,7 @@
 #include <arpa/inet.h>
 #include <errno.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,7 +158,8 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     log_msg(LOG_LVL_ERROR, "accept: %s", strerror(errno));
 }
 
-static int listen_one(struct server *srv, const struct listen_cfg *lc)
+/* Create, bind and listen one socket; returns the fd or -1 (logged). */
+static int bind_one(const struct listen_cfg *lc)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };
@@ -167,34 +169,54 @@ static int listen_one(struct server *srv, const struct listen_cfg *lc)
         log_msg(LOG_LVL_ERROR, "listen %s:%s: %s", lc->host, lc->port, gai_strerror(rc));
         return -1;
     }
-    unsigned flags = LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC;
-    if (res->ai_family == AF_INET6)
-        flags |= LEV_OPT_BIND_IPV6ONLY;
-    struct evconnlistener *l = evconnlistener_new_bind(
-        srv->base, accept_cb, srv, flags, 1024, res->ai_addr, (int)res->ai_addrlen);
-    freeaddrinfo(res);
-    if (!l) {
-        log_msg(LOG_LVL_ERROR, "listen %s:%s: %s", lc->host, lc->port, strerror(errno));
-        return -1;
+    int one = 1;
+    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd >= 0) {
+        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
+        if (res->ai_family == AF_INET6)
+            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
+        if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
+            close(fd);
+            fd = -1;
+        }
     }
-    evconnlistener_set_error_cb(l, accept_error_cb);
-    srv->listeners[srv->nlisteners++] = l;
+    if (fd < 0)
+        log_msg(LOG_LVL_ERROR, "listen %s:%s: %s", lc->host, lc->port, strerror(errno));
+    freeaddrinfo(res);
+    return fd;
+}
 
-    struct sockaddr_storage ss;
-    socklen_t sl = sizeof ss;
-    char ip[64];
-    int port = 0;
-    getsockname(evconnlistener_get_fd(l), (struct sockaddr *)&ss, &sl);
-    sockaddr_ip((struct sockaddr *)&ss, ip, sizeof ip);
-    port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
-                                          : ((struct sockaddr_in *)&ss)->sin_port);
-    log_msg(LOG_LVL_INFO, ss.ss_family == AF_INET6 ? "listening on [%s]:%d%s"
-                                                   : "listening on %s:%d%s",
-            ip, port, lc->submission ? " (submission)" : "");
+int server_bind(const struct kasi_config *cfg, int *fds)
+{
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        fds[i] = bind_one(&cfg->listen[i]);
+        if (fds[i] < 0) {
+            while (i-- > 0)
+                close(fds[i]);
+            return -1;
+        }
+    }
     return 0;
 }
 
-int server_init(struct server *srv, struct event_base *base, struct kasi_config *cfg)
+static void log_listener(int fd, const struct listen_cfg *lc)
+{
+    struct sockaddr_storage ss;
+    socklen_t sl = sizeof ss;
+    char ip[64] = "?";
+    int port = 0;
+    if (getsockname(fd, (struct sockaddr *)&ss, &sl) == 0) {
+        sockaddr_ip((struct sockaddr *)&ss, ip, sizeof ip);
+        port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
+                                              : ((struct sockaddr_in *)&ss)->sin_port);
+    }
+    log_msg(LOG_LVL_INFO, ss.ss_family == AF_INET6 ? "listening on [%s]:%d%s"
+                                                   : "listening on %s:%d%s",
+            ip, port, lc->submission ? " (submission)" : "");
+}
+
+int server_init(struct server *srv, struct event_base *base,
+                struct kasi_config *cfg, const int *fds)
 {
     memset(srv, 0, sizeof *srv);
     srv->base = base;
@@ -205,9 +227,18 @@ int server_init(struct server *srv, struct event_base *base, struct kasi_config 
     srv->listeners = calloc(cfg->nlisten, sizeof *srv->listeners);
     if (!srv->ipbuckets || !srv->listeners)
         return -1;
-    for (size_t i = 0; i < cfg->nlisten; i++)
-        if (listen_one(srv, &cfg->listen[i]) < 0)
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        struct evconnlistener *l = evconnlistener_new(
+            base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+            -1, fds[i]);
+        if (!l) {
+            log_msg(LOG_LVL_ERROR, "listener: %s", strerror(errno));
             return -1;
+        }
+        evconnlistener_set_error_cb(l, accept_error_cb);
+        srv->listeners[srv->nlisteners++] = l;
+        log_listener(fds[i], &cfg->listen[i]);
+    }
     g_server = srv;
     return 0;
 }

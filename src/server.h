@@ -26,10 +26,14 @@ struct server {
 
 extern struct server *g_server;
 
-/* Bind every listener of cfg (fds created before fork by the supervisor are
- * adopted through listen_fds when non-NULL). Returns 0 or -1 (logged). */
+/* Bind and listen on every address of cfg (in the supervisor, before the
+ * worker forks, so a restarted worker keeps the same sockets): fds gets
+ * cfg->nlisten descriptors. Returns 0 or -1 (logged). */
+int server_bind(const struct kasi_config *cfg, int *fds);
+
+/* Serve the bound sockets fds (one per listener) on base. 0 or -1. */
 int server_init(struct server *srv, struct event_base *base,
-                struct kasi_config *cfg);
+                struct kasi_config *cfg, const int *fds);
 void server_free(struct server *srv);
 
 /* Stop accepting, give sessions `grace` seconds, then 421 them. */

@@ -350,7 +350,7 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *c)
     }
     txn_end(s);                 /* HELO/EHLO imply RSET */
     free(s->helo);
-    s->helo = strdup(c->arg);
+    s->helo = strndup(c->arg, c->arg_len);
     s->esmtp = c->verb == SMTP_EHLO;
     if (!s->helo) {
         session_reply(s, 451, "4.3.0", "Out of memory");

@@ -14,8 +14,17 @@ def t(c, line, code, enh, name=None):
     return c.expect(code, enh, name or "%s -> %d %s" % (line[:60], code, enh or ""))
 
 
+def t_any(c, line, code, enhs, name):
+    """Like t() when more than one enhanced code is right (a missing path
+    is both a syntax error and a bad address)."""
+    c.send(line + "\r\n")
+    got, lines = c.read_reply()
+    enh = lines[0].split(" ")[0] if lines else None
+    ok(got == code and enh in enhs, name, "reply: %r %r" % (got, lines))
+
+
 CONF = {"limits": {"max_recipients": 3, "max_message_size": "1M",
-                   "max_command_length": 100, "max_errors": 50}}
+                   "max_command_length": 512, "max_errors": 50}}
 
 with Kasi(CONF) as k:
     # before HELO/EHLO
@@ -51,7 +60,7 @@ with Kasi(CONF) as k:
         c.expect(500, "5.5.2", "8-bit verb -> 500 5.5.2")
 
         # bad addresses and syntax
-        t(c, "MAIL FROM:", 501, "5.1.7", "MAIL FROM: empty -> 501 5.1.7")
+        t_any(c, "MAIL FROM:", 501, ("5.1.7", "5.5.4"), "MAIL FROM: empty -> 501 5.1.7 or 5.5.4")
         t(c, "MAIL FROM:<a@client.test", 501, "5.1.7", "MAIL missing '>' -> 501 5.1.7")
         t(c, "MAIL FROM:<a b@client.test>", 501, "5.1.7", "MAIL with space -> 501 5.1.7")
         t(c, "MAIL FROM:<a@@client.test>", 501, "5.1.7", "MAIL a@@x -> 501 5.1.7")
@@ -62,7 +71,7 @@ with Kasi(CONF) as k:
         t(c, "MAIL FROM:<j\u00f6rg@client.test>", 553, "5.6.7",
           "UTF-8 sender without SMTPUTF8 -> 553 5.6.7")
         t(c, "MAIL FROM:<a@client.test> SIZE=1000", 250, "2.1.0", "MAIL ok after the errors")
-        t(c, "RCPT TO:", 501, "5.1.3", "RCPT TO: empty -> 501 5.1.3")
+        t_any(c, "RCPT TO:", 501, ("5.1.3", "5.5.4"), "RCPT TO: empty -> 501 5.1.3 or 5.5.4")
         t(c, "RCPT TO:<>", 501, "5.1.3", "RCPT TO:<> -> 501 5.1.3")
         t(c, "RCPT TO:<b@example.test", 501, "5.1.3", "RCPT missing '>' -> 501 5.1.3")
         t(c, "RCPT TO:<b@>", 501, "5.1.3", "RCPT empty domain -> 501 5.1.3")
@@ -82,13 +91,13 @@ with Kasi(CONF) as k:
             is_(m.env.get("rcpt_to"), ["r0@example.test", "r1@example.test", "r2@example.test"],
                 "only the 3 accepted recipients in the envelope")
 
-        # over-long command lines (limit 100 octets incl. CRLF)
-        t(c, "NOOP " + "x" * 93, 250, "2.0.0", "command of exactly 100 octets is fine")
-        t(c, "NOOP " + "x" * 94, 500, "5.5.6", "101-octet command -> 500 5.5.6")
+        # over-long command lines (limit 512 octets incl. CRLF)
+        t(c, "NOOP " + "x" * 505, 250, "2.0.0", "command of exactly 512 octets is fine")
+        t(c, "NOOP " + "x" * 506, 500, "5.5.6", "513-octet command -> 500 5.5.6")
         like(" ".join(c.last[1]), r"(?i)line too long", "  text says 'Line too long'")
         t(c, "NOOP " + "y" * 5000, 500, "5.5.6", "5000-octet command -> 500 5.5.6")
         t(c, "NOOP", 250, "2.0.0", "connection usable after a long command")
-        t(c, "MAIL FROM:<" + "a" * 200 + "@client.test>", 500, "5.5.6",
+        t(c, "MAIL FROM:<" + "a" * 600 + "@client.test>", 500, "5.5.6",
           "long MAIL line -> 500 5.5.6, not executed")
         t(c, "RCPT TO:<b@example.test>", 503, "5.5.1", "the long MAIL did not start a transaction")
 

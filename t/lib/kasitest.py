@@ -247,6 +247,7 @@ class Kasi:
 
     def __init__(self, config=None, yaml=None, files=None, args=None,
                  start=True, ready_regex=None):
+        self.failed_before = _Tap.failed
         self.tmp = tempfile.mkdtemp(prefix="kasi-t-")
         self.confdir = os.path.join(self.tmp, "config")
         self.spool_dir = os.path.join(self.tmp, "spool")
@@ -369,7 +370,7 @@ class Kasi:
             self._log = None
 
     def cleanup(self):
-        if _Tap.failed or os.environ.get("KASI_KEEP"):
+        if _Tap.failed > self.failed_before or os.environ.get("KASI_KEEP"):
             diag("kept test directory %s" % self.tmp)
         else:
             shutil.rmtree(self.tmp, ignore_errors=True)
@@ -383,6 +384,8 @@ class Kasi:
                 self.stop()
         else:
             self.kill()
+            diag(self.log_tail())
+            self.failed_before = -1  # keep the directory for a post-mortem
         self.cleanup()
         return False
 

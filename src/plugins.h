@@ -1,0 +1,22 @@
+/* plugins.h — starting, reloading and stopping the plugin engine (the
+ * per-hook calls are in hooks.h). */
+#ifndef KASI_PLUGINS_H
+#define KASI_PLUGINS_H
+
+#include <stddef.h>
+
+struct kasi_config;
+struct event_base;
+
+/* Load config/plugins into the first generation. 0, or -1 with err. */
+int plugins_init(struct kasi_config *cfg, struct event_base *base,
+                 char *err, size_t errlen);
+/* SIGHUP: build a new generation; on failure keep the old one (logged).
+ * Returns 0 when the new generation is live. */
+int plugins_reload(void);
+/* Free every generation (process exit). */
+void plugins_free(void);
+/* kasi -t: load every plugin without serving. 0, or -1 with err. */
+int plugins_check(struct kasi_config *cfg, char *err, size_t errlen);
+
+#endif
