@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -285,8 +286,19 @@ static int supervise(struct kasi_config *cfg, int *fds)
     }
 }
 
+/* Each connection is a descriptor: allow as many as the hard limit. */
+static void raise_fd_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
+}
+
 static int serve(struct kasi_config *cfg, int no_supervisor)
 {
+    raise_fd_limit();
     int *fds = calloc(cfg->nlisten, sizeof *fds);
     int rc;
     if (!fds || server_bind(cfg, fds) < 0) {

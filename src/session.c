@@ -859,6 +859,27 @@ static void handle_line(struct session *s, char *line, size_t len)
     }
 }
 
+/* A client trickling one byte at a time resets the read timeout forever
+ * (slowloris): a command line must be complete within the command timeout
+ * of its first byte. Returns 1 when the session was closed for it. */
+static int partial_line_expired(struct session *s)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(s->srv->base, &now);
+    double t = (double)now.tv_sec + (double)now.tv_usec / 1e6;
+    if (!s->partial_since) {
+        s->partial_since = t;
+        return 0;
+    }
+    if (t - s->partial_since <= s->srv->cfg->timeout_command)
+        return 0;
+    slog(s, LOG_LVL_INFO, "command not completed in time, closing");
+    session_reply(s, 421, "4.4.2", "Error: timeout exceeded");
+    s->last_result = "timeout";
+    session_close(s);
+    return 1;
+}
+
 /* Read one command line. Returns 0 when more input is needed. */
 static int read_command(struct session *s, struct evbuffer *in)
 {
@@ -867,6 +888,8 @@ static int read_command(struct session *s, struct evbuffer *in)
     struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len,
                                                 EVBUFFER_EOL_CRLF_STRICT);
     if (p.pos < 0) {
+        if (partial_line_expired(s))
+            return 0;
         if (evbuffer_get_length(in) >= max) {
             evbuffer_drain(in, evbuffer_get_length(in));
             s->input = IN_SKIPLINE;
@@ -874,6 +897,7 @@ static int read_command(struct session *s, struct evbuffer *in)
         }
         return 0;
     }
+    s->partial_since = 0;
     size_t len = (size_t)p.pos;
     if (len + 2 > max) {
         evbuffer_drain(in, len + eol_len);

@@ -66,6 +66,7 @@ struct session {
     enum session_input input;
     struct txn *txn;
     unsigned errors;                   /* protocol errors so far */
+    double partial_since;              /* first byte of an unfinished command line */
 
     struct data_decoder dec;           /* IN_DATA */
     unsigned long long bdat_left;      /* IN_BDAT: octets still to read */
