@@ -3,6 +3,7 @@
 key errors), -c with its default, and --listen overriding the listeners."""
 import os
 import re
+import shutil
 import socket
 import sys
 import tempfile
@@ -11,8 +12,13 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from kasitest import *  # noqa: E402,F401,F403
 
 
+TMPDIRS = []
+
+
 def write_conf(text, name="smtp.yaml", base=None):
-    base = base or tempfile.mkdtemp(prefix="kasi-cli-")
+    if base is None:
+        base = tempfile.mkdtemp(prefix="kasi-cli-")
+        TMPDIRS.append(base)
     os.makedirs(os.path.join(base, "config"), exist_ok=True)
     with open(os.path.join(base, "config", name), "w") as f:
         f.write(text)
@@ -183,4 +189,6 @@ is_(r.returncode, 1, "server exits 1 on a bad config")
 like(r.stderr, r"smtp\.yaml:3:.*nope", "  naming file:line and key")
 d.cleanup()
 
+for path in TMPDIRS:
+    shutil.rmtree(path, ignore_errors=True)
 done()
