@@ -8,7 +8,7 @@
 #   make bench      benchmarks (see contrib/bench/)
 
 CC      ?= cc
-PKGS    := libevent_core libevent_extra libevent_openssl luajit yaml-0.1 openssl
+PKGS    := libevent_core libevent_extra libevent_openssl luajit yaml-0.1 openssl libcares
 BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  ?=

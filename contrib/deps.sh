@@ -3,7 +3,8 @@
 # are missing. As root it runs apt-get; otherwise it prints the command.
 set -e
 PKGS="build-essential pkg-config libevent-dev libluajit2-5.1-dev libyaml-dev
-libssl-dev libcrypt-dev python3 swaks postfix clang openssl"
+libssl-dev libcrypt-dev python3 swaks postfix clang openssl
+libc-ares-dev dnsmasq-base spamassassin spamc"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

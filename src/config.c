@@ -295,8 +295,9 @@ int config_parse_listen(const char *s, char **host, char **port, char *err, size
     return 0;
 }
 
-/* Append a listener; takes ownership of host and port either way. */
-static int cfg_add_listen(struct kasi_config *cfg, char *host, char *port, int submission)
+/* Append a listener like tmpl; takes ownership of host and port either way. */
+static int cfg_add_listen(struct kasi_config *cfg, char *host, char *port,
+                          const struct listen_cfg *tmpl)
 {
     struct listen_cfg *l = realloc(cfg->listen, (cfg->nlisten + 1) * sizeof *l);
     if (!l) {
@@ -305,12 +306,18 @@ static int cfg_add_listen(struct kasi_config *cfg, char *host, char *port, int s
         return -1;
     }
     cfg->listen = l;
-    l[cfg->nlisten++] = (struct listen_cfg){ host, port, submission };
+    l[cfg->nlisten] = *tmpl;
+    l[cfg->nlisten].host = host;
+    l[cfg->nlisten].port = port;
+    cfg->nlisten++;
     return 0;
 }
 
+/* A listener whose tls and auth are still to be resolved (cfg_resolve_listen). */
+static const struct listen_cfg cfg_listen_plain = { .auth = -1 };
+
 static int cfg_listen_addr(struct cfg_ctx *c, const struct ynode *v, const char *key,
-                           int submission)
+                           const struct listen_cfg *tmpl)
 {
     const char *s = cfg_scalar(c, v, key, "an address \"HOST:PORT\"");
     if (!s)
@@ -318,7 +325,9 @@ static int cfg_listen_addr(struct cfg_ctx *c, const struct ynode *v, const char 
     char why[256], *host, *port;
     if (config_parse_listen(s, &host, &port, why, sizeof why) < 0)
         return cfg_fail(c, v->line, "%s: %s", key, why);
-    return cfg_add_listen(c->cfg, host, port, submission) < 0 ? cfg_oom(c) : 0;
+    struct listen_cfg l = *tmpl;
+    l.line = v->line;
+    return cfg_add_listen(c->cfg, host, port, &l) < 0 ? cfg_oom(c) : 0;
 }
 
 static int cfg_bool(struct cfg_ctx *c, const struct ynode *v, const char *key, int *out)
@@ -335,27 +344,57 @@ static int cfg_bool(struct cfg_ctx *c, const struct ynode *v, const char *key, i
     return 0;
 }
 
-/* { address: "HOST:PORT", submission: bool } */
+static int cfg_word(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                    const char *const *words, int *idx);
+
+/* One key of a listener map other than address. */
+static int cfg_listen_key(struct cfg_ctx *c, const char *name, const struct ynode *v,
+                          const char *key, struct listen_cfg *l)
+{
+    static const char *const modes[] = { "none", "starttls", "implicit", NULL };
+    int i;
+    if (!strcmp(name, "submission"))
+        return cfg_bool(c, v, key, &l->submission);
+    if (!strcmp(name, "auth"))
+        return cfg_bool(c, v, key, &l->auth);
+    if (!strcmp(name, "auth_plaintext"))
+        return cfg_bool(c, v, key, &l->auth_plaintext);
+    if (!strcmp(name, "tls")) {
+        if (cfg_word(c, v, key, modes, &i) < 0)
+            return -1;
+        l->tls = (enum listen_tls)(LISTEN_TLS_NONE + i);
+        return 0;
+    }
+    return 1;
+}
+
+/* { address: "HOST:PORT", submission: bool, tls: mode, auth: bool,
+ *   auth_plaintext: bool } */
 static int cfg_listen_map(struct cfg_ctx *c, const struct ynode *m, const char *key)
 {
     const struct ynode *addr = NULL;
-    int submission = 0;
+    struct listen_cfg l = cfg_listen_plain;
     char dotted[CFG_KEYLEN];
     for (size_t i = 0; i < m->n; i++) {
         cfg_dotted(dotted, sizeof dotted, key, m->keys[i]);
-        if (!strcmp(m->keys[i], "address"))
+        if (!strcmp(m->keys[i], "address")) {
             addr = m->items[i];
-        else if (!strcmp(m->keys[i], "submission")) {
-            if (cfg_bool(c, m->items[i], dotted, &submission) < 0)
-                return -1;
-        } else
-            return cfg_fail(c, m->key_lines[i],
-                            "unknown key '%s' (known: address, submission)", dotted);
+            continue;
+        }
+        int rc = cfg_listen_key(c, m->keys[i], m->items[i], dotted, &l);
+        if (rc < 0)
+            return -1;
+        if (rc > 0)
+            return cfg_fail(c, m->key_lines[i], "unknown key '%s' (known: address, "
+                            "submission, tls, auth, auth_plaintext)", dotted);
     }
     if (!addr)
         return cfg_fail(c, m->line, "%s: missing key 'address'", key);
     cfg_dotted(dotted, sizeof dotted, key, "address");
-    return cfg_listen_addr(c, addr, dotted, submission);
+    if (cfg_listen_addr(c, addr, dotted, &l) < 0)
+        return -1;
+    c->cfg->listen[c->cfg->nlisten - 1].line = m->line;
+    return 0;
 }
 
 static int cfg_set_listen(struct cfg_ctx *c, const struct ynode *v, const char *key,
@@ -371,8 +410,9 @@ static int cfg_set_listen(struct cfg_ctx *c, const struct ynode *v, const char *
         char dotted[CFG_KEYLEN];
         if (snprintf(dotted, sizeof dotted, "%s[%zu]", key, i) < 0)
             dotted[0] = '\0';
-        int rc = item->type == YNODE_MAP ? cfg_listen_map(c, item, dotted)
-                                         : cfg_listen_addr(c, item, dotted, 0);
+        int rc = item->type == YNODE_MAP
+                     ? cfg_listen_map(c, item, dotted)
+                     : cfg_listen_addr(c, item, dotted, &cfg_listen_plain);
         if (rc < 0)
             return -1;
     }
@@ -544,6 +584,121 @@ static int cfg_set_spool(struct cfg_ctx *c, const struct ynode *v, const char *k
 static int cfg_walk(struct cfg_ctx *c, const struct ynode *map, const char *prefix,
                     const struct cfg_key *table);
 
+/* ---- tls ------------------------------------------------------------- */
+
+/* A file path: relative ones are taken relative to the config directory. */
+static int cfg_path(struct cfg_ctx *c, const struct ynode *v, const char *key, char **out)
+{
+    const char *s = cfg_scalar(c, v, key, "a file name");
+    if (!s)
+        return -1;
+    char *path = s[0] == '/' ? strdup(s) : cfg_join(c->cfg->dir, s);
+    if (!path)
+        return cfg_oom(c);
+    free(*out);
+    *out = path;
+    return 0;
+}
+
+/* { cert: FILE, key: FILE } into the next slot of tls.certs. */
+static int cfg_tls_cert(struct cfg_ctx *c, const struct ynode *m, const char *key)
+{
+    struct tls_cfg *t = &c->cfg->tls;
+    if (m->type != YNODE_MAP)
+        return cfg_type_error(c, m, key, "a map { cert: FILE, key: FILE }");
+    struct tls_cert_cfg *n = realloc(t->certs, (t->ncerts + 1) * sizeof *n);
+    if (!n)
+        return cfg_oom(c);
+    t->certs = n;
+    struct tls_cert_cfg *e = &n[t->ncerts++];
+    e->cert = e->key = NULL;
+    char dotted[CFG_KEYLEN];
+    for (size_t i = 0; i < m->n; i++) {
+        cfg_dotted(dotted, sizeof dotted, key, m->keys[i]);
+        char **slot = !strcmp(m->keys[i], "cert") ? &e->cert
+                    : !strcmp(m->keys[i], "key") ? &e->key : NULL;
+        if (!slot)
+            return cfg_fail(c, m->key_lines[i], "unknown key '%s' (known: cert, key)",
+                            dotted);
+        if (cfg_path(c, m->items[i], dotted, slot) < 0)
+            return -1;
+    }
+    if (!e->cert || !e->key)
+        return cfg_fail(c, m->line, "%s: missing key '%s'", key, e->cert ? "key" : "cert");
+    return 0;
+}
+
+static int cfg_set_tls_certs(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                             const struct cfg_key *k)
+{
+    (void)k;
+    if (cfg_is_null(v))
+        return 0;
+    if (v->type != YNODE_SEQ || v->n == 0)
+        return cfg_type_error(c, v, key, "a list of { cert: FILE, key: FILE }");
+    for (size_t i = 0; i < v->n; i++) {
+        char dotted[CFG_KEYLEN];
+        if (snprintf(dotted, sizeof dotted, "%s[%zu]", key, i) < 0)
+            dotted[0] = '\0';
+        if (cfg_tls_cert(c, v->items[i], dotted) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int cfg_set_tls_min(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                           const struct cfg_key *k)
+{
+    static const char *const words[] = { "TLSv1.2", "TLSv1.3", NULL };
+    int i;
+    (void)k;
+    if (cfg_word(c, v, key, words, &i) < 0)
+        return -1;
+    c->cfg->tls.min_version = i ? 0x0304 : 0x0303;
+    return 0;
+}
+
+/* A cipher list: checked by OpenSSL when the contexts are built. */
+static int cfg_set_tls_list(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                            const struct cfg_key *k)
+{
+    const char *s = cfg_scalar(c, v, key, "a cipher list");
+    if (!s)
+        return -1;
+    char **slot = !strcmp(k->name, "ciphers") ? &c->cfg->tls.ciphers
+                                              : &c->cfg->tls.ciphersuites;
+    return cfg_replace(slot, s) < 0 ? cfg_oom(c) : 0;
+}
+
+/* After the whole file: listener settings that depend on the tls section. */
+static int cfg_check_listen(struct cfg_ctx *c)
+{
+    const struct kasi_config *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        const struct listen_cfg *l = &cfg->listen[i];
+        if ((l->tls == LISTEN_TLS_STARTTLS || l->tls == LISTEN_TLS_IMPLICIT) &&
+            cfg->tls.ncerts == 0)
+            return cfg_fail(c, l->line, "listen[%zu].tls: %s needs tls.certificates", i,
+                            l->tls == LISTEN_TLS_STARTTLS ? "starttls" : "implicit");
+        if (l->submission && l->auth == 0)
+            return cfg_fail(c, l->line, "listen[%zu]: a submission listener needs auth", i);
+    }
+    return 0;
+}
+
+/* Defaults that depend on other keys: tls (starttls when certificates are
+ * configured) and auth (on for submission listeners). */
+static void cfg_resolve_listen(struct kasi_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        struct listen_cfg *l = &cfg->listen[i];
+        if (l->tls == LISTEN_TLS_DEFAULT)
+            l->tls = cfg->tls.ncerts ? LISTEN_TLS_STARTTLS : LISTEN_TLS_NONE;
+        if (l->auth < 0)
+            l->auth = l->submission;
+    }
+}
+
 static int cfg_set_section(struct cfg_ctx *c, const struct ynode *v, const char *key,
                            const struct cfg_key *k)
 {
@@ -590,6 +745,14 @@ static const struct cfg_key cfg_log_keys[] = {
     { 0 }
 };
 
+static const struct cfg_key cfg_tls_keys[] = {
+    CFG_FN("certificates", cfg_set_tls_certs),
+    CFG_FN("min_version", cfg_set_tls_min),
+    CFG_FN("ciphers", cfg_set_tls_list),
+    CFG_FN("ciphersuites", cfg_set_tls_list),
+    { 0 }
+};
+
 static const struct cfg_key cfg_top_keys[] = {
     CFG_FN("hostname", cfg_set_hostname),
     CFG_FN("listen", cfg_set_listen),
@@ -598,6 +761,7 @@ static const struct cfg_key cfg_top_keys[] = {
     CFG_SECTION("data", cfg_data_keys),
     CFG_FN("spool_dir", cfg_set_spool),
     CFG_SECTION("log", cfg_log_keys),
+    CFG_SECTION("tls", cfg_tls_keys),
     { 0 }
 };
 
@@ -650,6 +814,7 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->bare_lf = DATA_BARE_REJECT;
     cfg->long_lines = DATA_LONG_REJECT;
     cfg->log_level = 2;
+    cfg->tls.min_version = 0x0303;
     cfg->dir = strdup(dir);
     cfg->spool_dir = cfg_join(dir, "spool");
     cfg->log_target = strdup("stderr");
@@ -669,6 +834,8 @@ static int cfg_load_yaml(struct cfg_ctx *c)
                  ? cfg_walk(c, root, NULL, cfg_top_keys)
                  : cfg_fail(c, root->line, "expected a map of settings at the top level");
     ytree_free(root);
+    if (rc == 0)
+        rc = cfg_check_listen(c);
     return rc;
 }
 
@@ -722,9 +889,10 @@ static int cfg_finish(struct cfg_ctx *c)
             free(port);
             return cfg_oom(c);
         }
-        if (cfg_add_listen(cfg, host, port, 0) < 0)
+        if (cfg_add_listen(cfg, host, port, &cfg_listen_plain) < 0)
             return cfg_oom(c);
     }
+    cfg_resolve_listen(cfg);
     return 0;
 }
 
@@ -775,6 +943,13 @@ void config_free(struct kasi_config *cfg)
         free(cfg->listen[i].port);
     }
     free(cfg->listen);
+    for (size_t i = 0; i < cfg->tls.ncerts; i++) {
+        free(cfg->tls.certs[i].cert);
+        free(cfg->tls.certs[i].key);
+    }
+    free(cfg->tls.certs);
+    free(cfg->tls.ciphers);
+    free(cfg->tls.ciphersuites);
     free(cfg->dir);
     free(cfg->hostname);
     free(cfg->spool_dir);

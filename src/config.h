@@ -8,10 +8,34 @@
 #include <stddef.h>
 #include "smtp_data.h"
 
+/* TLS on a listener. DEFAULT (a --listen address): STARTTLS when
+ * certificates are configured, else none. */
+enum listen_tls {
+    LISTEN_TLS_DEFAULT = 0, LISTEN_TLS_NONE, LISTEN_TLS_STARTTLS, LISTEN_TLS_IMPLICIT
+};
+
 struct listen_cfg {
     char *host;          /* "127.0.0.1", "::1", "0.0.0.0", "::" */
     char *port;          /* "2525" */
     int submission;      /* listener is a submission port (AUTH required) */
+    enum listen_tls tls; /* none | starttls | implicit */
+    int auth;            /* AUTH offered (default: submission) */
+    int auth_plaintext;  /* AUTH allowed without TLS (default false) */
+    int line;            /* where smtp.yaml defines it, 0 elsewhere */
+};
+
+struct tls_cert_cfg {
+    char *cert;          /* PEM certificate with its chain (path joined to dir) */
+    char *key;           /* PEM private key */
+};
+
+/* The tls: section. No certificates: TLS is off everywhere. */
+struct tls_cfg {
+    struct tls_cert_cfg *certs;  /* [0] is the default; SNI picks the others */
+    size_t ncerts;
+    int min_version;             /* 0x0303 TLS 1.2 (default) | 0x0304 TLS 1.3 */
+    char *ciphers;               /* TLS 1.2 cipher list, NULL: built-in default */
+    char *ciphersuites;          /* TLS 1.3 suites, NULL: OpenSSL's default */
 };
 
 struct kasi_config {
@@ -42,6 +66,8 @@ struct kasi_config {
                                       relative to dir (stored joined: "DIR/spool") */
     char *log_target;              /* "stderr" (default) | "syslog" */
     int log_level;                 /* 0 error .. 3 debug, default 2 (info) */
+
+    struct tls_cfg tls;
 };
 
 /* Load DIR/smtp.yaml and DIR/me. Returns 0, or -1 with "file:line: key: why"

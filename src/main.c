@@ -22,6 +22,7 @@
 #include "plugins.h"
 #include "server.h"
 #include "spool.h"
+#include "tls.h"
 #include "version.h"
 #include "watchdog.h"
 
@@ -136,6 +137,7 @@ static void on_hup(evutil_socket_t sig, short what, void *arg)
     (void)arg;
     log_msg(LOG_LVL_INFO, "SIGHUP: reloading plugins");
     plugins_reload();
+    tls_reload();
 }
 
 /* The worker: serves the bound sockets until told to stop. Exit codes:
@@ -257,6 +259,7 @@ static int supervise(struct kasi_config *cfg, int *fds)
         }
         if (sup_hup) {
             sup_hup = 0;
+            tls_reload();   /* a restarted worker gets the new certificates */
             kill(child, SIGHUP);
         }
         if (waitpid(child, &status, WNOHANG) == child) {
@@ -336,18 +339,26 @@ int main(int argc, char **argv)
         return 1;
     }
     free(o.listen);
+    if (tls_init(&cfg, err, sizeof err) < 0) {
+        fprintf(stderr, "kasi: %s\n", err);
+        config_free(&cfg);
+        return 1;
+    }
     if (o.check_only) {
         printf("kasi: configuration ok (%s)\n", o.confdir);
+        tls_free();
         config_free(&cfg);
         return 0;
     }
     log_setup(cfg.log_target, cfg.log_level);
     if (spool_prepare(cfg.spool_dir) < 0) {
         fprintf(stderr, "kasi: spool_dir %s: %s\n", cfg.spool_dir, strerror(errno));
+        tls_free();
         config_free(&cfg);
         return 1;
     }
     rc = serve(&cfg, o.no_supervisor);
+    tls_free();
     config_free(&cfg);
     return rc;
 }

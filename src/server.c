@@ -127,7 +127,8 @@ static void sockaddr_ip(const struct sockaddr *sa, char *ip, size_t len)
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
 {
-    struct server *srv = arg;
+    struct server_listener *sl = arg;
+    struct server *srv = sl->srv;
     const struct kasi_config *c = srv->cfg;
     char ip[64];
     (void)l;
@@ -144,7 +145,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
         refuse(fd, "421 4.7.0 Too many connections from your address\r\n");
         return;
     }
-    if (!session_new(srv, fd, sa, (socklen_t)salen)) {
+    if (!session_new(srv, sl->lc, fd, sa, (socklen_t)salen)) {
         log_msg(LOG_LVL_ERROR, "out of memory for a new session from %s", ip);
         refuse(fd, "421 4.3.0 Out of memory\r\n");
     }
@@ -210,9 +211,14 @@ static void log_listener(int fd, const struct listen_cfg *lc)
         port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                               : ((struct sockaddr_in *)&ss)->sin_port);
     }
+    char what[64];
+    snprintf(what, sizeof what, "%s%s%s", lc->submission ? " (submission)" : "",
+             lc->tls == LISTEN_TLS_IMPLICIT ? " (implicit TLS)"
+             : lc->tls == LISTEN_TLS_STARTTLS ? " (STARTTLS)" : "",
+             lc->auth ? " (AUTH)" : "");
     log_msg(LOG_LVL_INFO, ss.ss_family == AF_INET6 ? "listening on [%s]:%d%s"
                                                    : "listening on %s:%d%s",
-            ip, port, lc->submission ? " (submission)" : "");
+            ip, port, what);
 }
 
 int server_init(struct server *srv, struct event_base *base,
@@ -225,11 +231,13 @@ int server_init(struct server *srv, struct event_base *base,
              (unsigned long)time(NULL), (unsigned)getpid() & 0xffff);
     srv->ipbuckets = calloc(IP_BUCKETS, sizeof *srv->ipbuckets);
     srv->listeners = calloc(cfg->nlisten, sizeof *srv->listeners);
-    if (!srv->ipbuckets || !srv->listeners)
+    srv->lctx = calloc(cfg->nlisten, sizeof *srv->lctx);
+    if (!srv->ipbuckets || !srv->listeners || !srv->lctx)
         return -1;
     for (size_t i = 0; i < cfg->nlisten; i++) {
+        srv->lctx[i] = (struct server_listener){ srv, &cfg->listen[i] };
         struct evconnlistener *l = evconnlistener_new(
-            base, accept_cb, srv, LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
+            base, accept_cb, &srv->lctx[i], LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
             -1, fds[i]);
         if (!l) {
             log_msg(LOG_LVL_ERROR, "listener: %s", strerror(errno));
@@ -256,6 +264,7 @@ void server_free(struct server *srv)
         session_destroy(srv->sessions);
     close_listeners(srv);
     free(srv->listeners);
+    free(srv->lctx);
     if (srv->ipbuckets) {
         for (size_t i = 0; i < IP_BUCKETS; i++) {
             while (srv->ipbuckets[i]) {

@@ -8,12 +8,20 @@
 #include <event2/event.h>
 
 struct kasi_config;
+struct listen_cfg;
 struct session;
+
+/* What a listener's accept callback needs. */
+struct server_listener {
+    struct server *srv;
+    const struct listen_cfg *lc;
+};
 
 struct server {
     struct event_base *base;
     struct kasi_config *cfg;
     struct evconnlistener **listeners;
+    struct server_listener *lctx;  /* one per listener */
     size_t nlisteners;
     struct session *sessions;      /* doubly linked list of live sessions */
     unsigned nsessions;

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -26,14 +27,19 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "auth.h"
 #include "config.h"
+#include "dns.h"
 #include "message.h"
 #include "server.h"
+#include "tls.h"
 
 #define SESSION_READ_HIGH (1024 * 1024)   /* stop reading past this backlog */
 
 static void session_process(struct session *s);
 static void start_banner(struct session *s);
+static int starttls_offered(const struct session *s);
+static int auth_offered(const struct session *s);
 
 /* ---------------------------------------------------------------- logging */
 
@@ -179,8 +185,8 @@ static int deny_reply(struct session *s, enum hook_id h, struct hook_result *r)
     session_reply(s, code, enh, text);
     slog(s, LOG_LVL_INFO, "%s: %s %d %s %s", hook_name(h), hook_rc_name(r->rc),
          code, enh, text);
-    if (r->rc == RC_DENYDISCONNECT || r->rc == RC_DISCONNECT ||
-        (h == HOOK_CONNECT && r->rc == RC_DENYSOFT) || h == HOOK_CONNECT) {
+    /* a refused connection is closed whatever the answer */
+    if (r->rc == RC_DENYDISCONNECT || r->rc == RC_DISCONNECT || h == HOOK_CONNECT) {
         s->last_result = hook_rc_name(r->rc);
         session_close(s);
     }
@@ -335,9 +341,11 @@ static void helo_done(struct session *s, struct hook_result *r)
     }
     char text[1024];
     snprintf(text, sizeof text,
-             "%s Hello %s [%s]\nPIPELINING\nSIZE %zu\n8BITMIME\n"
-             "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING",
-             c->hostname, s->helo, s->remote_ip, c->max_message_size);
+             "%s Hello %.255s [%s]\nPIPELINING\nSIZE %zu\n8BITMIME\n"
+             "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING%s%s",
+             c->hostname, s->helo, s->remote_ip, c->max_message_size,
+             starttls_offered(s) ? "\nSTARTTLS" : "",
+             auth_offered(s) ? "\nAUTH " AUTH_MECHANISMS : "");
     session_reply(s, 250, NULL, text);
 }
 
@@ -380,6 +388,10 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *c)
     }
     if (s->state != SS_READY) {
         proto_error(s, 503, "5.5.1", "Error: nested MAIL command");
+        return;
+    }
+    if (s->listen && s->listen->submission && !s->auth_user) {
+        session_reply(s, 530, "5.7.0", "Authentication required");
         return;
     }
     struct smtp_parse_opts o = { .esmtp = s->esmtp,
@@ -705,6 +717,11 @@ static int add_received(struct session *s)
                      "\tby %s (kasi) with %s id %s",
                      s->helo, s->rdns ? s->rdns : "unknown", s->remote_ip,
                      c->hostname, received_proto(s), t->id);
+    if (n > (int)sizeof buf - 600)  /* a long HELO: keep room for the rest */
+        n = (int)sizeof buf - 600;
+    if (s->tls)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "\r\n\t(version=%s cipher=%s)",
+                      s->tls_version, s->tls_cipher);
     if (t->nrcpt == 1 && t->rcpt[0].addr.local) {
         char *a = smtp_addr_format(&t->rcpt[0].addr);
         n += snprintf(buf + n, sizeof buf - (size_t)n, "\r\n\tfor <%s>", a ? a : "");
@@ -752,6 +769,249 @@ static void finish_message(struct session *s)
     txn_end(s);
 }
 
+/* ------------------------------------------------------------- STARTTLS */
+
+static void session_read_cb(struct bufferevent *bev, void *arg);
+static void session_write_cb(struct bufferevent *bev, void *arg);
+static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static int starttls_offered(const struct session *s)
+{
+    enum listen_tls m = s->listen ? s->listen->tls : LISTEN_TLS_DEFAULT;
+    return !s->tls && !s->tls_handshake && tls_available() &&
+           (m == LISTEN_TLS_STARTTLS || m == LISTEN_TLS_DEFAULT);
+}
+
+static int auth_offered(const struct session *s)
+{
+    return s->listen && s->listen->auth && (s->tls || s->listen->auth_plaintext);
+}
+
+/* Point the session at a (new) bufferevent. */
+static void session_attach(struct session *s, struct bufferevent *bev)
+{
+    s->bev = bev;
+    bufferevent_setcb(bev, session_read_cb, session_write_cb, session_event_cb, s);
+    bufferevent_setwatermark(bev, EV_READ, 0, SESSION_READ_HIGH);
+    reset_timeout(s);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/* RFC 3207: after TLS starts, the client greets again and nothing learnt
+ * before counts. */
+static void starttls_reset(struct session *s)
+{
+    txn_end(s);
+    free(s->helo);
+    s->helo = NULL;
+    s->esmtp = 0;
+    if (s->auth_user) {
+        free(s->auth_user);
+        s->auth_user = NULL;
+        s->relaying = 0;
+    }
+}
+
+static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
+{
+    if (*c->arg) {
+        proto_error(s, 501, "5.5.4", "Syntax: STARTTLS");
+        return;
+    }
+    if (s->tls) {
+        proto_error(s, 503, "5.5.1", "Error: TLS already active");
+        return;
+    }
+    if (!starttls_offered(s)) {
+        proto_error(s, 502, "5.5.1", "Error: command not implemented");
+        return;
+    }
+    if (s->state != SS_READY) {
+        proto_error(s, 503, "5.5.1", s->state == SS_GREET
+                    ? "Error: send EHLO first" : "Error: MAIL transaction in progress");
+        return;
+    }
+    /* CVE-2011-0411: what the client pipelined after STARTTLS was sent in
+     * the clear; it must never be taken as a command inside TLS. */
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t junk = evbuffer_get_length(in);
+    if (junk) {
+        slog(s, LOG_LVL_INFO, "STARTTLS: discarding %zu pipelined bytes", junk);
+        evbuffer_drain(in, junk);
+    }
+    session_reply(s, 220, "2.0.0", "Ready to start TLS");
+    struct bufferevent *tb = tls_wrap_filter(s->srv->base, s->bev);
+    if (!tb) {
+        slog(s, LOG_LVL_ERROR, "STARTTLS: cannot set up TLS");
+        s->last_result = "tls-error";
+        session_close(s);
+        return;
+    }
+    starttls_reset(s);
+    s->tls_handshake = 1;
+    s->state = SS_NEW;          /* nothing is read until the handshake ends */
+    session_attach(s, tb);
+}
+
+/* The handshake finished (STARTTLS or implicit TLS). */
+static void tls_established(struct session *s)
+{
+    int implicit = s->tls_handshake == 2;
+    s->tls_handshake = 0;
+    s->tls = 1;
+    tls_info(s->bev, s->tls_version, sizeof s->tls_version, s->tls_cipher,
+             sizeof s->tls_cipher, s->tls_sni, sizeof s->tls_sni);
+    slog(s, LOG_LVL_INFO, "TLS established: version=%s cipher=%s sni=%s",
+         s->tls_version, s->tls_cipher, s->tls_sni[0] ? s->tls_sni : "-");
+    reset_timeout(s);
+    if (implicit) {
+        start_banner(s);
+        return;
+    }
+    s->state = SS_GREET;
+    session_process(s);
+}
+
+/* ----------------------------------------------------------------- AUTH */
+
+#define AUTH_MAX_FAILURES 3
+
+/* A user name fit for a log line: printable, bounded. */
+static void safe_name(const char *in, char *out, size_t len)
+{
+    size_t i = 0;
+    for (; in && in[i] && i + 1 < len; i++)
+        out[i] = (unsigned char)in[i] < 0x21 || in[i] == 0x7f ? '?' : in[i];
+    out[i] = '\0';
+}
+
+static void auth_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    s->paused = 0;
+    if (s->state == SS_CLOSING)
+        return;
+    if (s->auth_failures >= AUTH_MAX_FAILURES) {
+        slog(s, LOG_LVL_INFO, "too many authentication failures (%u), closing",
+             s->auth_failures);
+        session_reply(s, 421, "4.7.0", "Too many authentication failures, closing connection");
+        s->last_result = "auth";
+        session_close(s);
+        return;
+    }
+    session_reply(s, 535, "5.7.8", "Authentication credentials invalid");
+    session_process(s);
+}
+
+/* A refused attempt: answer 535 after a delay that doubles each time. */
+static void auth_failed(struct session *s)
+{
+    unsigned n = ++s->auth_failures;
+    struct timeval tv = { (time_t)1 << (n < 6 ? n - 1 : 5), 0 };
+    if (!s->auth_delay_ev)
+        s->auth_delay_ev = evtimer_new(s->srv->base, auth_delay_cb, s);
+    if (!s->auth_delay_ev || evtimer_add(s->auth_delay_ev, &tv) < 0) {
+        auth_delay_cb(-1, 0, s);
+        return;
+    }
+    s->paused = 1;
+}
+
+static void auth_done(struct session *s, struct hook_result *r)
+{
+    struct auth_sasl *a = s->sasl;
+    char user[128];
+    safe_name(a->user, user, sizeof user);
+    slog(s, LOG_LVL_INFO, "auth: user=%s mechanism=%s %s", user, a->creds.mechanism,
+         r->rc == RC_OK ? "ok" : hook_rc_name(r->rc));
+    if (r->rc == RC_OK) {
+        s->auth_user = strdup(a->user);
+        auth_clear(a);
+        if (!s->auth_user) {
+            session_reply(s, 454, "4.3.0", "Out of memory");
+            return;
+        }
+        s->relaying = 1;
+        session_reply(s, 235, "2.7.0", r->msg ? r->msg : "Authentication successful");
+        return;
+    }
+    auth_clear(a);
+    if (r->rc == RC_DENY || r->rc == RC_NEXT)
+        auth_failed(s);
+    else
+        deny_reply(s, HOOK_AUTH, r);
+}
+
+/* Act on what the SASL exchange says next. */
+static void auth_next(struct session *s, const struct auth_step *st)
+{
+    switch (st->next) {
+    case AUTH_CHALLENGE:
+        s->input = IN_AUTH;
+        session_reply(s, 334, NULL, st->challenge);
+        break;
+    case AUTH_FAIL:
+        s->input = IN_CMD;
+        proto_error(s, st->code, st->enh, st->text);
+        break;
+    case AUTH_COMPLETE:
+        s->input = IN_CMD;
+        run_hook(s, HOOK_AUTH, &s->sasl->creds, auth_done);
+        break;
+    }
+}
+
+/* The reason AUTH cannot start now, or NULL. */
+static int auth_refused(struct session *s)
+{
+    const char *why = NULL;
+    if (!s->listen || !s->listen->auth)
+        why = "Error: authentication not enabled";
+    else if (!s->tls && !s->listen->auth_plaintext) {
+        proto_error(s, 538, "5.7.11",
+                    "Encryption required for requested authentication mechanism");
+        return 1;
+    } else if (s->state == SS_GREET || !s->esmtp)
+        why = "Error: send EHLO first";
+    else if (s->auth_user)
+        why = "Error: already authenticated";
+    else if (s->state != SS_READY)
+        why = "Error: MAIL transaction in progress";
+    if (why)
+        proto_error(s, 503, "5.5.1", why);
+    return why != NULL;
+}
+
+static void cmd_auth(struct session *s, const struct smtp_cmd *c)
+{
+    struct auth_step st;
+    if (auth_refused(s))
+        return;
+    if (!s->sasl && !(s->sasl = calloc(1, sizeof *s->sasl))) {
+        session_reply(s, 454, "4.3.0", "Out of memory");
+        return;
+    }
+    auth_start(s->sasl, c->arg, &st);
+    auth_next(s, &st);
+}
+
+/* A response line during the exchange (IN_AUTH). */
+static void auth_line(struct session *s, char *line, size_t len)
+{
+    struct auth_step st;
+    if (strlen(line) != len) {
+        auth_clear(s->sasl);
+        st = (struct auth_step){ .next = AUTH_FAIL, .code = 501, .enh = "5.5.2",
+                                 .text = "Invalid base64 data" };
+    } else {
+        auth_continue(s->sasl, line, &st);
+    }
+    explicit_bzero(line, len);
+    auth_next(s, &st);
+}
+
 /* ----------------------------------------------------------- the rest */
 
 static void rset_done(struct session *s, struct hook_result *r)
@@ -787,12 +1047,6 @@ static void unrecognized_done(struct session *s, struct hook_result *r)
     proto_error(s, 500, "5.5.2", "Error: command not recognized");
 }
 
-static void no_arg_cmd(struct session *s, const struct smtp_cmd *c,
-                       const char *syntax)
-{
-    proto_error(s, 501, "5.5.4", syntax);
-    (void)c;
-}
 
 static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
 {
@@ -804,17 +1058,17 @@ static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
     case SMTP_DATA: cmd_data(s, c); break;
     case SMTP_BDAT: cmd_bdat(s, c); break;
     case SMTP_RSET:
-        if (*c->arg) { no_arg_cmd(s, c, "Syntax: RSET"); break; }
+        if (*c->arg) { proto_error(s, 501, "5.5.4", "Syntax: RSET"); break; }
         txn_end(s);
         run_hook(s, HOOK_RSET, NULL, rset_done);
         break;
     case SMTP_NOOP: session_reply(s, 250, "2.0.0", "Ok"); break;
     case SMTP_QUIT:
-        if (*c->arg) { no_arg_cmd(s, c, "Syntax: QUIT"); break; }
+        if (*c->arg) { proto_error(s, 501, "5.5.4", "Syntax: QUIT"); break; }
         run_hook(s, HOOK_QUIT, NULL, quit_done);
         break;
     case SMTP_VRFY:
-        if (!*c->arg) { no_arg_cmd(s, c, "Syntax: VRFY address"); break; }
+        if (!*c->arg) { proto_error(s, 501, "5.5.4", "Syntax: VRFY address"); break; }
         session_reply(s, 252, "2.5.0",
                       "Cannot VRFY user, but will accept message and attempt delivery");
         break;
@@ -824,10 +1078,8 @@ static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
                       "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\n"
                       "See RFC 5321");
         break;
-    case SMTP_STARTTLS:
-    case SMTP_AUTH:
-        proto_error(s, 502, "5.5.1", "Error: command not implemented");
-        break;
+    case SMTP_STARTTLS: cmd_starttls(s, c); break;
+    case SMTP_AUTH: cmd_auth(s, c); break;
     default:
         run_hook(s, HOOK_UNRECOGNIZED, line, unrecognized_done);
         break;
@@ -837,8 +1089,17 @@ static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
 /* Handle one complete command line (CRLF removed). */
 static void handle_line(struct session *s, char *line, size_t len)
 {
-    if (log_enabled(LOG_LVL_DEBUG))
-        slog(s, LOG_LVL_DEBUG, "< %.*s", (int)(len > 200 ? 200 : len), line);
+    if (s->input == IN_AUTH) {      /* credentials: never logged */
+        auth_line(s, line, len);
+        return;
+    }
+    if (log_enabled(LOG_LVL_DEBUG)) {
+        /* AUTH's initial response holds credentials: log the verb and mechanism */
+        int n = len > 200 ? 200 : (int)len;
+        if (len > 5 && !strncasecmp(line, "AUTH ", 5))
+            n = 5 + (int)strcspn(line + 5, " ");
+        slog(s, LOG_LVL_DEBUG, "< %.*s%s", n, line, (size_t)n < len ? " ..." : "");
+    }
     if (memchr(line, '\r', len) || memchr(line, '\n', len)) {
         proto_error(s, 500, "5.5.2", "Error: bare CR or LF in command");
         return;
@@ -935,9 +1196,10 @@ static int skip_line(struct session *s, struct evbuffer *in)
 
 static void session_process(struct session *s)
 {
-    struct evbuffer *in = bufferevent_get_input(s->bev);
-    while (!s->hook_pending && s->state != SS_CLOSING && s->state != SS_NEW &&
-           evbuffer_get_length(in) > 0) {
+    struct evbuffer *in;
+    /* s->bev changes at STARTTLS: look it up each turn */
+    while (!s->hook_pending && !s->paused && s->state != SS_CLOSING &&
+           s->state != SS_NEW && evbuffer_get_length(in = bufferevent_get_input(s->bev)) > 0) {
         int more;
         switch (s->input) {
         case IN_DATA: more = read_data(s, in); break;
@@ -958,17 +1220,33 @@ static void session_read_cb(struct bufferevent *bev, void *arg)
     session_process(arg);
 }
 
+static void close_when_flushed(struct session *s);
+
 static void session_write_cb(struct bufferevent *bev, void *arg)
 {
     struct session *s = arg;
-    if (s->state == SS_CLOSING && evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-        session_destroy(s);
+    (void)bev;
+    if (s->state == SS_CLOSING)
+        close_when_flushed(s);
 }
 
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     struct session *s = arg;
     (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {   /* TLS handshake done */
+        tls_established(s);
+        return;
+    }
+    if (s->tls_handshake && (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+        char why[256];
+        tls_error_text(s->bev, why, sizeof why);
+        slog(s, LOG_LVL_INFO, "TLS handshake failed: %s", why[0] ? why
+             : (what & BEV_EVENT_TIMEOUT) ? "timeout" : "connection closed");
+        s->last_result = "tls-error";
+        session_destroy(s);
+        return;
+    }
     if (what & BEV_EVENT_TIMEOUT) {
         if (s->state == SS_CLOSING) {   /* the client does not read: give up */
             session_destroy(s);
@@ -994,6 +1272,54 @@ static void close_now_cb(evutil_socket_t fd, short what, void *arg)
     session_destroy(arg);
 }
 
+static void close_soon(struct session *s)
+{
+    bufferevent_disable(s->bev, EV_WRITE);
+    if (!s->close_ev)
+        s->close_ev = evtimer_new(s->srv->base, close_now_cb, s);
+    if (s->close_ev)
+        event_active(s->close_ev, EV_TIMEOUT, 0);
+    else
+        session_destroy(s);     /* out of memory: no flush */
+}
+
+/* After STARTTLS the TLS layer writes into the plain bufferevent below it:
+ * the replies are only gone when that one is empty too. */
+static void below_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                             void *arg)
+{
+    struct session *s = arg;
+    (void)info;
+    if (evbuffer_get_length(buf) == 0)
+        close_soon(s);
+}
+
+/* Closing: free the session once every queued byte reached the socket. */
+static void close_when_flushed(struct session *s)
+{
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) != 0)
+        return;                 /* the write callback comes back here */
+    struct bufferevent *below = bufferevent_get_underlying(s->bev);
+    if (!below) {
+        close_soon(s);
+        return;
+    }
+    if (s->tls && !s->tls_closing) {
+        s->tls_closing = 1;
+        tls_close_notify(s->bev);
+    }
+    struct evbuffer *out = bufferevent_get_output(below);
+    if (evbuffer_get_length(out) == 0) {
+        close_soon(s);
+        return;
+    }
+    if (!s->below_cb) {
+        struct timeval tv = { 10, 0 };
+        bufferevent_set_timeouts(below, NULL, &tv);
+        s->below_cb = evbuffer_add_cb(out, below_drained_cb, s);
+    }
+}
+
 void session_close(struct session *s)
 {
     if (s->state == SS_CLOSING)
@@ -1005,12 +1331,7 @@ void session_close(struct session *s)
     s->state = SS_CLOSING;
     bufferevent_disable(s->bev, EV_READ);
     set_timeout(s, 10);  /* bound the time a non-reading client can hold us */
-    if (evbuffer_get_length(bufferevent_get_output(s->bev)) == 0) {
-        bufferevent_disable(s->bev, EV_WRITE);
-        s->close_ev = evtimer_new(s->srv->base, close_now_cb, s);
-        if (s->close_ev)
-            event_active(s->close_ev, EV_TIMEOUT, 0);
-    }
+    close_when_flushed(s);
 }
 
 void session_kick(struct session *s, const char *reason)
@@ -1028,7 +1349,7 @@ static void session_summary(struct session *s)
          "disconnect ip=%s port=%d helo=%s tls=%s auth=%s txns=%u msgs=%u "
          "rcpts=%u bytes=%llu result=%s",
          s->remote_ip, s->remote_port, s->helo ? s->helo : "-",
-         s->tls ? "yes" : "no", s->auth_user ? s->auth_user : "-", s->ntxn,
+         s->tls ? s->tls_version : "no", s->auth_user ? s->auth_user : "-", s->ntxn,
          s->nmsgs, s->nrcpts, s->nbytes, s->last_result ? s->last_result : "-");
 }
 
@@ -1046,8 +1367,20 @@ void session_destroy(struct session *s)
     session_summary(s);
     txn_free(s->txn);
     hook_result_clear(&s->bdat_reply);
+    if (s->auth_delay_ev)
+        event_free(s->auth_delay_ev);
+    if (s->sasl) {
+        auth_clear(s->sasl);
+        free(s->sasl);
+    }
+    if (s->below_cb)
+        evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(s->bev)),
+                                 s->below_cb);
+    if (s->tls && s->state == SS_CLOSING && !s->tls_closing)
+        tls_close_notify(s->bev);   /* implicit TLS: straight to the socket */
     bufferevent_free(s->bev);
     server_session_remove(s->srv, s);
+    dns_rdns_cancel(s);
     free(s->helo);
     free(s->rdns);
     free(s->auth_user);
@@ -1070,7 +1403,7 @@ static void addr_to_str(const struct sockaddr *sa, char *ip, size_t iplen, int *
     }
 }
 
-struct session *session_new(struct server *srv, int fd,
+struct session *session_new(struct server *srv, const struct listen_cfg *lc, int fd,
                             const struct sockaddr *sa, socklen_t salen)
 {
     struct session *s = calloc(1, sizeof *s);
@@ -1078,6 +1411,7 @@ struct session *session_new(struct server *srv, int fd,
         return NULL;
     (void)salen;
     s->srv = srv;
+    s->listen = lc;
     s->fd = fd;
     snprintf(s->id, sizeof s->id, "%s%06llX", srv->boot_id, ++srv->next_conn);
     addr_to_str(sa, s->remote_ip, sizeof s->remote_ip, &s->remote_port);
@@ -1089,7 +1423,12 @@ struct session *session_new(struct server *srv, int fd,
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
-    s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (lc && lc->tls == LISTEN_TLS_IMPLICIT) {
+        s->bev = tls_wrap_socket(srv->base, fd);
+        s->tls_handshake = 2;   /* the banner waits for the handshake */
+    } else {
+        s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
     if (!s->bev) {
         free(s);
         return NULL;
@@ -1101,8 +1440,10 @@ struct session *session_new(struct server *srv, int fd,
     s->input = IN_CMD;
     reset_timeout(s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-    slog(s, LOG_LVL_INFO, "connect ip=%s port=%d local=%s:%d", s->remote_ip,
-         s->remote_port, s->local_ip, s->local_port);
-    start_banner(s);
+    slog(s, LOG_LVL_INFO, "connect ip=%s port=%d local=%s:%d%s", s->remote_ip,
+         s->remote_port, s->local_ip, s->local_port, s->tls_handshake ? " tls" : "");
+    dns_rdns_start(s);          /* in the background: the banner does not wait */
+    if (!s->tls_handshake)
+        start_banner(s);
     return s;
 }

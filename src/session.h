@@ -14,9 +14,13 @@
 #include "smtp_parse.h"
 
 struct bufferevent;
+struct evbuffer_cb_entry;
 struct event;
 struct server;
 struct msg;
+struct listen_cfg;
+struct auth_sasl;
+struct dns_rdns;
 
 /* One mail transaction: MAIL, RCPTs, message. */
 struct txn {
@@ -42,7 +46,8 @@ enum session_state {
     SS_CLOSING       /* final reply queued, closing when flushed */
 };
 
-enum session_input { IN_CMD, IN_DATA, IN_BDAT, IN_SKIPLINE };
+/* IN_AUTH: the lines are SASL responses to an AUTH challenge. */
+enum session_input { IN_CMD, IN_DATA, IN_BDAT, IN_SKIPLINE, IN_AUTH };
 
 typedef void (*session_cont_fn)(struct session *s, struct hook_result *r);
 
@@ -56,11 +61,24 @@ struct session {
     char remote_ip[64], local_ip[64];
     int remote_port, local_port;
     char *rdns;                        /* reverse DNS name, NULL unknown */
+    int rdns_confirmed;                /* rdns resolves back to remote_ip */
+    struct dns_rdns *rdns_job;         /* lookup in progress (dns.c), NULL done */
     char *helo;                        /* accepted HELO/EHLO argument */
     int esmtp;                         /* greeted with EHLO */
     int tls;                           /* TLS active */
+    int tls_handshake;                 /* handshake in progress: 1 STARTTLS, 2 implicit */
+    int tls_closing;                   /* close_notify sent */
+    struct evbuffer_cb_entry *below_cb; /* STARTTLS close: watching the plain layer drain */
+    char tls_version[16];              /* "TLSv1.3" once TLS is up */
+    char tls_cipher[64];               /* "TLS_AES_256_GCM_SHA384" */
+    char tls_sni[256];                 /* server name the client asked for, "" none */
+    const struct listen_cfg *listen;   /* the listener that accepted it */
     char *auth_user;                   /* authenticated user, NULL none */
     int relaying;                      /* allowed to relay */
+    struct auth_sasl *sasl;            /* AUTH exchange in progress, else NULL */
+    unsigned auth_failures;            /* failed AUTH attempts */
+    int paused;                        /* input held (AUTH failure delay) */
+    struct event *auth_delay_ev;       /* ends the delay */
 
     enum session_state state;
     enum session_input input;
@@ -87,9 +105,10 @@ struct session {
     struct session *prev, *next;       /* server's list */
 };
 
-/* Take over an accepted socket. Returns NULL on allocation failure (the
- * caller closes fd). */
-struct session *session_new(struct server *srv, int fd,
+/* Take over a socket accepted on listener lc (on an implicit-TLS listener
+ * the banner follows the handshake). Returns NULL on allocation failure
+ * (the caller closes fd). */
+struct session *session_new(struct server *srv, const struct listen_cfg *lc, int fd,
                             const struct sockaddr *sa, socklen_t salen);
 
 /* Send "code enh text" (text may hold '\n' for a multi-line reply). */

@@ -1,67 +1,125 @@
 #!/usr/bin/env python3
 """idle_rss.py — RSS of an SMTP server holding N idle connections.
 
-Opens N connections to HOST:PORT (loopback only), reads the banner, sends
-EHLO, reads the reply, holds them, then prints the RSS (KiB) of PID (and its
-children) before and after. Bounded: every socket operation has a timeout.
+Opens connections to 127.0.0.1:PORT (loopback only), reads the banner,
+sends EHLO, reads the reply and holds them open. At each checkpoint N (in
+increasing order) it prints the RSS (KiB) of PID and its descendants
+before the first connection and with N connections held:
 
-usage: idle_rss.py PORT PID N
+  connections=N rss_before_kib=B rss_after_kib=A kib_per_conn=X
+
+Connections come from several source addresses (127.0.0.2, .3, ...; one
+per SOURCE_SPAN connections) so that large counts do not run out of
+ephemeral ports. Bounded: every socket operation has a timeout and the
+whole run stops after DEADLINE seconds.
+
+usage: idle_rss.py PORT PID N [N2 ...]
 """
-import os
+import resource
 import socket
 import sys
 import time
 
+SOURCE_SPAN = 10000     # connections per source address
+DEADLINE = 240          # seconds for the whole run
+BATCH = 200             # connections opened before their replies are read
+
+
+def tree(pid):
+    out, todo = [], [pid]
+    while todo and len(out) < 10000:
+        p = todo.pop()
+        out.append(p)
+        try:
+            with open(f"/proc/{p}/task/{p}/children") as f:
+                todo += [int(k) for k in f.read().split()]
+        except OSError:
+            pass
+    return out
+
 
 def rss_kib(pid):
     total = 0
-    pids = [pid]
-    try:
-        kids = open(f"/proc/{pid}/task/{pid}/children").read().split()
-        pids += [int(k) for k in kids]
-    except OSError:
-        pass
-    for p in pids:
-        with open(f"/proc/{p}/status") as f:
-            for line in f:
-                if line.startswith("VmRSS:"):
-                    total += int(line.split()[1])
+    for p in tree(pid):
+        try:
+            with open(f"/proc/{p}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+        except OSError:
+            pass
     return total
 
 
+def raise_nofile(want):
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = want if hard == resource.RLIM_INFINITY else min(want, hard)
+    if soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    return resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+
+
 def read_reply(s):
+    """Read one complete (possibly multi-line) SMTP reply."""
     buf = b""
     while True:
         chunk = s.recv(4096)
         if not chunk:
-            raise IOError("closed")
+            raise OSError("connection closed")
         buf += chunk
-        lines = buf.split(b"\r\n")
-        for ln in lines[:-1]:
+        for ln in buf.split(b"\r\n")[:-1]:
             if len(ln) >= 4 and ln[3:4] == b" ":
                 return buf
 
 
+def connect(port, i):
+    src = "127.0.0.%d" % (2 + i // SOURCE_SPAN)
+    s = socket.socket()
+    s.settimeout(10)
+    s.bind((src, 0))
+    s.connect(("127.0.0.1", port))
+    return s
+
+
+def open_batch(port, first, n, socks):
+    """Connect n sockets, then read banners, send EHLO, read replies."""
+    batch = [connect(port, first + k) for k in range(n)]
+    for s in batch:
+        read_reply(s)
+        s.sendall(b"EHLO idle.bench.test\r\n")
+    for s in batch:
+        read_reply(s)
+    socks += batch
+
+
 def main():
-    port, pid, n = int(sys.argv[1]), int(sys.argv[2]), int(sys.argv[3])
+    port, pid = int(sys.argv[1]), int(sys.argv[2])
+    marks = sorted(int(n) for n in sys.argv[3:]) or [0]
+    limit = raise_nofile(marks[-1] + 100)
+    if marks[-1] + 50 > limit:
+        print(f"warning: open file limit {limit} is below {marks[-1]}", file=sys.stderr)
     before = rss_kib(pid)
     socks = []
-    deadline = time.time() + 120
-    for i in range(n):
-        if time.time() > deadline:
-            break
-        s = socket.create_connection(("127.0.0.1", port), timeout=10)
-        read_reply(s)
-        s.sendall(b"EHLO bench.example\r\n")
-        read_reply(s)
-        socks.append(s)
-    time.sleep(0.5)
-    after = rss_kib(pid)
-    held = len(socks)
-    print(f"connections={held} rss_before_kib={before} rss_after_kib={after} "
-          f"kib_per_conn={(after - before) / max(held, 1):.2f}")
-    for s in socks:
-        s.close()
+    deadline = time.monotonic() + DEADLINE
+    try:
+        for n in marks:
+            while len(socks) < n and time.monotonic() < deadline:
+                open_batch(port, len(socks), min(BATCH, n - len(socks)), socks)
+            time.sleep(0.5)
+            after = rss_kib(pid)
+            held = len(socks)
+            print(f"connections={held} rss_before_kib={before} rss_after_kib={after} "
+                  f"kib_per_conn={(after - before) / max(held, 1):.2f}", flush=True)
+            if held < n:
+                break
+    except OSError as e:
+        held = len(socks)
+        print(f"error after {held} connections: {e}", flush=True)
+        print(f"connections={held} rss_before_kib={before} "
+              f"rss_after_kib={rss_kib(pid)} kib_per_conn=0", flush=True)
+    finally:
+        for s in socks:
+            s.close()
 
 
 if __name__ == "__main__":

@@ -1,0 +1,291 @@
+"""servers.py — the processes a benchmark run talks to, all on loopback.
+
+smtp-sink (the downstream), dnsmasq (the DNSBL zone), kasi in a generated
+configuration directory, and Haraka installed from npm into a cache
+directory. Each start_* returns a Server (or None with a reason when it
+cannot run); the driver stops them all at the end.
+
+The configuration of kasi's plugins is not final yet: every plugin key
+lives in the KASI PLUGIN CONFIGURATION section below, nowhere else.
+"""
+import glob
+import json
+import os
+import shutil
+import subprocess
+
+import benchlib as bl
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(os.path.dirname(HERE))
+SMTP_SINK = os.environ.get("SMTP_SINK", "/usr/sbin/smtp-sink")
+DNSBL_ZONE = "bl.bench.test"
+RCPT_DOMAIN = "example.test"          # what smtp-source sends to
+START_TIMEOUT = int(os.environ.get("BENCH_START_TIMEOUT")
+                    or (15 if os.environ.get("BENCH_QUICK") == "1" else 60))
+CHAIN = ["early_talker", "helo_checks", "dnsbl", "access", "rcpt_to_host_list"]
+
+
+class Server:
+    """A started process: name, port, Popen, working directory."""
+
+    def __init__(self, name, port, proc, workdir, log):
+        self.name, self.port, self.proc = name, port, proc
+        self.workdir, self.log = workdir, log
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def log_tail(self, n=15):
+        try:
+            with open(self.log, "rb") as f:
+                lines = f.read().decode("utf-8", "replace").splitlines()
+            return "\n".join(lines[-n:])
+        except OSError:
+            return ""
+
+
+class Skip(Exception):
+    """A scenario cannot run here; the message says why (one line)."""
+
+    def __init__(self, msg):
+        super().__init__(" | ".join(x.strip() for x in str(msg).splitlines()
+                                    if x.strip())[-240:])
+
+
+def _write(path, text):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        f.write(text)
+
+
+# ------------------------------------------------------- downstream ----
+
+def start_sink(workdir):
+    """smtp-sink on a free port; its stdout holds running counters."""
+    port = bl.free_port()
+    log = os.path.join(workdir, "smtp-sink.out")
+    argv = [SMTP_SINK, "-c", "-h", "sink.bench.test", "-t", "60"]
+    if os.geteuid() == 0:
+        argv += ["-u", "nobody"]
+    proc = bl.start(argv + [f"127.0.0.1:{port}", "1024"], log)
+    if not bl.wait_port(port, proc, 10):
+        raise Skip("smtp-sink did not start")
+    return Server("smtp-sink", port, proc, workdir, log)
+
+
+def sink_messages(sink):
+    """Messages smtp-sink has received so far (from its -c counters)."""
+    try:
+        with open(sink.log, "rb") as f:
+            f.seek(max(0, os.path.getsize(sink.log) - 200))
+            tail = f.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    idx = tail.rfind("mesg=")
+    if idx < 0:
+        return 0
+    digits = "".join(c for c in tail[idx + 5:idx + 20] if c.isdigit() or c == "\r")
+    return int(digits.split("\r")[0] or 0)
+
+
+def start_dns(workdir):
+    """dnsmasq answering the DNSBL zone on a loopback port: 127.0.0.2 is
+    listed (the usual test point), every other name is NXDOMAIN."""
+    exe = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
+    if not os.access(exe, os.X_OK):
+        raise Skip("dnsmasq not installed (Debian package dnsmasq-base)")
+    port = bl.free_port()
+    log = os.path.join(workdir, "dnsmasq.log")
+    argv = [exe, "-k", f"--port={port}", "--listen-address=127.0.0.1",
+            "--bind-interfaces", "--no-resolv", "--no-hosts", "--pid-file=",
+            f"--local=/{DNSBL_ZONE}/", "--local=/bench.test/",
+            f"--local=/{RCPT_DOMAIN}/", "--local=/in-addr.arpa/",
+            f"--address=/2.0.0.127.{DNSBL_ZONE}/127.0.0.2",
+            "--log-facility=" + log]
+    proc = bl.start(argv, log)
+    try:
+        proc.wait(timeout=0.5)
+        raise Skip("dnsmasq exited: see " + log)
+    except subprocess.TimeoutExpired:
+        pass
+    return Server("dnsmasq", port, proc, workdir, log)
+
+
+# ------------------------------------------- KASI PLUGIN CONFIGURATION ----
+# The YAML keys of kasi's plugins are not settled yet: adjust them here.
+
+def kasi_forward_files(sink_port):
+    """config files for queue/smtp_forward to smtp-sink."""
+    return {
+        "config/plugins": "queue/smtp_forward\n",
+        "config/smtp_forward.yaml": (
+            f"host: 127.0.0.1\n"
+            f"port: {sink_port}\n"
+            f"tls: false\n"),
+    }
+
+
+def kasi_chain_files(sink_port, dns_port):
+    """The anti-spam chain in front of queue/smtp_forward. The DNSBL lists
+    loopback clients as public ones so that every connection is looked up."""
+    files = kasi_forward_files(sink_port)
+    files["config/plugins"] = "".join(p + "\n" for p in CHAIN) + "queue/smtp_forward\n"
+    files.update({
+        "config/early_talker.yaml": "pause: 0\n",
+        "config/helo_checks.yaml": "dns_checks: false\n",
+        "config/dnsbl.yaml": (
+            f"zones:\n  - {DNSBL_ZONE}\n"
+            f"nameservers:\n  - 127.0.0.1:{dns_port}\n"
+            f"check_private: true\n"),
+        "config/access.yaml": (
+            "deny_ip:\n  - 192.0.2.1\n"
+            "deny_mail_from:\n  - spammer@bad.test\n"),
+        "config/rcpt_to_host_list.yaml": f"hosts:\n  - {RCPT_DOMAIN}\n",
+    })
+    return files
+
+
+def kasi_spool_files():
+    """Local spool (fsync'd files) instead of forwarding."""
+    return {"config/plugins": "queue/spool\n"}
+
+# ------------------------------------------------------------------------
+
+
+def kasi_missing(plugins):
+    """The plugin files (plugins/<name>.lua) this tree lacks."""
+    return [p for p in plugins
+            if not os.path.exists(os.path.join(REPO, "plugins", p + ".lua"))]
+
+
+def kasi_smtp_yaml(port, spool, level, max_size="0"):
+    return (f"hostname: mx.bench.test\n"
+            f"listen:\n  - 127.0.0.1:{port}\n"
+            f"limits:\n  max_connections: 20000\n  max_connections_per_ip: 0\n"
+            f"  max_message_size: {max_size}\n"
+            f"spool_dir: {spool}\n"
+            f"log:\n  target: stderr\n  level: {level}\n")
+
+
+def start_kasi(kasi_bin, name, workdir, files, level="info"):
+    """kasi with config/ generated under workdir/name and plugins/ linked
+    to the tree's plugins; checked with -t before it starts."""
+    root = os.path.join(workdir, name)
+    os.makedirs(os.path.join(root, "spool"), exist_ok=True)
+    port = bl.free_port()
+    _write(os.path.join(root, "config", "smtp.yaml"),
+           kasi_smtp_yaml(port, os.path.join(root, "spool"), level))
+    for rel, text in files.items():
+        _write(os.path.join(root, rel), text)
+    for tree in ("plugins", "lua"):      # found next to the config dir
+        link = os.path.join(root, tree)
+        if not os.path.exists(link):
+            os.symlink(os.path.join(REPO, tree), link)
+    conf = os.path.join(root, "config")
+    chk = subprocess.run([kasi_bin, "-c", conf, "-t"], cwd=root, timeout=30,
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    if chk.returncode != 0:
+        raise Skip("kasi -t: " + chk.stdout.decode("utf-8", "replace").strip()[-200:])
+    log = os.path.join(root, "kasi.log")
+    proc = bl.start([kasi_bin, "-c", conf], log, cwd=root)
+    if not bl.wait_port(port, proc, START_TIMEOUT):
+        raise Skip("kasi did not start: " + Server("", 0, proc, root, log).log_tail(3))
+    return Server(name, port, proc, root, log)
+
+
+def spool_count(server):
+    return len(glob.glob(os.path.join(server.workdir, "spool", "*.eml")))
+
+
+# ----------------------------------------------------------- Haraka ----
+
+def cache_dir():
+    return os.environ.get("BENCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+        "kasi-bench")
+
+
+def haraka_bin(install):
+    """Path of the haraka script, installing Haraka@3 first if asked."""
+    base = os.path.join(cache_dir(), "haraka")
+    exe = os.path.join(base, "node_modules", ".bin", "haraka")
+    if os.access(exe, os.X_OK):
+        return exe
+    if not install:
+        raise Skip("Haraka not installed in " + base + " (quick run does not install)")
+    if not shutil.which("npm"):
+        raise Skip("npm not found (Debian package npm)")
+    os.makedirs(base, exist_ok=True)
+    try:
+        r = subprocess.run(["npm", "install", "--no-audit", "--no-fund",
+                            "--loglevel=error", "Haraka@3"], cwd=base,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                           timeout=600)
+    except subprocess.TimeoutExpired:
+        raise Skip("npm install Haraka@3 timed out")
+    if r.returncode != 0 or not os.access(exe, os.X_OK):
+        raise Skip("npm install Haraka@3 failed: "
+                   + r.stdout.decode("utf-8", "replace").strip()[-200:])
+    return exe
+
+
+def haraka_version(exe):
+    pkg = os.path.join(os.path.dirname(os.path.dirname(exe)), "Haraka", "package.json")
+    try:
+        with open(pkg) as f:
+            return json.load(f)["version"]
+    except (OSError, ValueError, KeyError):
+        return "?"
+
+
+def _haraka_files(port, sink_port, chain, level):
+    plugins = ["bench_setup"]
+    if chain:
+        plugins += ["early_talker", "helo.checks", "dns-list", "access",
+                    "rcpt_to.in_host_list"]
+    plugins.append("queue/smtp_forward")
+    files = {
+        "config/smtp.ini": f"listen=127.0.0.1:{port}\nnodes=1\n",
+        "config/me": "mx.bench.test\n",
+        "config/log.ini": f"[main]\nlevel={level}\ntimestamps=false\n",
+        "config/plugins": "".join(p + "\n" for p in plugins),
+        "config/smtp_forward.ini": (
+            f"host=127.0.0.1\nport={sink_port}\nenable_tls=false\n"
+            f"check_recipient=true\n[{RCPT_DOMAIN}]\n"
+            f"host=127.0.0.1\nport={sink_port}\n"),
+        "config/early_talker.ini": "[main]\npause=0\n",
+        "config/helo.checks.ini": "[check]\nforward_dns=false\nrdns_match=false\n",
+        "config/dns-list.ini": (
+            f"[main]\nperiodic_checks=0\nzones={DNSBL_ZONE}\nsearch=all\n"
+            f"[{DNSBL_ZONE}]\nipv6=false\n127.0.0.2=listed\n"),
+        "config/access.ini": "[check]\nconn=true\nmail=true\nrcpt=false\n",
+        "config/connection.rdns.blacklist": "",
+        "config/mail_from.access.blacklist": "spammer@bad.test\n",
+        "config/host_list": f"{RCPT_DOMAIN}\n",
+    }
+    return files
+
+
+def start_haraka(exe, name, workdir, sink_port, dns_port=None, level="info"):
+    """Haraka nodes=1 forwarding to smtp-sink; with dns_port, the chain."""
+    root = os.path.join(workdir, name)
+    if not os.path.isdir(os.path.join(root, "config")):
+        subprocess.run([exe, "-i", root], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=60, check=True)
+    port = bl.free_port()
+    for rel, text in _haraka_files(port, sink_port, dns_port is not None,
+                                   level).items():
+        _write(os.path.join(root, rel), text)
+    shutil.copy(os.path.join(HERE, "haraka_bench_setup.js"),
+                os.path.join(root, "plugins", "bench_setup.js"))
+    env = dict(os.environ)
+    env.pop("BENCH_DNS", None)
+    if dns_port is not None:
+        env.update(BENCH_DNS=f"127.0.0.1:{dns_port}", BENCH_PUBLIC="1")
+    log = os.path.join(root, "haraka.log")
+    proc = bl.start([exe, "-c", root], log, cwd=root, env=env)
+    if not bl.wait_port(port, proc, START_TIMEOUT):
+        raise Skip("Haraka did not start: " + Server("", 0, proc, root, log).log_tail(5))
+    return Server(name, port, proc, root, log)

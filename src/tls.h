@@ -1,0 +1,43 @@
+/* tls.h — TLS for the SMTP listeners: the server contexts built from the
+ * tls: section (one per certificate, chosen by SNI), their reload on SIGHUP,
+ * and the bufferevents that carry a session over TLS (implicit TLS on
+ * accept, or STARTTLS on top of the plain connection). */
+#ifndef KASI_TLS_H
+#define KASI_TLS_H
+
+#include <stddef.h>
+
+struct bufferevent;
+struct event_base;
+struct kasi_config;
+
+/* Build the contexts from cfg->tls (cfg must outlive the module: reload
+ * reads it again). No certificates configured: 0, and TLS is unavailable.
+ * Otherwise 0, or -1 with "tls.certificates[N].cert: FILE: why" in err. */
+int tls_init(const struct kasi_config *cfg, char *err, size_t errlen);
+/* Load the certificate files again. On failure the contexts in use stay
+ * (the error is logged) and -1 is returned. Open sessions are unaffected. */
+int tls_reload(void);
+/* Drop the contexts (sessions still open keep theirs alive). */
+void tls_free(void);
+/* 1 when contexts are loaded. */
+int tls_available(void);
+
+/* A server-side TLS bufferevent on an accepted socket (implicit TLS), or
+ * on top of an existing bufferevent (STARTTLS; `under` is freed with it).
+ * The handshake starts at once; BEV_EVENT_CONNECTED reports its end.
+ * NULL on failure (nothing was taken over). */
+struct bufferevent *tls_wrap_socket(struct event_base *base, int fd);
+struct bufferevent *tls_wrap_filter(struct event_base *base, struct bufferevent *under);
+
+/* After the handshake: protocol ("TLSv1.3"), cipher and the server name the
+ * client asked for ("" when none). */
+void tls_info(struct bufferevent *bev, char *version, size_t vlen, char *cipher,
+              size_t clen, char *sni, size_t slen);
+/* Why the TLS layer failed (after BEV_EVENT_ERROR), "" when it did not. */
+void tls_error_text(struct bufferevent *bev, char *buf, size_t len);
+/* Send close_notify (best effort: into the socket for implicit TLS, into
+ * the plain bufferevent's output for STARTTLS). */
+void tls_close_notify(struct bufferevent *bev);
+
+#endif

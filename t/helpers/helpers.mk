@@ -1,0 +1,12 @@
+# helpers.mk — test helper programs (included by the Makefile).
+#   $(BUILD)/t/forward_once   drives the downstream client (t/40-forward-client.t)
+
+HELPERS    := $(BUILD)/t/forward_once
+FWD_OBJ    := $(addprefix $(BUILD)/,smtp_client.o message.o msg_store.o log.o)
+
+$(BUILD)/t/forward_once: t/helpers/forward_once.c $(FWD_OBJ) | $(BUILD)
+	@mkdir -p $(BUILD)/t
+	$(CC) $(CFLAGS) -o $@ $< $(FWD_OBJ) $(LDFLAGS) $(LDLIBS)
+
+helpers: $(HELPERS)
+.PHONY: helpers
