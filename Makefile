@@ -22,6 +22,8 @@ LIBOBJ  := $(filter-out $(BUILD)/main.o,$(OBJ))
 UNIT    := $(wildcard t/unit/*.c)
 UNITBIN := $(UNIT:t/unit/%.c=$(BUILD)/t/%)
 
+-include t/helpers/helpers.mk
+
 .PHONY: all run test unit asan test-asan deps bench clean
 
 all: kasi
@@ -42,7 +44,7 @@ $(BUILD)/t/%: t/unit/%.c $(LIBOBJ) t/unit/tap.h | $(BUILD)
 $(BUILD):
 	mkdir -p $(BUILD)
 
-unit: $(UNITBIN)
+unit: $(UNITBIN) $(HELPERS)
 
 deps:
 	@contrib/deps.sh
@@ -65,7 +67,10 @@ test-asan: deps asan
 	KASI_BIN=$(CURDIR)/build-asan/kasi KASI_UNIT=$(CURDIR)/build-asan/t KASI_ASAN=1 \
 	  prove $(PROVEFLAGS) $(UNIT:t/unit/%.c=build-asan/t/%) t/*.t
 
-bench: deps kasi
+$(BUILD)/hook_cost: contrib/bench/hook_cost.c $(LIBOBJ) | $(BUILD)
+	$(CC) $(CFLAGS) -o $@ $< $(LIBOBJ) $(LDFLAGS) $(LDLIBS)
+
+bench: deps kasi $(BUILD)/hook_cost
 	contrib/bench/run.sh
 
 clean:

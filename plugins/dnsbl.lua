@@ -242,6 +242,13 @@ function P.hook_connect(conn)
   return NEXT
 end
 
+-- postmaster (bare or at any domain) and the allow_rcpts addresses
+local function rcpt_allowed(r)
+  local user = (r.user or ""):lower()
+  return r.is_postmaster or user == "postmaster"
+      or cfg.allow_rcpts[(r.address or ""):lower()] or false
+end
+
 local function listed_text(conn)
   local n = conn.notes.dnsbl
   return n and n.listed and n.message
@@ -251,10 +258,7 @@ function P.hook_rcpt(conn, txn, rcpt)
   if cfg.reject_at ~= "rcpt" then return NEXT end
   local text = listed_text(conn)
   if not text then return NEXT end
-  if rcpt.is_postmaster or cfg.allow_rcpts[rcpt.address:lower()]
-      or cfg.allow_rcpts[rcpt.user:lower()] then
-    return NEXT
-  end
+  if rcpt_allowed(rcpt) then return NEXT end
   return DENY, { code = 550, enh = "5.7.1", msg = text }
 end
 
@@ -263,7 +267,7 @@ function P.hook_data(conn, txn)
   local text = listed_text(conn)
   if not text then return NEXT end
   for _, r in ipairs(txn.rcpt_to) do
-    if not (r.is_postmaster or cfg.allow_rcpts[r.address:lower()]) then
+    if not rcpt_allowed(r) then
       return DENY, { code = 550, enh = "5.7.1", msg = text }
     end
   end

@@ -345,6 +345,12 @@ int main(int argc, char **argv)
         return 1;
     }
     if (o.check_only) {
+        if (plugins_check(&cfg, err, sizeof err) < 0) {
+            fprintf(stderr, "kasi: %s\n", err);
+            tls_free();
+            config_free(&cfg);
+            return 1;
+        }
         printf("kasi: configuration ok (%s)\n", o.confdir);
         tls_free();
         config_free(&cfg);

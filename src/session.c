@@ -661,10 +661,12 @@ static void cmd_bdat(struct session *s, const struct smtp_cmd *c)
 
 /* --------------------------------------------------- end of a message */
 
+/* queue_ok runs after the 250: only a disconnect answer matters. */
 static void queue_ok_done(struct session *s, struct hook_result *r)
 {
-    (void)r;
     txn_end(s);
+    if (r->rc == RC_DISCONNECT || r->rc == RC_DENYDISCONNECT)
+        deny_reply(s, HOOK_QUEUE_OK, r);
 }
 
 static void queue_done(struct session *s, struct hook_result *r)

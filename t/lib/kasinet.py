@@ -174,12 +174,17 @@ class Echo:
     what it gets; "BYE" makes it answer "bye" and close; "HUSH" makes it
     read silently; "BLOB n" sends n bytes of 'x' then "\\r\\nend\\r\\n"."""
 
-    def __init__(self):
-        self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
+    def __init__(self, unix_path=None):
+        if unix_path:
+            self.srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            self.srv.bind(unix_path)
+            self.port = None
+        else:
+            self.srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            self.srv.bind(("127.0.0.1", 0))
+            self.port = self.srv.getsockname()[1]
         self.srv.listen(64)
-        self.port = self.srv.getsockname()[1]
         self.received = []
         self.conns = 0
         self.closed = 0

@@ -210,7 +210,7 @@ static void test_shipped(void)
 }
 
 static const char known_top[] =
-    "known: hostname, listen, limits, timeouts, data, spool_dir, log";
+    "known: hostname, listen, limits, timeouts, data, spool_dir, log, tls";
 
 static void test_errors(void)
 {
@@ -317,7 +317,7 @@ static void test_listen_errors(void)
                "DIR/smtp.yaml:1: listen: expected a list of addresses \"HOST:PORT\", got a list",
                "empty listen list");
     load_fails("listen:\n  - address: 127.0.0.1:25\n    submision: yes\n",
-               "DIR/smtp.yaml:3: unknown key 'listen[0].submision' (known: address, submission)",
+               "DIR/smtp.yaml:3: unknown key 'listen[0].submision' (known: address, submission, tls, auth, auth_plaintext)",
                "listen map, unknown key");
     load_fails("listen:\n  - submission: yes\n",
                "DIR/smtp.yaml:2: listen[0]: missing key 'address'", "listen map without address");

@@ -1,0 +1,37 @@
+-- fcrdns.lua — forward-confirmed reverse DNS of the client: its PTR name
+-- must resolve back to its IP. The lookup starts when the client connects;
+-- this plugin waits for it (bounded by rdns_timeout in config/dns.yaml),
+-- records the outcome in conn.notes.fcrdns and conn.results.fcrdns, and
+-- with `reject: true` refuses clients that fail. See config/fcrdns.yaml.
+
+local P = {}
+local cfg
+
+function P.register(c)
+  cfg = { reject = c.reject == true, allow_private = c.allow_private ~= false }
+end
+
+local function private(ip)
+  return ip:match("^127%.") or ip:match("^10%.") or ip:match("^192%.168%.")
+      or ip:match("^172%.1[6-9]%.") or ip:match("^172%.2%d%.") or ip:match("^172%.3[01]%.")
+      or ip == "::1" or ip:lower():match("^f[cd]") or ip:lower():match("^fe[89ab]")
+end
+
+function P.hook_connect(conn)
+  local name, confirmed = kasi.dns.rdns()
+  conn.notes.fcrdns = { name = name, confirmed = confirmed }
+  if confirmed then
+    conn:result { pass = name }
+    return NEXT
+  end
+  local why = name and ("PTR " .. name .. " does not resolve back to " .. conn.remote_ip)
+              or ("no PTR record for " .. conn.remote_ip)
+  conn:result { fail = why }
+  if cfg.reject and not (cfg.allow_private and private(conn.remote_ip)) then
+    return DENY, { code = 550, enh = "5.7.25",
+                   msg = "Reverse DNS check failed: " .. why }
+  end
+  return NEXT
+end
+
+return P
