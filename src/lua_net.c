@@ -730,8 +730,9 @@ static struct lsock *lsock_new(lua_State *L)
 static int l_tcp_connect(lua_State *L)
 {
     const char *host = luaL_checkstring(L, 1);
-    int port = (int)luaL_optinteger(L, 2, 0);
     int unix_path = host[0] == '/' || strncmp(host, "unix:", 5) == 0;
+    int port = unix_path || lua_isnoneornil(L, 2) || lua_istable(L, 2)
+                   ? 0 : (int)luaL_checkinteger(L, 2);
     if (!unix_path && (port <= 0 || port > 65535))
         return luaL_error(L, "kasi.tcp.connect: bad port");
     lua_async_check(L);

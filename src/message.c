@@ -1,6 +1,8 @@
 /* message.c — header list over a message store, and message output. */
 #include "message.h"
 
+#include "fdio.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -254,21 +256,6 @@ size_t msg_size(const struct msg *m)
     return m->hdr_bytes + msg_store_size(m->store) - m->body_off;
 }
 
-static int fd_write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 int msg_write_fd(struct msg *m, int fd)
 {
     /* headers in one write */
@@ -279,7 +266,7 @@ int msg_write_fd(struct msg *m, int fd)
         memcpy(o, m->hdr[i].raw, m->hdr[i].raw_len);
         o += m->hdr[i].raw_len;
     }
-    int rc = fd_write_all(fd, h, m->hdr_bytes);
+    int rc = fdio_write_all(fd, h, m->hdr_bytes);
     free(h);
     if (rc < 0)
         return -1;

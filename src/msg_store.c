@@ -1,6 +1,8 @@
 /* msg_store.c — message bytes in memory, spilled to an unlinked file. */
 #include "msg_store.h"
 
+#include "fdio.h"
+
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -47,21 +49,6 @@ void msg_store_free(struct msg_store *st)
     free(st);
 }
 
-static int write_all(int fd, const char *p, size_t n)
-{
-    while (n > 0) {
-        ssize_t w = write(fd, p, n);
-        if (w < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += w;
-        n -= (size_t)w;
-    }
-    return 0;
-}
-
 static int store_open_spill(struct msg_store *st)
 {
     st->fd = open(st->spill_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
@@ -81,7 +68,7 @@ static int store_flush(struct msg_store *st)
 {
     if (st->fd < 0 && store_open_spill(st) < 0)
         return -1;
-    if (write_all(st->fd, st->mem, st->mem_len) < 0)
+    if (fdio_write_all(st->fd, st->mem, st->mem_len) < 0)
         return -1;
     st->fd_len += st->mem_len;
     st->mem_len = 0;
@@ -117,7 +104,7 @@ int msg_store_append(struct msg_store *st, const void *p, size_t n)
         if (store_flush(st) < 0)
             goto fail;
         if (n >= STORE_WBUF) {
-            if (write_all(st->fd, p, n) < 0)
+            if (fdio_write_all(st->fd, p, n) < 0)
                 goto fail;
             st->fd_len += n;
             st->size += n;
@@ -189,7 +176,7 @@ int msg_store_copy_to_fd(struct msg_store *st, size_t off, int fd)
     size_t pos = (size_t)in_off;
     while (pos < st->size) {
         ssize_t r = msg_store_read(st, pos, buf, sizeof buf);
-        if (r <= 0 || write_all(fd, buf, (size_t)r) < 0)
+        if (r <= 0 || fdio_write_all(fd, buf, (size_t)r) < 0)
             return -1;
         pos += (size_t)r;
     }

@@ -265,6 +265,9 @@ void tls_info(struct bufferevent *bev, char *version, size_t vlen, char *cipher,
     snprintf(version, vlen, "%s", ssl ? SSL_get_version(ssl) : "");
     snprintf(cipher, clen, "%s", ssl ? SSL_get_cipher_name(ssl) : "");
     snprintf(sni, slen, "%s", name ? name : "");
+    for (char *p = sni; *p; p++)        /* the client's text goes to logs */
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
+            *p = '?';
 }
 
 void tls_error_text(struct bufferevent *bev, char *buf, size_t len)

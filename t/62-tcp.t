@@ -15,7 +15,10 @@ from kasinet import Dns, Echo, free_port
 PLUGIN = r'''
 local P = {}
 
-local function q(s) return s and (string.format("%q", s):gsub("\\\n", "\\n")) or "nil" end
+local function q(s)
+  if not s then return "nil" end
+  return '"' .. s:gsub("\r", "\\r"):gsub("\n", "\\n") .. '"'
+end
 
 local function connect(host, port, t)
   if host:sub(1, 1) == "/" then return kasi.tcp.connect(host, { timeout = t or 2 }) end
@@ -62,9 +65,8 @@ function P.hook_unrecognized_command(conn, txn, line)
 end
 
 function P.hook_data_post(conn, txn)
-  local s, err = kasi.tcp.connect("127.0.0.1", tonumber(conn.notes.port or 0) or 0)
   local port = txn:header("X-Echo-Port")
-  s, err = kasi.tcp.connect("127.0.0.1", tonumber(port), { timeout = 2 })
+  local s, err = kasi.tcp.connect("127.0.0.1", tonumber(port), { timeout = 2 })
   if not s then return DENYSOFT, "connect " .. tostring(err) end
   s:send("HUSH\r\n")
   local n, e = s:send_message()
@@ -91,7 +93,7 @@ upath = os.path.join(sockdir, "echo.sock")
 with Dns() as dns, Echo() as echo, Echo(unix_path=upath) as uecho:
     files = {"config/plugins": "t_tcp\nqueue/spool\n", "plugins/t_tcp.lua": PLUGIN,
              "config/dns.yaml": dns.dns_yaml()}
-    with Kasi(files=files) as k:
+    with Kasi(config={"timeouts": {"shutdown": 1}}, files=files) as k:
         p = echo.port
         with Raw(k.port, ehlo="c.test") as r:
             is_(ask(r, "TCP LINE 127.0.0.1 %d" % p),
