@@ -22,6 +22,7 @@
 
 #include "config.h"
 #include "log.h"
+#include "lua_fwd.h"
 #include "lua_net.h"
 #include "message.h"
 #include "server.h"
@@ -708,5 +709,6 @@ void lapi_open(lua_State *L, struct lgen *g)
     lua_setfield(L, -2, "__tostring");
     lua_pop(L, 3);
     lnet_open(L);                           /* kasi.dns, kasi.tcp */
+    lfwd_open(L);                           /* kasi.forward */
     lua_setglobal(L, "kasi");
 }

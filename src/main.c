@@ -18,6 +18,7 @@
 #include <event2/event.h>
 
 #include "config.h"
+#include "dns.h"
 #include "log.h"
 #include "plugins.h"
 #include "server.h"
@@ -172,6 +173,7 @@ static int run_worker(struct kasi_config *cfg, const int *fds)
     }
     server_free(&srv);
     plugins_free();
+    dns_shutdown();
     for (int i = 0; i < 3; i++)
         if (sigs[i])
             event_free(sigs[i]);

@@ -9,6 +9,7 @@
 #include "hooks.h"
 #include "plugins.h"
 #include "lua_engine.h"
+#include "lua_fwd.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -113,6 +114,7 @@ void plugins_free(void)
     }
     eng.current = NULL;
     lrun_shutdown();
+    lfwd_shutdown();
 }
 
 int plugins_check(struct kasi_config *cfg, char *err, size_t errlen)

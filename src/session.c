@@ -717,7 +717,7 @@ static int add_received(struct session *s)
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
     int n = snprintf(buf, sizeof buf, "Received: from %s (%s [%s])\r\n"
                      "\tby %s (kasi) with %s id %s",
-                     s->helo, s->rdns ? s->rdns : "unknown", s->remote_ip,
+                     s->helo, s->rdns && s->rdns_confirmed ? s->rdns : "unknown", s->remote_ip,
                      c->hostname, received_proto(s), t->id);
     if (n > (int)sizeof buf - 600)  /* a long HELO: keep room for the rest */
         n = (int)sizeof buf - 600;

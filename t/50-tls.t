@@ -17,7 +17,7 @@ import warnings
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from kasitest import *  # noqa: E402,F401,F403
 from tlstest import (RawTLS, client_ctx, make_cert, make_pki, peer_names,  # noqa: E402
-                     start, tls_yaml)
+                     skip, start, tls_yaml)
 
 MSG = (b"From: a@client.test\r\nTo: b@example.test\r\nSubject: tls\r\n\r\n"
        b"over TLS\r\n")
@@ -132,6 +132,17 @@ with start(YAML, 3) as k:
     ok(k.wait_log(r"TLS established: version=TLSv1\.3 cipher=\S+ sni=-"),
        "log: TLS established with version and cipher")
 
+    # swaks --tls, when installed
+    if shutil.which("swaks"):
+        r = run(["swaks", "--server", "127.0.0.1:%d" % plain, "--tls", "--from", "a@client.test",
+                 "--to", "b@example.test", "--helo", "client.test"], timeout=30)
+        ok(r.returncode == 0 and "TLS started" in r.stdout, "swaks --tls delivers",
+           r.stdout[-2000:], r.stderr[-500:])
+        ok(k.wait_spool(2) and len(k.spool()) == 2, "swaks message spooled")
+    else:
+        skip("swaks not installed")
+        skip("swaks not installed")
+
     # CVE-2011-0411: commands pipelined after STARTTLS are thrown away
     with RawTLS(plain, ehlo="client.test") as c:
         c.send("STARTTLS\r\nNOOP\r\nRSET\r\n")
@@ -164,8 +175,8 @@ with start(YAML, 3) as k:
     s.ehlo("client.test")
     is_(s.sendmail("a@client.test", ["b@example.test"], MSG), {}, "smtplib SMTP_SSL: accepted")
     s.quit()
-    msgs = k.wait_spool(2)
-    like(unfold(msgs[-1].received()) if len(msgs) == 2 else "", r"with ESMTPS id .*\(version=TLSv1",
+    msgs = k.wait_spool(3)
+    like(unfold(msgs[-1].received()) if len(msgs) == 3 else "", r"with ESMTPS id .*\(version=TLSv1",
          "implicit TLS: Received says ESMTPS")
 
     # SNI picks the certificate

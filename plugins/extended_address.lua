@@ -1,0 +1,73 @@
+-- extended_address.lua — sub-addressing: mail to user-anything@domain is
+-- delivered to user@domain (RFC 5233 "detail"). The recipient is rewritten
+-- at RCPT, so the queue (and the spool's .env) sees user@domain; the
+-- original address and the tag are kept in txn.notes.extended_address
+-- ({ {original=, address=, tag=}, ... }) and in the plugin's results.
+--
+-- Only our own domains are rewritten: those in `domains` when set, else
+-- every recipient of a client that may not relay (place this plugin after
+-- rcpt_to_host_list, which refuses other domains for those clients).
+-- See config/extended_address.yaml.
+
+local match = require "kasi.match"
+
+local P = {}
+local cfg
+
+function P.register(c)
+  local seps = c.separators or c.separator or { "-" }
+  if type(seps) ~= "table" then seps = { seps } end
+  local set = {}
+  for _, s in ipairs(seps) do
+    s = tostring(s)
+    if #s ~= 1 or s:match("[%w@\"%s]") then
+      error("extended_address: a separator must be one punctuation character, not '" .. s .. "'")
+    end
+    set[#set + 1] = s
+  end
+  if #set == 0 then error("extended_address: no separators") end
+  local keep = {}
+  for _, u in ipairs(c.exceptions or { "mailer-daemon", "no-reply" }) do
+    keep[tostring(u):lower()] = true
+  end
+  cfg = {
+    seps = set,
+    domains = c.domains and match.list(c.domains) or nil,
+    keep = keep,
+  }
+end
+
+-- "user-tag" -> "user", "tag" (at the first separator), or nil
+local function split(user)
+  local best
+  for _, s in ipairs(cfg.seps) do
+    local i = user:find(s, 1, true)
+    if i and (not best or i < best) then best = i end
+  end
+  if not best or best == 1 or best == #user then return nil end
+  return user:sub(1, best - 1), user:sub(best + 1)
+end
+
+local function ours(conn, host)
+  if cfg.domains then return cfg.domains:match((host:gsub("%.$", ""))) ~= nil end
+  return not conn.relaying
+end
+
+function P.hook_rcpt(conn, txn, rcpt)
+  local user, host = rcpt.user, rcpt.host
+  if not host or not user or user:sub(1, 1) == '"' then return NEXT end
+  if cfg.keep[user:lower()] or cfg.keep[rcpt.address:lower()] then return NEXT end
+  if not ours(conn, host) then return NEXT end
+  local base, tag = split(user)
+  if not base then return NEXT end
+  local original = rcpt.address
+  rcpt:set(base .. "@" .. host)
+  local list = txn.notes.extended_address or {}
+  list[#list + 1] = { original = original, address = rcpt.address, tag = tag }
+  txn.notes.extended_address = list
+  txn:result { rewritten = #list }
+  txn:logdebug("extended_address: %s -> %s", original, rcpt.address)
+  return NEXT
+end
+
+return P

@@ -1,0 +1,147 @@
+-- queue/smtp_forward — hand every accepted message to a downstream SMTP
+-- server (by default Postfix on 127.0.0.1:10025) and answer the client's
+-- DATA with what the downstream said: 250 only once the downstream has the
+-- message. Recipients are grouped by route (per recipient domain); each
+-- route gets one transaction with its own recipients, and the client hears
+-- 250 only when every route accepted. See docs/queue.md.
+local P = {}
+
+local cfg            -- the defaults of every destination
+local routes = {}    -- lower-cased domain -> destination table
+
+local DEST_KEYS = { "host", "port", "lmtp", "tls", "auth_user", "auth_pass",
+                    "helo", "timeout_connect", "timeout_cmd", "timeout_data",
+                    "pool_max", "pool_idle" }
+
+local function dest_from(t, base)
+  local d = {}
+  for _, k in ipairs(DEST_KEYS) do
+    local v = t[k]
+    if v == nil and base then v = base[k] end
+    d[k] = v
+  end
+  return d
+end
+
+-- Shared by queue/lmtp: lmtp forces LMTP and its default port.
+function P.configure(c, lmtp)
+  c = c or {}
+  local base = dest_from(c)
+  base.host = base.host or "127.0.0.1"
+  base.port = base.port or (lmtp and 24 or 10025)
+  if base.pool_max == nil then base.pool_max = 4 end
+  if base.pool_idle == nil then base.pool_idle = 30 end
+  if base.tls == true then base.tls = "opportunistic" end
+  if base.tls == false then base.tls = "none" end
+  base.lmtp = lmtp and true or base.lmtp
+  cfg = base
+  routes = {}
+  for domain, r in pairs(c.routes or {}) do
+    if type(r) ~= "table" then
+      error("routes." .. tostring(domain) .. " must be a map (host:, port:)")
+    end
+    routes[string.lower(tostring(domain))] = dest_from(r, base)
+  end
+end
+
+function P.register(c)
+  P.configure(c, false)
+end
+
+local function route_of(addr)
+  local host = addr.host
+  return host and routes[string.lower(host)] or cfg
+end
+
+-- Group the recipients per destination, keeping their order.
+local function plan(txn)
+  local groups, by_dest = {}, {}
+  for _, r in ipairs(txn.rcpt_to) do
+    local d = route_of(r)
+    local g = by_dest[d]
+    if not g then
+      g = { dest = d, rcpts = {} }
+      by_dest[d] = g
+      groups[#groups + 1] = g
+    end
+    g.rcpts[#g.rcpts + 1] = r.address
+  end
+  return groups
+end
+
+local function where(d)
+  return (d.lmtp and "lmtp:" or "smtp:") .. tostring(d.host) .. ":" .. tostring(d.port)
+end
+
+-- A 2xx for the message but some recipients refused: log each loudly.
+local function note_refused(conn, txn, g, res)
+  local refused = {}
+  for _, r in ipairs(res.rcpt) do
+    if r.code < 200 or r.code >= 300 then
+      refused[#refused + 1] = { address = r.address, code = r.code,
+                                enh = r.enh, text = r.text }
+      txn:logwarn("downstream %s refused <%s>: %d %s %s (not delivered)",
+                  where(g.dest), r.address, r.code, r.enh or "", r.text)
+    end
+  end
+  return refused
+end
+
+local function deny_of(res)
+  if res.code >= 500 then
+    return DENY, { code = res.code, enh = res.enh ~= "" and res.enh or "5.0.0",
+                   msg = res.text ~= "" and res.text or "Rejected downstream" }
+  end
+  -- 4xx, unreachable, timeout, connection lost: the client keeps its copy
+  local enh = res.enh
+  if not enh or enh == "" or enh:sub(1, 1) ~= "4" then enh = "4.4.2" end
+  return DENYSOFT, { code = 451, enh = enh,
+                     msg = res.text ~= "" and res.text or "Downstream unavailable" }
+end
+
+-- Did this route take the message? SMTP: the downstream said 2xx to the
+-- final dot (some recipients may have been refused at RCPT). LMTP: at
+-- least one recipient got 2xx; those copies are delivered, so a 4xx to
+-- the client would only make it send duplicates (docs/queue.md).
+local function delivered(res, dest)
+  if res.code >= 200 and res.code < 300 then return true end
+  if dest.lmtp and res.fail == "reply" then
+    for _, r in ipairs(res.rcpt) do
+      if r.code >= 200 and r.code < 300 then return true end
+    end
+  end
+  return false
+end
+
+function P.hook_queue(conn, txn)
+  local groups = plan(txn)
+  local ids, refused, failed = {}, {}, nil
+  for _, g in ipairs(groups) do
+    local res = kasi.forward(txn, g.dest, g.rcpts)
+    if delivered(res, g.dest) then
+      ids[#ids + 1] = res.queue_id or "?"
+      txn:loginfo("forwarded to %s: %d rcpts, downstream id %s%s", where(g.dest),
+                  #g.rcpts, res.queue_id or "?", res.reused and " (pooled)" or "")
+      for _, r in ipairs(note_refused(conn, txn, g, res)) do refused[#refused + 1] = r end
+    else
+      txn:logwarn("forward to %s failed (%s): %d %s %s", where(g.dest), res.fail,
+                  res.code, res.enh or "", res.text)
+      -- a temporary failure wins over a permanent one: the client retries
+      if not failed or (failed.code >= 500 and res.code < 500) then failed = res end
+    end
+  end
+  txn:result { downstream = ids, refused = refused, routes = #groups }
+  if failed then
+    if #ids > 0 then
+      txn:logwarn("some routes accepted (ids %s) but not all: answering %d, "
+                  .. "the retry may duplicate the delivered copies",
+                  table.concat(ids, ","), failed.code)
+    end
+    return deny_of(failed)
+  end
+  return OK, { code = 250, enh = "2.0.0",
+               msg = string.format("Ok: queued as %s (downstream %s)", txn.id,
+                                   table.concat(ids, ",")) }
+end
+
+return P

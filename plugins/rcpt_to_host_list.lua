@@ -1,0 +1,63 @@
+-- rcpt_to_host_list.lua — accept mail only for our own domains: the
+-- default inbound policy that keeps kasi from being an open relay.
+--
+-- A recipient whose domain is one of ours passes (NEXT by default, so
+-- later rcpt plugins still have their say; `on_match: ok` answers OK and
+-- ends the rcpt chain). Any other domain is refused with 550 5.7.1
+-- "Relaying denied", unless the client may relay (conn.relaying: it
+-- authenticated, or the relay plugin trusts its IP). <postmaster> without
+-- a domain is always accepted (RFC 5321 4.5.1). See config/rcpt_to_host_list.yaml.
+
+local match = require "kasi.match"
+local netmask = require "kasi.netmask"
+
+local P = {}
+local cfg
+
+function P.register(c)
+  local domains = match.list(c.domains or {})
+  for _, p in ipairs(c.patterns or {}) do domains:add("~" .. tostring(p)) end
+  local on_match = c.on_match or "next"
+  if on_match ~= "next" and on_match ~= "ok" then
+    error("rcpt_to_host_list: on_match must be next or ok")
+  end
+  if domains:empty() then
+    kasi.logwarn("rcpt_to_host_list: no domains configured: every recipient "
+                 .. "of a non-relaying client is refused")
+  end
+  cfg = {
+    domains = domains,
+    on_match = on_match == "ok" and OK or NEXT,
+    own_literals = c.accept_own_literals ~= false,
+    code = tonumber(c.code) or 550,
+    enh = c.enh or "5.7.1",
+    message = c.message or "Relaying denied",
+  }
+end
+
+-- is host one of our domains? (an address literal: is it our address?)
+local function ours(conn, host)
+  if host:sub(1, 1) == "[" then
+    return cfg.own_literals and netmask.same(host, conn.local_ip)
+  end
+  return cfg.domains:match((host:gsub("%.$", ""))) ~= nil
+end
+
+function P.hook_rcpt(conn, txn, rcpt)
+  local host = rcpt.host
+  if not host or host == "" then return NEXT end   -- <postmaster>
+  if ours(conn, host) then
+    return cfg.on_match
+  end
+  if conn.relaying then
+    txn:result { relay = rcpt.address }
+    return NEXT
+  end
+  txn:loginfo("rcpt_to_host_list: %s is not our domain, %s may not relay",
+              host, conn.remote_ip)
+  return DENY, { code = cfg.code, enh = cfg.enh,
+                 msg = (cfg.message:gsub("{(%w+)}", { domain = host,
+                                                      rcpt = rcpt.address })) }
+end
+
+return P
