@@ -1,0 +1,151 @@
+-- helo_checks.lua — checks of the HELO/EHLO name:
+--   valid             RFC 5321 syntax: a domain name or an address literal
+--   fqdn              a fully qualified name (a dot, a non-numeric TLD)
+--   bare_ip           an IP address without brackets ("1.2.3.4")
+--   own_name          our own host name, claimed by another host
+--   own_ip            our own address, claimed by another host
+--   literal_mismatch  an address literal that is not the client's address
+--   must_resolve      the name has A or AAAA records (DNS; off by default)
+-- Each check is `reject`, `note` (record only) or `off`. A rejection is
+-- 550 5.7.1 with the reason at HELO/EHLO; the client may greet again with
+-- a better name. Results go to conn.notes.helo_checks ({fail={...},
+-- pass={...}}) and conn.results.helo_checks. Clients that may relay, that
+-- talk from the server's own address, or that are in `skip_ips`, are not
+-- checked. See config/helo_checks.yaml.
+
+local hostname = require "kasi.hostname"
+local match = require "kasi.match"
+local netmask = require "kasi.netmask"
+
+local P = {}
+local cfg
+
+local CHECKS = { "valid", "fqdn", "bare_ip", "own_name", "own_ip",
+                 "literal_mismatch", "must_resolve" }
+local DEFAULT = { valid = "reject", fqdn = "reject", bare_ip = "reject",
+                  own_name = "reject", own_ip = "reject",
+                  literal_mismatch = "reject", must_resolve = "off" }
+local REASON = {
+  valid = "Invalid HELO name {helo}: not a domain name or address literal",
+  fqdn = "HELO name {helo} is not a fully qualified domain name",
+  bare_ip = "HELO with a bare IP address {helo}: use an address literal [{helo}]",
+  own_name = "You are not {helo}: that is my name",
+  own_ip = "You are not {helo}: that is my address",
+  literal_mismatch = "HELO address literal {helo} is not your address {ip}",
+  must_resolve = "HELO name {helo} does not resolve",
+}
+
+local function mode_of(v, name)
+  if v == nil then return DEFAULT[name] end
+  if v == false then return "off" end
+  if v == true then return "reject" end
+  if v ~= "reject" and v ~= "note" and v ~= "off" then
+    error("helo_checks: checks." .. name .. " must be reject, note or off")
+  end
+  return v
+end
+
+function P.register(c)
+  local checks = c.checks or {}
+  local modes, messages = {}, {}
+  for _, name in ipairs(CHECKS) do
+    modes[name] = mode_of(checks[name], name)
+    messages[name] = (c.messages or {})[name] or REASON[name]
+  end
+  local names = match.list(c.own_names or {})
+  if type(kasi.hostname) == "string" then names:add(kasi.hostname) end
+  cfg = {
+    modes = modes,
+    messages = messages,
+    own_names = names,
+    own_ips = netmask.list(c.own_ips or {}, "helo_checks: own_ips"),
+    skip_ips = netmask.list(c.skip_ips or {}, "helo_checks: skip_ips"),
+    skip_relaying = c.skip_relaying ~= false,
+    code = tonumber(c.code) or 550,
+    enh = c.enh or "5.7.1",
+    dns_timeout = tonumber(c.dns_timeout) or 0,
+  }
+end
+
+-- ------------------------------------------------------------ the checks
+
+local test = {}
+
+function test.valid(helo)
+  return hostname.is_domain(helo) or hostname.literal(helo) ~= nil
+end
+
+function test.fqdn(helo)
+  -- address literals are judged by the literal checks
+  return hostname.literal(helo) ~= nil or netmask.is_ip(helo)
+      or hostname.is_fqdn(helo)
+end
+
+function test.bare_ip(helo)
+  return hostname.literal(helo) ~= nil or not netmask.is_ip(helo)
+end
+
+function test.own_name(helo)
+  return cfg.own_names:match((helo:gsub("%.$", ""))) == nil
+end
+
+function test.own_ip(helo, conn)
+  local ip = hostname.literal(helo) or (netmask.is_ip(helo) and helo)
+  if not ip then return true end
+  return not netmask.same(ip, conn.local_ip) and not cfg.own_ips:match(ip)
+end
+
+function test.literal_mismatch(helo, conn)
+  local ip = hostname.literal(helo)
+  return not ip or netmask.same(ip, conn.remote_ip)
+end
+
+-- false only when DNS says there is no such name; failures pass
+function test.must_resolve(helo)
+  if not kasi.dns or hostname.literal(helo) or netmask.is_ip(helo) then return true end
+  if not hostname.is_domain(helo) then return true end
+  local opts = cfg.dns_timeout > 0 and { timeout = cfg.dns_timeout } or nil
+  local res = kasi.dns.query_many({ { helo, "A" }, { helo, "AAAA" } }, opts)
+  for _, r in ipairs(res) do
+    if r.answers and #r.answers > 0 then return true end
+    if r.err ~= "NXDOMAIN" and r.err ~= "NODATA" then return true end
+  end
+  return false
+end
+
+local function skipped(conn)
+  if cfg.skip_relaying and conn.relaying then return "relaying" end
+  if netmask.same(conn.remote_ip, conn.local_ip) then return "local" end
+  if cfg.skip_ips:match(conn.remote_ip) then return "skip_ips" end
+  return nil
+end
+
+local function reason(name, helo, conn)
+  return (cfg.messages[name]:gsub("{(%w+)}", { helo = helo, ip = conn.remote_ip }))
+end
+
+function P.hook_helo(conn, txn, helo)
+  local why = skipped(conn)
+  local notes = { fail = {}, pass = {}, skipped = why }
+  conn.notes.helo_checks = notes
+  if why then return NEXT end
+  helo = helo or ""
+  for _, name in ipairs(CHECKS) do
+    local mode = cfg.modes[name]
+    if mode ~= "off" then
+      if test[name](helo, conn) then
+        notes.pass[#notes.pass + 1] = name
+      else
+        notes.fail[#notes.fail + 1] = name
+        conn:result { fail = table.concat(notes.fail, ",") }
+        conn:loginfo("helo_checks: %s failed for %q (%s)", name, helo, mode)
+        if mode == "reject" then
+          return DENY, { code = cfg.code, enh = cfg.enh, msg = reason(name, helo, conn) }
+        end
+      end
+    end
+  end
+  return NEXT
+end
+
+return P
