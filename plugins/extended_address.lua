@@ -5,8 +5,9 @@
 -- ({ {original=, address=, tag=}, ... }) and in the plugin's results.
 --
 -- Only our own domains are rewritten: those in `domains` when set, else
--- every recipient of a client that may not relay (place this plugin after
--- rcpt_to_host_list, which refuses other domains for those clients).
+-- the recipients rcpt_to_host_list found to be ours (txn.notes.local_rcpts;
+-- place this plugin after it), else, without rcpt_to_host_list, every
+-- recipient of a client that may not relay.
 -- See config/extended_address.yaml.
 
 local match = require "kasi.match"
@@ -48,8 +49,10 @@ local function split(user)
   return user:sub(1, best - 1), user:sub(best + 1)
 end
 
-local function ours(conn, host)
-  if cfg.domains then return cfg.domains:match((host:gsub("%.$", ""))) ~= nil end
+local function ours(conn, txn, rcpt)
+  if cfg.domains then return cfg.domains:match((rcpt.host:gsub("%.$", ""))) ~= nil end
+  local noted = txn.notes.local_rcpts        -- set by rcpt_to_host_list
+  if noted then return noted[rcpt.address:lower()] == true end
   return not conn.relaying
 end
 
@@ -57,7 +60,7 @@ function P.hook_rcpt(conn, txn, rcpt)
   local user, host = rcpt.user, rcpt.host
   if not host or not user or user:sub(1, 1) == '"' then return NEXT end
   if cfg.keep[user:lower()] or cfg.keep[rcpt.address:lower()] then return NEXT end
-  if not ours(conn, host) then return NEXT end
+  if not ours(conn, txn, rcpt) then return NEXT end
   local base, tag = split(user)
   if not base then return NEXT end
   local original = rcpt.address

@@ -6,7 +6,9 @@
 -- ends the rcpt chain). Any other domain is refused with 550 5.7.1
 -- "Relaying denied", unless the client may relay (conn.relaying: it
 -- authenticated, or the relay plugin trusts its IP). <postmaster> without
--- a domain is always accepted (RFC 5321 4.5.1). See config/rcpt_to_host_list.yaml.
+-- a domain is always accepted (RFC 5321 4.5.1). Recipients found to be
+-- ours are noted in txn.notes.local_rcpts (lower-cased address -> true) for
+-- later plugins such as extended_address. See config/rcpt_to_host_list.yaml.
 
 local match = require "kasi.match"
 local netmask = require "kasi.netmask"
@@ -47,6 +49,9 @@ function P.hook_rcpt(conn, txn, rcpt)
   local host = rcpt.host
   if not host or host == "" then return NEXT end   -- <postmaster>
   if ours(conn, host) then
+    local local_rcpts = txn.notes.local_rcpts or {}
+    local_rcpts[rcpt.address:lower()] = true
+    txn.notes.local_rcpts = local_rcpts
     return cfg.on_match
   end
   if conn.relaying then

@@ -693,6 +693,10 @@ void lapi_open(lua_State *L, struct lgen *g)
     }
     lua_pushinteger(L, g->id);
     lua_setfield(L, -2, "generation");
+    if (g_server) {                         /* not under kasi -t */
+        lua_pushstring(L, g_server->cfg->hostname);
+        lua_setfield(L, -2, "hostname");
+    }
     new_class(L, MT_CONN, conn_fields, conn_index, conn_m, "_conn_methods");
     new_class(L, MT_TXN, txn_fields, txn_index, txn_m, "_txn_methods");
     new_class(L, MT_ADDR, addr_fields, addr_index, addr_m, "_addr_methods");

@@ -75,11 +75,6 @@ static struct session *lfwd_session(lua_State *L, int idx, int need_msg)
     return s;
 }
 
-static char *lfwd_strdup(const char *s)
-{
-    return strdup(s ? s : "");
-}
-
 static void lfwd_op_free(struct lfwd_op *op)
 {
     for (size_t i = 0; i < op->naddr; i++) {

@@ -238,6 +238,7 @@ static int make_arg(struct lsess *ps, enum hook_id h, void *arg)
         lua_pushstring(L, s->helo ? s->helo : "");
         return luaL_ref(L, LUA_REGISTRYINDEX);
     case HOOK_UNRECOGNIZED:
+    case HOOK_DATA:             /* the command: "DATA" or "BDAT" */
         lua_pushstring(L, arg ? (const char *)arg : "");
         return luaL_ref(L, LUA_REGISTRYINDEX);
     case HOOK_MAIL:

@@ -513,7 +513,7 @@ static void cmd_data(struct session *s, const struct smtp_cmd *c)
         proto_error(s, 503, "5.5.1", "Error: need MAIL command");
         return;
     }
-    run_hook(s, HOOK_DATA, NULL, data_done);
+    run_hook(s, HOOK_DATA, "DATA", data_done);
 }
 
 /* Read the body of a DATA command. Returns 0 when more input is needed. */
@@ -651,7 +651,7 @@ static void cmd_bdat(struct session *s, const struct smtp_cmd *c)
         return;
     }
     if (!s->txn->bdat) {        /* first chunk: the data hook decides */
-        run_hook(s, HOOK_DATA, NULL, bdat_data_done);
+        run_hook(s, HOOK_DATA, "BDAT", bdat_data_done);
         return;
     }
     s->input = IN_BDAT;

@@ -1,0 +1,63 @@
+#!/usr/bin/env python3
+"""The Lua helper modules of the shipped plugins (kasi.netmask, kasi.match,
+kasi.hostname), run inside the server: a plugin evaluates the cases at
+register() and answers them at EHLO."""
+import os
+import sys
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from kasitest import *  # noqa: E402,F401,F403
+
+CASES = r'''
+local n = require "kasi.netmask"
+local m = require "kasi.match"
+local h = require "kasi.hostname"
+local out = {}
+local function t(c, name) out[#out + 1] = (c and "ok " or "not ok ") .. name end
+function register()
+  t(n.normalize("::ffff:1.2.3.4") == "1.2.3.4", "IPv4-mapped address unmapped")
+  t(n.normalize("2001:0DB8:0:0:0:0:0:1") == "2001:db8::1", "IPv6 compressed")
+  t(n.normalize("1:0:0:2:0:0:0:3") == "1:0:0:2::3", "longest zero run compressed")
+  t(n.normalize("::") == "::" and n.normalize("1::") == "1::", ":: and 1::")
+  t(n.parse("1.2.3.256") == nil and n.parse("1.2.3") == nil, "bad IPv4")
+  t(n.parse("1:2:3:4:5:6:7:8:9") == nil and n.parse("1::2::3") == nil, "bad IPv6")
+  t(n.parse("::ffff:1.2.3.4.5") == nil and n.parse("g::1") == nil, "bad IPv6 groups")
+  t(n.same("[IPv6:2001:db8::1]", "2001:DB8:0::1"), "literal equals address")
+  t(n.same("fe80::1%eth0", "fe80::1"), "zone ignored")
+  local l = n.list { "192.0.2.0/24", "2001:db8::/32", "10.0.0.1", "::ffff:198.51.100.0/120" }
+  t(l:match("192.0.2.77") == "192.0.2.0/24" and not l:match("192.0.3.1"), "IPv4 network")
+  t(l:match("2001:db8:ffff::5") == "2001:db8::/32" and not l:match("2001:db9::5"), "IPv6 network")
+  t(l:match("::ffff:10.0.0.1") == "10.0.0.1", "mapped client matches IPv4 entry")
+  t(l:match("198.51.100.9") == "::ffff:198.51.100.0/120", "mapped network")
+  t(n.list({ "0.0.0.0/0" }):match("8.8.8.8") and not n.list({ "0.0.0.0/0" }):match("::1"),
+    "/0 matches its family only")
+  t(n.list({ "192.0.2.128/25" }):match("192.0.2.200") and not n.list({ "192.0.2.128/25" }):match("192.0.2.1"),
+    "odd prefix")
+  t(not pcall(n.list, { "1.2.3.4/33" }) and not pcall(n.list, { "foo" }), "bad entries raise")
+  t(n.is_private("10.1.2.3") and n.is_private("fd00::1") and not n.is_private("8.8.8.8"), "private")
+  local ml = m.list { "Mail.Example.com", "*.example.net", "~^dsl%d+%.", "a?c.test" }
+  t(ml:match("mail.example.COM") == "Mail.Example.com", "exact, any case")
+  t(ml:match("a.b.example.net") == "*.example.net", "glob")
+  t(not ml:match("example.net") and not ml:match("xexample.net"), "glob needs the dot")
+  t(ml:match("dsl12.foo") == "~^dsl%d+%.", "Lua pattern")
+  t(ml:match("abc.test") and not ml:match("abbc.test"), "? is one character")
+  t(not pcall(m.list, { "~[" }), "bad pattern raises")
+  t(h.is_fqdn("mx.example.com") and not h.is_fqdn("mx") and not h.is_fqdn("1.2.3.4"), "fqdn")
+  t(not h.is_domain("a_b.com") and not h.is_domain("-a.com") and not h.is_domain("a-.com"), "bad labels")
+  t(not h.is_domain("a..com") and h.is_domain("example.com."), "empty label, root dot")
+  t(not h.is_domain(string.rep("a", 64) .. ".com"), "label over 63")
+  t(h.literal("[1.2.3.4]") == "1.2.3.4" and h.literal("[IPv6:::1]") == "::1", "literals")
+  t(h.literal("[::1]") == nil and h.literal("[1.2.3]") == nil, "bad literals")
+end
+function hook_ehlo() return DENY, out end
+'''
+
+with Kasi(files={"config/plugins": "cases\n", "plugins/cases.lua": CASES}) as k:
+    with Raw(k.port, banner=True) as r:
+        code, lines = r.cmd("EHLO client.test")
+        ok(len(lines) > 25, "cases ran", repr(lines))
+        for line in lines:
+            text = line.split(" ", 1)[1] if line.startswith("5.7.1 ") else line
+            ok(text.startswith("ok "), text)
+
+done()
