@@ -120,10 +120,11 @@ def kasi_forward_files(sink_port):
     """config files for queue/smtp_forward to smtp-sink."""
     return {
         "config/plugins": "queue/smtp_forward\n",
-        "config/smtp_forward.yaml": (
+        "config/queue/smtp_forward.yaml": (
             f"host: 127.0.0.1\n"
             f"port: {sink_port}\n"
-            f"tls: false\n"),
+            f"tls: none\n"
+            f"pool_max: 40\n"),
     }
 
 
@@ -133,16 +134,15 @@ def kasi_chain_files(sink_port, dns_port):
     files = kasi_forward_files(sink_port)
     files["config/plugins"] = "".join(p + "\n" for p in CHAIN) + "queue/smtp_forward\n"
     files.update({
-        "config/early_talker.yaml": "pause: 0\n",
-        "config/helo_checks.yaml": "dns_checks: false\n",
+        "config/dns.yaml": f"servers:\n  - 127.0.0.1:{dns_port}\n",
+        "config/early_talker.yaml": "pause: 0\ndata_pause: 0\n",
         "config/dnsbl.yaml": (
-            f"zones:\n  - {DNSBL_ZONE}\n"
-            f"nameservers:\n  - 127.0.0.1:{dns_port}\n"
-            f"check_private: true\n"),
+            f"zones:\n  - zone: {DNSBL_ZONE}\n"
+            f"reject_at: connect\n"
+            f"skip_private: false\n"),
         "config/access.yaml": (
-            "deny_ip:\n  - 192.0.2.1\n"
-            "deny_mail_from:\n  - spammer@bad.test\n"),
-        "config/rcpt_to_host_list.yaml": f"hosts:\n  - {RCPT_DOMAIN}\n",
+            "deny:\n  ip: [192.0.2.1]\n  mail: [spammer@bad.test]\n"),
+        "config/rcpt_to_host_list.yaml": f"domains:\n  - {RCPT_DOMAIN}\n",
     })
     return files
 
