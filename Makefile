@@ -22,11 +22,12 @@ LIBOBJ  := $(filter-out $(BUILD)/main.o,$(OBJ))
 UNIT    := $(wildcard t/unit/*.c)
 UNITBIN := $(UNIT:t/unit/%.c=$(BUILD)/t/%)
 
--include t/helpers/helpers.mk
 
 .PHONY: all run test unit asan test-asan deps bench clean
 
 all: kasi
+
+-include t/helpers/helpers.mk
 
 kasi: $(BUILD)/kasi
 	ln -sf $(BUILD)/kasi kasi

@@ -753,6 +753,13 @@ static const struct cfg_key cfg_tls_keys[] = {
     { 0 }
 };
 
+static const struct cfg_key cfg_auth_keys[] = {
+    CFG_NUM("max_failures", cfg_set_uint, auth_max_failures, 1, 1000),
+    CFG_NUM("max_failures_per_ip", cfg_set_uint, auth_max_failures_per_ip, 0, 1000000),
+    CFG_NUM("failure_window", cfg_set_seconds, auth_failure_window, 0, CFG_MAX_SECONDS),
+    { 0 }
+};
+
 static const struct cfg_key cfg_top_keys[] = {
     CFG_FN("hostname", cfg_set_hostname),
     CFG_FN("listen", cfg_set_listen),
@@ -762,6 +769,7 @@ static const struct cfg_key cfg_top_keys[] = {
     CFG_FN("spool_dir", cfg_set_spool),
     CFG_SECTION("log", cfg_log_keys),
     CFG_SECTION("tls", cfg_tls_keys),
+    CFG_SECTION("auth", cfg_auth_keys),
     { 0 }
 };
 
@@ -815,6 +823,9 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->long_lines = DATA_LONG_REJECT;
     cfg->log_level = 2;
     cfg->tls.min_version = 0x0303;
+    cfg->auth_max_failures = 3;
+    cfg->auth_max_failures_per_ip = 10;
+    cfg->auth_failure_window = 600;
     cfg->dir = strdup(dir);
     cfg->spool_dir = cfg_join(dir, "spool");
     cfg->log_target = strdup("stderr");

@@ -68,6 +68,12 @@ struct kasi_config {
     int log_level;                 /* 0 error .. 3 debug, default 2 (info) */
 
     struct tls_cfg tls;
+
+    /* the auth: section — failed AUTH attempts */
+    unsigned auth_max_failures;        /* per connection before 421, default 3 */
+    unsigned auth_max_failures_per_ip; /* per client address (IPv6: /64) within
+                                          the window, default 10; 0 = no limit */
+    double auth_failure_window;        /* seconds, default 600 */
 };
 
 /* Load DIR/smtp.yaml and DIR/me. Returns 0, or -1 with "file:line: key: why"

@@ -20,8 +20,10 @@
 #include <event2/event.h>
 #include <lauxlib.h>
 
+#include "auth.h"
 #include "config.h"
 #include "log.h"
+#include "lua_crypt.h"
 #include "lua_fwd.h"
 #include "lua_net.h"
 #include "message.h"
@@ -117,11 +119,12 @@ static void env_field(lua_State *L, int idx, const char *name)
 
 enum { CF_REMOTE_IP = 1, CF_REMOTE_PORT, CF_LOCAL_IP, CF_LOCAL_PORT, CF_RDNS,
        CF_HELO, CF_HELO_VERB, CF_TLS, CF_AUTH_USER, CF_RELAYING, CF_NOTES,
-       CF_RESULTS, CF_ID, CF_TXN, CF_GENERATION };
+       CF_RESULTS, CF_ID, CF_TXN, CF_GENERATION, CF_TLS_VERSION, CF_TLS_CIPHER,
+       CF_TLS_SNI };
 static const char *const conn_fields[] = {
     "remote_ip", "remote_port", "local_ip", "local_port", "rdns", "helo",
     "helo_verb", "tls", "auth_user", "relaying", "notes", "results", "id",
-    "txn", "generation", NULL };
+    "txn", "generation", "tls_version", "tls_cipher", "tls_sni", NULL };
 
 static int conn_index(lua_State *L)
 {
@@ -153,6 +156,11 @@ static int conn_index(lua_State *L)
         break;
     }
     case CF_GENERATION: lua_pushinteger(L, u->ps->gen->id); break;
+    case CF_TLS_VERSION: push_opt_string(L, s->tls ? s->tls_version : NULL); break;
+    case CF_TLS_CIPHER: push_opt_string(L, s->tls ? s->tls_cipher : NULL); break;
+    case CF_TLS_SNI:
+        push_opt_string(L, s->tls && s->tls_sni[0] ? s->tls_sni : NULL);
+        break;
     default: lua_pushnil(L); break;
     }
     return 1;
@@ -258,6 +266,19 @@ int lapi_addr_new(struct lsess *ps, int index)
     lua_rawgeti(L, LUA_REGISTRYINDEX, ps->conn_ref);
     push_addr(L, lua_touserdata(L, -1), lua_gettop(L), ps->txn_serial, index);
     lua_remove(L, -2);
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+int lapi_creds_new(struct lsess *ps, const struct auth_creds *c)
+{
+    lua_State *L = ps->gen->L;
+    lua_createtable(L, 0, 3);
+    lua_pushstring(L, c->mechanism);
+    lua_setfield(L, -2, "mechanism");
+    lua_pushstring(L, c->user);
+    lua_setfield(L, -2, "user");
+    lua_pushstring(L, c->password);
+    lua_setfield(L, -2, "password");
     return luaL_ref(L, LUA_REGISTRYINDEX);
 }
 
@@ -612,6 +633,7 @@ static int k_sleep(lua_State *L)
     struct timeval tv = { (time_t)secs,
                           (suseconds_t)((secs - (double)(time_t)secs) * 1e6) };
     int rc = lua_async_wait(L, &sl->a, sleep_cancel, sl);
+    event_base_update_cache_time(base);   /* the loop's cached time may be stale */
     evtimer_add(sl->ev, &tv);
     return rc;
 }
@@ -714,5 +736,6 @@ void lapi_open(lua_State *L, struct lgen *g)
     lua_pop(L, 3);
     lnet_open(L);                           /* kasi.dns, kasi.tcp */
     lfwd_open(L);                           /* kasi.forward */
+    lcrypt_open(L);                         /* kasi.crypt_verify, crypt_check */
     lua_setglobal(L, "kasi");
 }

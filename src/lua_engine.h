@@ -100,6 +100,9 @@ int lapi_conn_new(struct lsess *ps);                /* registry ref */
 void lapi_conn_invalidate(struct lsess *ps);
 int lapi_txn_ref(struct lsess *ps);                 /* ref, LUA_NOREF none */
 int lapi_addr_new(struct lsess *ps, int index);     /* -1: MAIL FROM */
+struct auth_creds;
+/* hook_auth's argument: a table {mechanism=, user=, password=}. */
+int lapi_creds_new(struct lsess *ps, const struct auth_creds *c);
 /* Record a plugin's answer in conn.results / txn.results. */
 void lapi_record(struct lsess *ps, const char *plugin, enum hook_id h,
                  const struct hook_result *r);

@@ -484,6 +484,10 @@ static int open_library(struct lgen *g, const struct kasi_config *cfg,
     lua_pop(L, 1);
     *slash = '/';
     lapi_open(L, g);
+    lua_getglobal(L, "kasi");               /* where plugins find their files */
+    lua_pushstring(L, cfg->dir ? cfg->dir : "config");
+    lua_setfield(L, -2, "config_dir");
+    lua_pop(L, 1);
     if (luaL_loadfile(L, path) != 0 || pcall_tb(L, 0, 0) != 0) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         lua_pop(L, 1);

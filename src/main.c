@@ -20,6 +20,7 @@
 #include "config.h"
 #include "dns.h"
 #include "log.h"
+#include "passwd.h"
 #include "plugins.h"
 #include "server.h"
 #include "spool.h"
@@ -39,6 +40,7 @@ static void usage(FILE *f)
 {
     fprintf(f,
             "usage: kasi [-c DIR] [-t] [--listen HOST:PORT]... [-V]\n"
+            "       kasi passwd FILE USER   (add a user for auth/flat_file)\n"
             "  -c, --config DIR     configuration directory (default ./config)\n"
             "  -t, --test           check the configuration and exit\n"
             "  -l, --listen H:P     listen on H:P instead of the configured\n"
@@ -328,6 +330,8 @@ int main(int argc, char **argv)
     char err[1024] = "";
     int rc;
 
+    if (argc > 1 && !strcmp(argv[1], "passwd"))
+        return passwd_main(argc - 1, argv + 1);
     if (parse_args(argc, argv, &o) < 0) {
         free(o.listen);
         return 2;

@@ -241,6 +241,8 @@ static int make_arg(struct lsess *ps, enum hook_id h, void *arg)
     case HOOK_DATA:             /* the command: "DATA" or "BDAT" */
         lua_pushstring(L, arg ? (const char *)arg : "");
         return luaL_ref(L, LUA_REGISTRYINDEX);
+    case HOOK_AUTH:             /* {mechanism=, user=, password=} */
+        return arg ? lapi_creds_new(ps, (const struct auth_creds *)arg) : LUA_NOREF;
     case HOOK_MAIL:
         return s->txn ? lapi_addr_new(ps, -1) : LUA_NOREF;
     case HOOK_RCPT:

@@ -876,7 +876,28 @@ static void tls_established(struct session *s)
 
 /* ----------------------------------------------------------------- AUTH */
 
-#define AUTH_MAX_FAILURES 3
+static double auth_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Too many recent failures from the client's address (auth: section). */
+static int auth_ip_limited(const struct session *s)
+{
+    const struct kasi_config *c = s->srv->cfg;
+    return auth_ip_blocked(s->remote_ip, auth_now(), c->auth_max_failures_per_ip,
+                           c->auth_failure_window);
+}
+
+static void auth_close(struct session *s, const char *why)
+{
+    slog(s, LOG_LVL_INFO, "%s (%u on this connection), closing", why, s->auth_failures);
+    session_reply(s, 421, "4.7.0", "Too many authentication failures, closing connection");
+    s->last_result = "auth";
+    session_close(s);
+}
 
 /* A user name fit for a log line: printable, bounded. */
 static void safe_name(const char *in, char *out, size_t len)
@@ -893,24 +914,33 @@ static void auth_delay_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     s->paused = 0;
-    if (s->state == SS_CLOSING)
-        return;
-    if (s->auth_failures >= AUTH_MAX_FAILURES) {
-        slog(s, LOG_LVL_INFO, "too many authentication failures (%u), closing",
-             s->auth_failures);
-        session_reply(s, 421, "4.7.0", "Too many authentication failures, closing connection");
-        s->last_result = "auth";
-        session_close(s);
+    char *msg = s->auth_fail_msg;
+    s->auth_fail_msg = NULL;
+    if (s->state == SS_CLOSING) {
+        free(msg);
         return;
     }
-    session_reply(s, 535, "5.7.8", "Authentication credentials invalid");
+    if (s->auth_failures >= s->srv->cfg->auth_max_failures)
+        auth_close(s, "too many authentication failures");
+    else if (auth_ip_limited(s))
+        auth_close(s, "too many authentication failures from this address");
+    else
+        session_reply(s, 535, "5.7.8", msg ? msg : "Authentication credentials invalid");
+    free(msg);
+    if (s->state == SS_CLOSING)
+        return;
     session_process(s);
 }
 
-/* A refused attempt: answer 535 after a delay that doubles each time. */
-static void auth_failed(struct session *s)
+/* A refused attempt: answer 535 (with the plugin's text, msg, when it
+ * gave one; taken) after a delay that doubles each time. */
+static void auth_failed(struct session *s, char *msg)
 {
     unsigned n = ++s->auth_failures;
+    const struct kasi_config *c = s->srv->cfg;
+    auth_ip_failed(s->remote_ip, auth_now(), c->auth_failure_window);
+    free(s->auth_fail_msg);
+    s->auth_fail_msg = msg;
     struct timeval tv = { (time_t)1 << (n < 6 ? n - 1 : 5), 0 };
     if (!s->auth_delay_ev)
         s->auth_delay_ev = evtimer_new(s->srv->base, auth_delay_cb, s);
@@ -940,9 +970,11 @@ static void auth_done(struct session *s, struct hook_result *r)
         return;
     }
     auth_clear(a);
-    if (r->rc == RC_DENY || r->rc == RC_NEXT)
-        auth_failed(s);
-    else
+    if (r->rc == RC_DENY || r->rc == RC_NEXT) {
+        auth_failed(s, r->rc == RC_DENY ? r->msg : NULL);
+        if (r->rc == RC_DENY)
+            r->msg = NULL;
+    } else
         deny_reply(s, HOOK_AUTH, r);
 }
 
@@ -991,6 +1023,10 @@ static void cmd_auth(struct session *s, const struct smtp_cmd *c)
     struct auth_step st;
     if (auth_refused(s))
         return;
+    if (auth_ip_limited(s)) {
+        auth_close(s, "AUTH refused: too many recent failures from this address");
+        return;
+    }
     if (!s->sasl && !(s->sasl = calloc(1, sizeof *s->sasl))) {
         session_reply(s, 454, "4.3.0", "Out of memory");
         return;
@@ -1371,6 +1407,7 @@ void session_destroy(struct session *s)
     hook_result_clear(&s->bdat_reply);
     if (s->auth_delay_ev)
         event_free(s->auth_delay_ev);
+    free(s->auth_fail_msg);
     if (s->sasl) {
         auth_clear(s->sasl);
         free(s->sasl);

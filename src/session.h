@@ -79,6 +79,7 @@ struct session {
     unsigned auth_failures;            /* failed AUTH attempts */
     int paused;                        /* input held (AUTH failure delay) */
     struct event *auth_delay_ev;       /* ends the delay */
+    char *auth_fail_msg;               /* a plugin's text for the delayed 535 */
 
     enum session_state state;
     enum session_input input;

@@ -12,8 +12,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from kasitest import *  # noqa: E402,F401,F403
-from tlstest import (RawTLS, b64, client_ctx, engine_has_auth, make_pki, skip,  # noqa: E402
-                     start, tls_yaml)
+from tlstest import RawTLS, b64, client_ctx, make_pki, start, tls_yaml  # noqa: E402
 
 SECRET = "Sup3r-s3cret-pw"
 pki_dir = tempfile.mkdtemp(prefix="kasi-pki-")
@@ -29,7 +28,7 @@ LISTEN = [
 
 PLUGIN = """-- test-only: one user, alice / %s
 local P = {}
-function P.hook_auth(conn, creds)
+function P.hook_auth(conn, txn, creds)
   if creds and creds.user == "alice" and creds.password == "%s" then
     return OK
   end
@@ -118,26 +117,23 @@ with start(tls_yaml("../spool", LISTEN, [pki["a"]]), 3,
         is_(code, 334, "LOGIN with initial response: password prompt")
 
     # the right password, answered by the plugin
-    if engine_has_auth():
-        c = tls_session(sub)
-        is_(c.cmd("AUTH PLAIN " + b64("\0alice\0" + SECRET)),
-            (235, ["2.7.0 Authentication successful"]), "right password: 235 2.7.0")
-        is_(c.cmd("AUTH PLAIN " + b64("\0alice\0" + SECRET))[0], 503, "AUTH twice: 503")
-        is_(c.cmd("MAIL FROM:<alice@client.test>")[0], 250, "authenticated: MAIL accepted")
-        is_(c.cmd("RCPT TO:<anyone@elsewhere.test>")[0], 250, "authenticated: may relay")
-        is_(c.cmd("DATA")[0], 354, "DATA")
-        c.send(b"Subject: authed\r\n\r\nhi\r\n.\r\n")
-        is_(c.read_reply()[0], 250, "message accepted")
-        c.cmd("QUIT")
-        msgs = k.wait_spool(1)
-        like(msgs[0].received() if msgs else b"", rb"with ESMTPSA id", "Received: ESMTPSA")
-        s = smtplib.SMTP("127.0.0.1", sub, timeout=scaled(10))
-        s.starttls(context=ctx)
-        s.login("alice", SECRET)   # smtplib picks PLAIN or LOGIN
-        ok(True, "smtplib login()")
-        s.quit()
-    else:
-        skip("the plugin engine does not pass credentials to hook_auth yet")
+    c = tls_session(sub)
+    is_(c.cmd("AUTH PLAIN " + b64("\0alice\0" + SECRET)),
+        (235, ["2.7.0 Authentication successful"]), "right password: 235 2.7.0")
+    is_(c.cmd("AUTH PLAIN " + b64("\0alice\0" + SECRET))[0], 503, "AUTH twice: 503")
+    is_(c.cmd("MAIL FROM:<alice@client.test>")[0], 250, "authenticated: MAIL accepted")
+    is_(c.cmd("RCPT TO:<anyone@elsewhere.test>")[0], 250, "authenticated: may relay")
+    is_(c.cmd("DATA")[0], 354, "DATA")
+    c.send(b"Subject: authed\r\n\r\nhi\r\n.\r\n")
+    is_(c.read_reply()[0], 250, "message accepted")
+    c.cmd("QUIT")
+    msgs = k.wait_spool(1)
+    like(msgs[0].received() if msgs else b"", rb"with ESMTPSA id", "Received: ESMTPSA")
+    s = smtplib.SMTP("127.0.0.1", sub, timeout=scaled(10))
+    s.starttls(context=ctx)
+    s.login("alice", SECRET)   # smtplib picks PLAIN or LOGIN
+    ok(True, "smtplib login()")
+    s.quit()
 
     log = k.log()
     ok(SECRET not in log and b64("\0alice\0" + SECRET) not in log and "wrong-again" not in log

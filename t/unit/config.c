@@ -210,7 +210,7 @@ static void test_shipped(void)
 }
 
 static const char known_top[] =
-    "known: hostname, listen, limits, timeouts, data, spool_dir, log, tls";
+    "known: hostname, listen, limits, timeouts, data, spool_dir, log, tls, auth";
 
 static void test_errors(void)
 {
