@@ -99,6 +99,11 @@ int msg_store_append(struct msg_store *st, const void *p, size_t n)
         if (store_flush(st) < 0)
             goto fail;
         spilled = 1;
+        if (st->mem_cap > STORE_WBUF) {   /* give the big buffer back */
+            free(st->mem);
+            st->mem = NULL;
+            st->mem_cap = 0;
+        }
     }
     if (spilled && st->mem_len + n > STORE_WBUF) {
         if (store_flush(st) < 0)

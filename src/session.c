@@ -34,7 +34,7 @@
 #include "server.h"
 #include "tls.h"
 
-#define SESSION_READ_HIGH (1024 * 1024)   /* stop reading past this backlog */
+#define SESSION_READ_HIGH (256 * 1024)    /* stop reading past this backlog */
 
 static void session_process(struct session *s);
 static void start_banner(struct session *s);
