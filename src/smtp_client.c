@@ -64,16 +64,27 @@ void fwd_stuffer_init(struct fwd_stuffer *s)
     s->bol = 1;
 }
 
+/* Copies runs between line feeds with memcpy; only a '.' at the start of a
+ * line costs a byte of its own. */
 size_t fwd_stuff(struct fwd_stuffer *s, const char *in, size_t n, char *out)
 {
-    size_t o = 0;
-    for (size_t i = 0; i < n; i++) {
+    size_t o = 0, i = 0;
+    while (i < n) {
         if (s->bol && in[i] == '.')
             out[o++] = '.';
-        out[o++] = in[i];
-        s->bol = in[i] == '\n';
+        const char *lf = memchr(in + i, '\n', n - i);
+        size_t run = lf ? (size_t)(lf - (in + i)) + 1 : n - i;
+        memcpy(out + o, in + i, run);
+        o += run;
+        i += run;
+        s->bol = lf != NULL;
+    }
+    if (n >= 2) {
+        s->last2[0] = in[n - 2];
+        s->last2[1] = in[n - 1];
+    } else if (n == 1) {
         s->last2[0] = s->last2[1];
-        s->last2[1] = in[i];
+        s->last2[1] = in[0];
     }
     s->seen += n;
     return o;
