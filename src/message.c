@@ -97,17 +97,14 @@ int msg_parse_headers(struct msg *m)
     char *buf = malloc(n + 1);
     if (!buf)
         return -1;
-    if (n && msg_store_read(m->store, 0, buf, n) != (ssize_t)n) {
-        /* a store larger than its memory part reads in pieces */
-        size_t got = 0;
-        while (got < n) {
-            ssize_t r = msg_store_read(m->store, got, buf + got, n - got);
-            if (r <= 0) {
-                free(buf);
-                return -1;
-            }
-            got += (size_t)r;
+    /* the store answers in pieces when the bytes straddle RAM and file */
+    for (size_t got = 0; got < n;) {
+        ssize_t r = msg_store_read(m->store, got, buf + got, n - got);
+        if (r <= 0) {
+            free(buf);
+            return -1;
         }
+        got += (size_t)r;
     }
     size_t off = 0;
     while (off < n && m->nhdr < MSG_HDR_MAX_COUNT) {

@@ -57,21 +57,26 @@ void slog(const struct session *s, int level, const char *fmt, ...)
 
 /* ---------------------------------------------------------------- replies */
 
+/* One reply line, built in a buffer and added in one piece. The text never
+ * injects line ends or control bytes: they become spaces. */
 static void reply_line(struct evbuffer *out, int code, char sep,
                        const char *enh, const char *text, size_t len)
 {
-    char head[32];
-    int n = (enh && *enh) ? snprintf(head, sizeof head, "%d%c%s ", code, sep, enh)
-                          : snprintf(head, sizeof head, "%d%c", code, sep);
-    evbuffer_add(out, head, (size_t)n);
-    /* never let a message inject line ends or control bytes */
+    char buf[1024];
+    size_t n = (size_t)((enh && *enh)
+                        ? snprintf(buf, sizeof buf, "%d%c%s ", code, sep, enh)
+                        : snprintf(buf, sizeof buf, "%d%c", code, sep));
     for (size_t i = 0; i < len; i++) {
-        char c = text[i];
-        if ((unsigned char)c < 0x20 || c == 0x7f)
-            c = ' ';
-        evbuffer_add(out, &c, 1);
+        if (n == sizeof buf - 2) {      /* a very long text: flush a piece */
+            evbuffer_add(out, buf, n);
+            n = 0;
+        }
+        unsigned char c = (unsigned char)text[i];
+        buf[n++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
     }
-    evbuffer_add(out, "\r\n", 2);
+    buf[n++] = '\r';
+    buf[n++] = '\n';
+    evbuffer_add(out, buf, n);
 }
 
 void session_reply(struct session *s, int code, const char *enh, const char *text)
@@ -536,20 +541,6 @@ static int read_data(struct session *s, struct evbuffer *in)
     return 1;
 }
 
-static void bdat_check_lines(struct txn *t, const char *p, size_t n)
-{
-    for (size_t i = 0; i < n; i++) {
-        if (p[i] == '\n' && !(i ? p[i - 1] == '\r' : t->bdat_prev_cr))
-            t->bdat_flags |= DATA_F_BARE_LF;
-        if (i && p[i - 1] == '\r' && p[i] != '\n')
-            t->bdat_flags |= DATA_F_BARE_CR;
-        if (!i && t->bdat_prev_cr && p[0] != '\n')
-            t->bdat_flags |= DATA_F_BARE_CR;
-    }
-    if (n)
-        t->bdat_prev_cr = p[n - 1] == '\r';
-}
-
 static void bdat_chunk_end(struct session *s)
 {
     s->input = IN_CMD;
@@ -567,8 +558,7 @@ static void bdat_chunk_end(struct session *s)
         session_reply(s, 250, "2.0.0", text);
         return;
     }
-    if (s->txn->bdat_prev_cr)   /* message ends in a lone CR */
-        s->txn->bdat_flags |= DATA_F_BARE_CR;
+    data_decoder_scan_end(&s->dec);
     finish_message(s);
 }
 
@@ -582,7 +572,7 @@ static int read_bdat(struct session *s, struct evbuffer *in)
         if (n > s->bdat_left)
             n = (size_t)s->bdat_left;
         if (!s->bdat_discard) {
-            bdat_check_lines(s->txn, v[i].iov_base, n);
+            data_decoder_scan(&s->dec, v[i].iov_base, n);
             data_emit(s, v[i].iov_base, n);
         }
         s->bdat_left -= n;
@@ -628,6 +618,9 @@ static void bdat_data_done(struct session *s, struct hook_result *r)
         return;
     }
     s->txn->bdat = 1;
+    /* BDAT lines are not limited, but bare CR/LF follow the DATA policy */
+    data_decoder_init(&s->dec, s->srv->cfg->max_line_length, s->srv->cfg->bare_lf,
+                      DATA_LONG_WRAP, NULL, NULL);
     s->input = IN_BDAT;
     reset_timeout(s);
     if (s->bdat_left == 0)
@@ -738,22 +731,10 @@ static int add_received(struct session *s)
 static void finish_message(struct session *s)
 {
     struct txn *t = s->txn;
-    const struct kasi_config *c = s->srv->cfg;
     int code;
     const char *enh;
-    unsigned flags = t->bdat ? t->bdat_flags : s->dec.flags;
-    const char *why;
+    const char *why = data_decoder_verdict(&s->dec, &code, &enh);
 
-    if (t->bdat) {
-        struct data_decoder chk = s->dec;   /* reuse the verdict table */
-        chk.flags = flags;
-        chk.bare = c->bare_lf;
-        chk.longl = DATA_LONG_WRAP;          /* BDAT lines are not limited */
-        why = (flags & (DATA_F_BARE_CR | DATA_F_BARE_LF | DATA_F_NUL))
-                  ? data_decoder_verdict(&chk, &code, &enh) : NULL;
-    } else {
-        why = data_decoder_verdict(&s->dec, &code, &enh);
-    }
     if (why) {
         slog(s, LOG_LVL_INFO, "txn %s rejected: %s", t->id, why);
         session_reply(s, code, enh, why);
@@ -1203,7 +1184,8 @@ static int read_command(struct session *s, struct evbuffer *in)
         proto_error(s, 500, "5.5.6", "Error: line too long");
         return 1;
     }
-    char *line = malloc(len + 1);
+    char stack[1024];               /* nearly every command fits */
+    char *line = len < sizeof stack ? stack : malloc(len + 1);
     if (!line)
         return 0;
     evbuffer_remove(in, line, len);
@@ -1211,7 +1193,8 @@ static int read_command(struct session *s, struct evbuffer *in)
     line[len] = '\0';
     s->nbytes += len + eol_len;
     handle_line(s, line, len);
-    free(line);
+    if (line != stack)
+        free(line);
     return 1;
 }
 

@@ -32,8 +32,6 @@ struct txn {
     size_t bytes;               /* message bytes received (unstuffed) */
     int too_big;                /* over max_message_size: read on, reject */
     int bdat;                   /* CHUNKING in use */
-    int bdat_prev_cr;           /* BDAT: last chunk ended in CR */
-    unsigned bdat_flags;        /* BDAT: DATA_F_* seen */
     int engine_ref;             /* plugin engine's handle (notes), 0 none */
 };
 
@@ -87,7 +85,7 @@ struct session {
     unsigned errors;                   /* protocol errors so far */
     double partial_since;              /* first byte of an unfinished command line */
 
-    struct data_decoder dec;           /* IN_DATA */
+    struct data_decoder dec;           /* IN_DATA; IN_BDAT: line-end checks */
     unsigned long long bdat_left;      /* IN_BDAT: octets still to read */
     int bdat_last;                     /* current chunk is LAST */
     int bdat_discard;                  /* read and drop the chunk */

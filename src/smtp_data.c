@@ -206,6 +206,31 @@ size_t data_decoder_feed(struct data_decoder *d, const char *in, size_t n,
     return (size_t)(f.p - in);
 }
 
+void data_decoder_scan(struct data_decoder *d, const char *p, size_t n)
+{
+    const char *end = p + n;
+    if (n && d->state == DS_CR && p[0] != '\n')
+        d->flags |= DATA_F_BARE_CR;
+    if (memchr(p, '\0', n))
+        d->flags |= DATA_F_NUL;
+    for (const char *q = p; (q = memchr(q, '\n', (size_t)(end - q))) != NULL; q++) {
+        int after_cr = q > p ? q[-1] == '\r' : d->state == DS_CR;
+        if (!after_cr)
+            d->flags |= DATA_F_BARE_LF;
+    }
+    for (const char *q = p; (q = memchr(q, '\r', (size_t)(end - q))) != NULL; q++)
+        if (q + 1 < end && q[1] != '\n')
+            d->flags |= DATA_F_BARE_CR;
+    if (n)
+        d->state = end[-1] == '\r' ? DS_CR : DS_TEXT;
+}
+
+void data_decoder_scan_end(struct data_decoder *d)
+{
+    if (d->state == DS_CR)      /* the content ends in a lone CR */
+        d->flags |= DATA_F_BARE_CR;
+}
+
 const char *data_decoder_verdict(const struct data_decoder *d, int *code,
                                  const char **enh)
 {

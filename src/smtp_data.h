@@ -51,6 +51,12 @@ void data_decoder_init(struct data_decoder *d, size_t max_line,
 size_t data_decoder_feed(struct data_decoder *d, const char *in, size_t n,
                          int *done);
 
+/* BDAT content is counted, not dot-stuffed: scan a chunk only for bare
+ * CR/LF and NUL (flags), with the same policy and verdict as DATA; call
+ * data_decoder_scan_end after the last chunk. Nothing is emitted. */
+void data_decoder_scan(struct data_decoder *d, const char *p, size_t n);
+void data_decoder_scan_end(struct data_decoder *d);
+
 /* Should the message be rejected under the policy? Returns NULL, or a static
  * reason with *code and *enh set:
  *   bare CR/LF with DATA_BARE_REJECT  -> 550 5.5.2 "Bare CR or LF in message"

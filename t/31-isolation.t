@@ -100,12 +100,13 @@ with Kasi(files=files) as k:
     works(k, "after a bare yield")
 
     # a session that ends while its hook sleeps: the hook is cancelled
+    gone = k.count_log(r"\] disconnect ")
     r = Raw(k.port, ehlo="client.test")
     r.send("MAIL FROM:<a@client.test>\r\nRCPT TO:<sleepy@example.test>\r\n")
     r.read_reply()
-    time.sleep(0.1)
+    ok(k.wait_log(r"< RCPT TO:<sleepy@"), "the sleeping rcpt hook has started")
     r.close()
-    time.sleep(0.2)
+    ok(k.wait_count(r"\] disconnect ", gone + 1), "the session ends while its hook sleeps")
     works(k, "after a client left during a sleep")
     ok(k.running(), "server still running")
 

@@ -16,6 +16,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 from kasitest import *  # noqa: E402,F401,F403
+from fakeserver import FakeServer  # noqa: E402
 import postfix  # noqa: E402
 
 why = postfix.available()
@@ -26,7 +27,7 @@ if why:
 MSG = b"From: alice@client.test\r\nSubject: fault\r\n\r\nbody\r\n.dot\r\n"
 
 
-class Fake:
+class Fake(FakeServer):
     """A scripted downstream on loopback. mode: 'ok' (accepts, records),
     'drop' (closes after 100 bytes of DATA), 'mute' (never answers the
     final dot). Each connection runs in a thread with a 30 s timeout."""
@@ -34,25 +35,10 @@ class Fake:
     def __init__(self, mode):
         self.mode = mode
         self.got = []          # (rcpts, data) accepted
-        self.srv = socket.socket()
-        self.srv.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(16)
-        self.srv.settimeout(0.2)
-        self.port = self.srv.getsockname()[1]
-        self.running = True
-        self.t = threading.Thread(target=self._accept, daemon=True)
-        self.t.start()
+        self.muted = threading.Event()    # "mute": a whole message arrived
+        super().__init__()
 
-    def _accept(self):
-        while self.running:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
+    def serve(self, c):
         c.settimeout(30)
         f = c.makefile("rb")
         try:
@@ -82,8 +68,9 @@ class Fake:
                         if not line or line == b".\r\n":
                             break
                         data += line
-                    if self.mode == "mute":
-                        time.sleep(30)
+                    if self.mode == "mute":     # never answer the final dot
+                        self.muted.set()
+                        self.stopped.wait(30)
                         return
                     self.got.append((rcpts, data))
                     c.sendall(b"250 2.0.0 Ok: queued as FAKE%d\r\n" % len(self.got))
@@ -96,10 +83,6 @@ class Fake:
             pass
         finally:
             c.close()
-
-    def stop(self):
-        self.running = False
-        self.srv.close()
 
 
 def kasi_for(port, extra="", plugins="queue/smtp_forward\n"):
@@ -212,7 +195,7 @@ r.cmd("MAIL FROM:<alice@client.test>")
 r.cmd("RCPT TO:<bob@test.example>")
 r.cmd("DATA")
 r.send(dot_stuff(MSG) + b".\r\n")
-time.sleep(0.5)
+ok(fk.muted.wait(scaled(10)), "kasi is forwarding: the message reached the mute downstream")
 wp = worker_pid(k)
 if wp:
     os.kill(wp, signal.SIGKILL)
@@ -252,8 +235,9 @@ with Kasi(files={"config/plugins": "queue/smtp_forward timeout=1\n",
     r.cmd("MAIL FROM:<alice@client.test>")
     r.cmd("RCPT TO:<bob@test.example>")
     r.cmd("DATA")
+    fk.muted.clear()
     r.send(dot_stuff(MSG) + b".\r\n")
-    time.sleep(0.3)
+    ok(fk.muted.wait(scaled(10)), "client gone mid-forward: the forward had started")
     r.close()
     ok(k.wait_log(r"disconnect ip=127\.0\.0\.1 .*msgs=0"), "client gone mid-forward: session ends")
     tally["budget"] = (1, int(code == 250), len(fk.got))

@@ -13,33 +13,20 @@ import threading
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 from kasitest import *  # noqa: E402,F401,F403
+from fakeserver import FakeServer  # noqa: E402
 
 MSG = b"Subject: lmtp\r\n\r\nhello\r\n.dot\r\n"
 FATE = {"bob": b"250 2.1.5 Saved", "carol": b"452 4.2.2 Mailbox full",
         "dave": b"550 5.1.1 No such user", "erin": b"250 2.1.5 Saved"}
 
 
-class Lmtp:
+class Lmtp(FakeServer):
     def __init__(self):
         self.seen = []
         self.cmds = []
-        self.srv = socket.socket()
-        self.srv.bind(("127.0.0.1", 0))
-        self.srv.listen(8)
-        self.srv.settimeout(0.2)
-        self.port = self.srv.getsockname()[1]
-        self.running = True
-        threading.Thread(target=self._loop, daemon=True).start()
+        super().__init__(backlog=8)
 
-    def _loop(self):
-        while self.running:
-            try:
-                c, _ = self.srv.accept()
-            except OSError:
-                continue
-            threading.Thread(target=self._serve, args=(c,), daemon=True).start()
-
-    def _serve(self, c):
+    def serve(self, c):
         c.settimeout(20)
         f = c.makefile("rb")
         try:
@@ -81,9 +68,6 @@ class Lmtp:
         finally:
             c.close()
 
-    def stop(self):
-        self.running = False
-        self.srv.close()
 
 
 lm = Lmtp()

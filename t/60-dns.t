@@ -142,12 +142,15 @@ with Dns() as dns:
         slow.close()
 
         # a session closed while its hook waits on DNS: no crash, no leak
-        for _ in range(5):
+        asked = k.count_log(r"< DNSQ A w\.slow\.test")
+        gone = k.count_log(r"\] disconnect ")
+        for i in range(5):
             c = Raw(k.port, ehlo="client.test")
             c.send("DNSQ A w.slow.test\r\n")
-            time.sleep(0.05)
+            k.wait_count(r"< DNSQ A w\.slow\.test", asked + i + 1)
             c.close()
-        time.sleep(scaled(1.5))
+        ok(k.wait_count(r"\] disconnect ", gone + 5),
+           "5 sessions closed while their hooks wait on DNS")
         with Raw(k.port, ehlo="client.test") as r:
             is_(ask(r, "DNSQ A client1.test"), "ans 127.0.0.1", "still serving")
 

@@ -20,35 +20,11 @@ import socket
 import sys
 import time
 
+from benchlib import rss_kib   # same directory: the bench's /proc helpers
+
 SOURCE_SPAN = 10000     # connections per source address
 DEADLINE = 240          # seconds for the whole run
 BATCH = 200             # connections opened before their replies are read
-
-
-def tree(pid):
-    out, todo = [], [pid]
-    while todo and len(out) < 10000:
-        p = todo.pop()
-        out.append(p)
-        try:
-            with open(f"/proc/{p}/task/{p}/children") as f:
-                todo += [int(k) for k in f.read().split()]
-        except OSError:
-            pass
-    return out
-
-
-def rss_kib(pid):
-    total = 0
-    for p in tree(pid):
-        try:
-            with open(f"/proc/{p}/status") as f:
-                for line in f:
-                    if line.startswith("VmRSS:"):
-                        total += int(line.split()[1])
-        except OSError:
-            pass
-    return total
 
 
 def raise_nofile(want):

@@ -16,7 +16,7 @@ import tempfile
 import threading
 import time
 
-from kasitest import scaled, diag
+from kasitest import scaled, diag, stop_process
 
 _procs = []
 
@@ -151,13 +151,7 @@ class Dns:
                 % (self.port, timeout, tries, cache_size, rdns_timeout))
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, 5)
         self.bh.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
@@ -288,13 +282,7 @@ class Spamd:
         return False
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, 15)
 
     def log_text(self):
         try:

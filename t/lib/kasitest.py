@@ -410,6 +410,18 @@ class Kasi:
                 return m
             time.sleep(0.02)
 
+    def count_log(self, regex):
+        return len(re.findall(regex, self.log(), re.M))
+
+    def wait_count(self, regex, n, timeout=5):
+        """Wait until at least n log lines match regex; True if they do."""
+        deadline = time.monotonic() + scaled(timeout)
+        while self.count_log(regex) < n:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     # -- spool -----------------------------------------------------------
 
     def spool(self):
@@ -592,6 +604,18 @@ class Raw:
 
 
 # ------------------------------------------------------------ helpers ----
+
+def stop_process(proc, grace=5):
+    """SIGTERM a child we started, wait (bounded), SIGKILL if it lingers."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=5)
+
 
 def send_message(port, mail_from, rcpts, data, ehlo="client.test",
                  raw_data=False):

@@ -27,6 +27,8 @@ import subprocess
 import tempfile
 import time
 
+from kasitest import stop_process
+
 POSTFIX = "/usr/sbin/postfix"
 SMTP_SINK = "/usr/sbin/smtp-sink"
 DOMAIN = "test.example"
@@ -321,13 +323,7 @@ class SmtpSink:
             raise RuntimeError("smtp-sink did not listen on %d" % self.port)
 
     def stop(self):
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(timeout=5)
+        stop_process(self.proc, 5)
         self.proc = None
 
     def __enter__(self):

@@ -485,8 +485,46 @@ static void test_after_done(void)
     free(s.buf);
 }
 
+/* BDAT content: data_decoder_scan finds bare CR/LF and NUL wherever the
+ * chunks are cut, and never flags a CRLF split across chunks. */
+static unsigned scan_cut(const char *in, size_t n, size_t cut)
+{
+    struct data_decoder d;
+    data_decoder_init(&d, 0, DATA_BARE_REJECT, DATA_LONG_WRAP, NULL, NULL);
+    data_decoder_scan(&d, in, cut);
+    data_decoder_scan(&d, in + cut, n - cut);
+    data_decoder_scan_end(&d);
+    return d.flags;
+}
+
+static void test_bdat_scan(void)
+{
+    static const struct { const char *in; size_t n; unsigned want; } t[] = {
+        { "a\r\nb\r\n", 6, 0 },
+        { "a\nb\r\n", 5, DATA_F_BARE_LF },
+        { "a\rb\r\n", 5, DATA_F_BARE_CR },
+        { "a\r\nb\r", 5, DATA_F_BARE_CR },
+        { "\n", 1, DATA_F_BARE_LF },
+        { "a\0b\r\n", 5, DATA_F_NUL },
+        { "\r\r\n", 3, DATA_F_BARE_CR },
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) {
+        int same = 1;
+        for (size_t cut = 0; cut <= t[i].n; cut++)
+            same &= scan_cut(t[i].in, t[i].n, cut) == t[i].want;
+        ok(same, "bdat scan case %zu: flags %#x at every cut", i, t[i].want);
+    }
+    struct data_decoder d;
+    int code;
+    const char *enh;
+    data_decoder_init(&d, 0, DATA_BARE_ACCEPT, DATA_LONG_WRAP, NULL, NULL);
+    data_decoder_scan(&d, "a\nb", 3);
+    ok(data_decoder_verdict(&d, &code, &enh) == NULL, "bdat scan: accept policy keeps bare LF");
+}
+
 int main(void)
 {
+    test_bdat_scan();
     test_basic();
     test_stuffing();
     test_smuggling();
