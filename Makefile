@@ -6,6 +6,7 @@
 #   make asan       build build-asan/kasi with AddressSanitizer + UBSan
 #   make test-asan  the suite against the sanitizer build
 #   make bench      benchmarks (see contrib/bench/)
+#   make check-layers  fail on an include that points up (see src/README)
 
 CC      ?= cc
 PKGS    := libevent_core libevent_extra libevent_openssl luajit yaml-0.1 openssl libcares
@@ -16,14 +17,14 @@ CFLAGS  += -std=c11 -D_GNU_SOURCE -Wall -Wextra -g $(OPT) -MMD -MP \
            $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Isrc
 LDLIBS  += $(shell pkg-config --libs $(PKGS) 2>/dev/null) -lcrypt -lm
 
-SRC     := $(wildcard src/*.c)
+SRC     := $(wildcard src/*.c src/*/*.c)
 OBJ     := $(SRC:src/%.c=$(BUILD)/%.o)
 LIBOBJ  := $(filter-out $(BUILD)/main.o,$(OBJ))
 UNIT    := $(wildcard t/unit/*.c)
 UNITBIN := $(UNIT:t/unit/%.c=$(BUILD)/t/%)
 
 
-.PHONY: all run test unit asan test-asan deps bench clean
+.PHONY: all run test unit asan test-asan deps bench clean check-layers
 
 all: kasi
 
@@ -36,6 +37,7 @@ $(BUILD)/kasi: $(OBJ)
 	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
+	@mkdir -p $(@D)
 	$(CC) $(CFLAGS) -c -o $@ $<
 
 $(BUILD)/t/%: t/unit/%.c $(LIBOBJ) t/unit/tap.h | $(BUILD)
@@ -54,7 +56,10 @@ run: deps
 	$(MAKE) kasi
 	./kasi -c config
 
-test: deps
+check-layers:
+	@contrib/check-layers src
+
+test: deps check-layers
 	$(MAKE) kasi unit
 	KASI_BIN=$(CURDIR)/$(BUILD)/kasi KASI_UNIT=$(CURDIR)/$(BUILD)/t \
 	  prove $(PROVEFLAGS) $(UNITBIN) t/*.t

@@ -17,16 +17,16 @@
 
 #include <event2/event.h>
 
-#include "config.h"
-#include "dns.h"
-#include "log.h"
-#include "passwd.h"
-#include "plugins.h"
-#include "server.h"
-#include "spool.h"
-#include "tls.h"
-#include "version.h"
-#include "watchdog.h"
+#include "core/config.h"
+#include "net/dns.h"
+#include "core/log.h"
+#include "core/passwd.h"
+#include "lua/plugins.h"
+#include "smtp/server.h"
+#include "msg/spool.h"
+#include "net/tls.h"
+#include "core/version.h"
+#include "core/watchdog.h"
 
 struct options {
     const char *confdir;

@@ -15,11 +15,11 @@
 
 #include <event2/event.h>
 
-#include "config.h"
-#include "hooks.h"
-#include "plugins.h"
-#include "server.h"
-#include "session.h"
+#include "core/config.h"
+#include "proto/hooks.h"
+#include "lua/plugins.h"
+#include "smtp/server.h"
+#include "smtp/session.h"
 
 #define CALLS 2000000
 

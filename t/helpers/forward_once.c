@@ -18,9 +18,9 @@
 
 #include <event2/event.h>
 
-#include "message.h"
-#include "msg_store.h"
-#include "smtp_client.h"
+#include "msg/message.h"
+#include "msg/msg_store.h"
+#include "net/smtp_client.h"
 
 struct run {
     struct event_base *base;

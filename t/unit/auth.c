@@ -3,7 +3,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "auth.h"
+#include "proto/auth.h"
 #include "tap.h"
 
 static void test_base64(void)

@@ -3,8 +3,8 @@
  * file:line message, config/me, size suffixes and listen addresses. Each
  * case writes a fresh temporary config directory and removes it after. */
 #include "tap.h"
-#include "config.h"
-#include "yaml_tree.h"
+#include "core/config.h"
+#include "core/yaml_tree.h"
 
 #include <stdlib.h>
 #include <string.h>

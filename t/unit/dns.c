@@ -2,7 +2,7 @@
  * (in-addr.arpa, ip6.arpa, DNSBL form) and type / status names. */
 #include <string.h>
 
-#include "dns.h"
+#include "net/dns.h"
 #include "tap.h"
 
 int main(void)

@@ -3,7 +3,7 @@
  * the queue id in "queued as". The network side is in t/40-forward-client.t. */
 #include <stdlib.h>
 
-#include "smtp_client.h"
+#include "net/smtp_client.h"
 #include "tap.h"
 
 static char *stuff_all(const char *const *chunks, size_t n)

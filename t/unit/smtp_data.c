@@ -1,7 +1,7 @@
 /* smtp_data.c — unit tests for the DATA decoder: end of data, dot
  * unstuffing, SMTP smuggling variants, NUL bytes, line limits, and the same
  * results whatever way the input is split into chunks. */
-#include "smtp_data.h"
+#include "proto/smtp_data.h"
 #include "tap.h"
 
 #include <stdint.h>

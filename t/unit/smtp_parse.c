@@ -1,7 +1,7 @@
 /* smtp_parse.c — unit tests for the SMTP command parsers: verb split,
  * RFC 5321 paths (quoted local parts, literals, source routes, UTF-8,
  * length limits), ESMTP parameters of MAIL/RCPT, BDAT and HELO. */
-#include "smtp_parse.h"
+#include "proto/smtp_parse.h"
 #include "tap.h"
 
 #include <stdlib.h>

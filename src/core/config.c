@@ -1,0 +1,969 @@
+/* config.c — kasi's core configuration. Reads DIR/smtp.yaml through the YAML
+ * tree loader and DIR/me, starts from the defaults documented in config.h
+ * and checks every key against a schema table: an unknown key, a wrong type
+ * or an out-of-range value is an error naming file, line and dotted key. */
+#include "core/config.h"
+#include "core/yaml_tree.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#define CFG_KEYLEN 160
+#define CFG_KIB 1024ULL
+#define CFG_GIB (CFG_KIB * CFG_KIB * CFG_KIB)
+#define CFG_MAX_MSG ((unsigned long long)SIZE_MAX > (1ULL << 40) ? \
+                     (1ULL << 40) : (unsigned long long)SIZE_MAX)
+#define CFG_MAX_SECONDS 86400ULL
+#define CFG_HOST_MAX 253
+
+struct cfg_ctx {
+    struct kasi_config *cfg;
+    const char *file;   /* file named in messages */
+    char *err;
+    size_t errlen;
+};
+
+struct cfg_key;
+typedef int (*cfg_set_fn)(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                          const struct cfg_key *k);
+
+struct cfg_key {
+    const char *name;
+    cfg_set_fn set;
+    size_t off;                   /* numeric field in struct kasi_config */
+    unsigned long long min, max;  /* its range */
+    const struct cfg_key *sub;    /* section: its keys, ending with { 0 } */
+};
+
+/* ---- messages ---------------------------------------------------------- */
+
+static int cfg_fail(struct cfg_ctx *c, int line, const char *fmt, ...)
+{
+    if (!c->err || c->errlen == 0)
+        return -1;
+    int n = line > 0 ? snprintf(c->err, c->errlen, "%s:%d: ", c->file, line)
+                     : snprintf(c->err, c->errlen, "%s: ", c->file);
+    if (n < 0 || (size_t)n >= c->errlen)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(c->err + n, c->errlen - (size_t)n, fmt, ap);
+    va_end(ap);
+    return -1;
+}
+
+static int cfg_oom(struct cfg_ctx *c)
+{
+    if (c->err && c->errlen)
+        snprintf(c->err, c->errlen, "out of memory");
+    return -1;
+}
+
+/* A plain empty, "~" or "null" scalar: YAML's null. */
+static int cfg_is_null(const struct ynode *v)
+{
+    if (v->type != YNODE_SCALAR || v->quoted)
+        return 0;
+    const char *s = v->scalar;
+    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") ||
+           !strcmp(s, "NULL");
+}
+
+static const char *cfg_got(const struct ynode *v, char *buf, size_t len)
+{
+    if (v->type == YNODE_MAP)
+        return "a map";
+    if (v->type == YNODE_SEQ)
+        return "a list";
+    if (cfg_is_null(v))
+        return "nothing";
+    snprintf(buf, len, "'%s'", v->scalar);
+    return buf;
+}
+
+static int cfg_type_error(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                          const char *what)
+{
+    char buf[128];
+    return cfg_fail(c, v->line, "%s: expected %s, got %s", key, what,
+                    cfg_got(v, buf, sizeof buf));
+}
+
+/* The scalar text of v, or NULL after an "expected WHAT" error. */
+static const char *cfg_scalar(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                              const char *what)
+{
+    if (v->type != YNODE_SCALAR || cfg_is_null(v)) {
+        cfg_type_error(c, v, key, what);
+        return NULL;
+    }
+    return v->scalar;
+}
+
+static void cfg_known(const struct cfg_key *t, char *buf, size_t len)
+{
+    size_t used = 0;
+    buf[0] = '\0';
+    for (; t->name && used < len; t++) {
+        int n = snprintf(buf + used, len - used, "%s%s", used ? ", " : "", t->name);
+        if (n < 0)
+            return;
+        used += (size_t)n;
+    }
+}
+
+/* "prefix.name" into buf (cut short when too long: keys are for messages). */
+static void cfg_dotted(char *buf, size_t len, const char *prefix, const char *name)
+{
+    int n = snprintf(buf, len, "%s%s%s", prefix ? prefix : "", prefix ? "." : "", name);
+    if (n < 0 || (size_t)n >= len)
+        buf[len - 1] = '\0';
+}
+
+/* ---- small parsers ----------------------------------------------------- */
+
+static char *cfg_join(const char *dir, const char *name)
+{
+    size_t dl = strlen(dir);
+    int slash = dl > 0 && dir[dl - 1] == '/';
+    char *p = malloc(dl + strlen(name) + 2);
+    if (p)
+        sprintf(p, "%s%s%s", dir, slash ? "" : "/", name);
+    return p;
+}
+
+/* Decimal digits only; returns a pointer past them, or NULL on none/overflow. */
+static const char *cfg_digits(const char *s, unsigned long long *out)
+{
+    unsigned long long v = 0;
+    const char *p = s;
+    for (; isdigit((unsigned char)*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (v > (ULLONG_MAX - d) / 10)
+            return NULL;
+        v = v * 10 + d;
+    }
+    *out = v;
+    return p == s ? NULL : p;
+}
+
+static int cfg_parse_uint(const char *s, unsigned long long *out)
+{
+    const char *end = cfg_digits(s, out);
+    return end && !*end ? 0 : -1;
+}
+
+/* "1048576", "512K", "50M", "1G" (binary units). */
+static int cfg_parse_size(const char *s, unsigned long long *out)
+{
+    const char *end = cfg_digits(s, out);
+    if (!end)
+        return -1;
+    unsigned shift = 0;
+    switch (*end) {
+    case '\0': return 0;
+    case 'K': case 'k': shift = 10; break;
+    case 'M': case 'm': shift = 20; break;
+    case 'G': case 'g': shift = 30; break;
+    default: return -1;
+    }
+    if (end[1] || *out > (ULLONG_MAX >> shift))
+        return -1;
+    *out <<= shift;
+    return 0;
+}
+
+/* "30" or "2.5": digits with an optional decimal part, nothing else. */
+static int cfg_parse_seconds(const char *s, double *out)
+{
+    unsigned long long ip, fp;
+    const char *end = cfg_digits(s, &ip);
+    if (!end)
+        return -1;
+    if (*end == '.' && !((end = cfg_digits(end + 1, &fp))))
+        return -1;
+    if (*end)
+        return -1;
+    *out = strtod(s, NULL);
+    return 0;
+}
+
+static int cfg_host_char(int ch, int bracketed)
+{
+    if (isalnum(ch) || ch == '.' || ch == '-' || ch == '_')
+        return 1;
+    return bracketed && (ch == ':' || ch == '%');
+}
+
+/* A host name for the greeting: letters, digits, . - _ or an address literal
+ * in brackets. Never spaces or control characters. */
+static int cfg_hostname_ok(const char *s)
+{
+    size_t len = strlen(s);
+    if (len == 0 || len > CFG_HOST_MAX)
+        return 0;
+    int br = s[0] == '[';
+    if (br && (len < 3 || s[len - 1] != ']'))
+        return 0;
+    for (size_t i = br; i < len - (size_t)br; i++)
+        if (!cfg_host_char((unsigned char)s[i], br))
+            return 0;
+    return 1;
+}
+
+static int cfg_replace(char **slot, const char *value)
+{
+    char *copy = strdup(value);
+    if (!copy)
+        return -1;
+    free(*slot);
+    *slot = copy;
+    return 0;
+}
+
+/* ---- listen addresses -------------------------------------------------- */
+
+static int cfg_msg(char *err, size_t errlen, const char *fmt, const char *s)
+{
+    if (err && errlen)
+        snprintf(err, errlen, fmt, s);
+    return -1;
+}
+
+/* Split s into host [he..) and port text; brackets only around IPv6. */
+static int cfg_split_listen(const char *s, const char **h, const char **he,
+                            const char **p, char *err, size_t errlen)
+{
+    if (s[0] == '[') {
+        *h = s + 1;
+        *he = strchr(*h, ']');
+        if (!*he)
+            return cfg_msg(err, errlen, "missing ']' in '%s'", s);
+        if ((*he)[1] != ':')
+            return cfg_msg(err, errlen, "expected ':PORT' after ']' in '%s'", s);
+        if (!memchr(*h, ':', (size_t)(*he - *h)))
+            return cfg_msg(err, errlen, "brackets are only for IPv6 addresses: '%s'", s);
+        *p = *he + 2;
+        return 0;
+    }
+    const char *colon = strrchr(s, ':');
+    if (!colon)
+        return cfg_msg(err, errlen, "missing ':PORT' in '%s'", s);
+    if (memchr(s, ':', (size_t)(colon - s)))
+        return cfg_msg(err, errlen,
+                       "an IPv6 address needs brackets, as in '[::1]:2525': '%s'", s);
+    *h = s;
+    *he = colon;
+    *p = colon + 1;
+    return 0;
+}
+
+int config_parse_listen(const char *s, char **host, char **port, char *err, size_t errlen)
+{
+    const char *h, *he, *p;
+    *host = *port = NULL;
+    if (cfg_split_listen(s, &h, &he, &p, err, errlen) < 0)
+        return -1;
+    if (he == h)
+        return cfg_msg(err, errlen, "missing host in '%s'", s);
+    for (const char *q = h; q < he; q++)
+        if (!cfg_host_char((unsigned char)*q, s[0] == '['))
+            return cfg_msg(err, errlen, "bad character in host of '%s'", s);
+    unsigned long long num;
+    if (strlen(p) > 5 || cfg_parse_uint(p, &num) < 0 || num > 65535)
+        return cfg_msg(err, errlen, "bad port in '%s' (expected 0 to 65535)", s);
+    char buf[8];
+    snprintf(buf, sizeof buf, "%llu", num);
+    *host = strndup(h, (size_t)(he - h));
+    *port = strdup(buf);
+    if (!*host || !*port) {
+        free(*host);
+        free(*port);
+        *host = *port = NULL;
+        return cfg_msg(err, errlen, "out of memory parsing '%s'", s);
+    }
+    return 0;
+}
+
+/* Append a listener like tmpl; takes ownership of host and port either way. */
+static int cfg_add_listen(struct kasi_config *cfg, char *host, char *port,
+                          const struct listen_cfg *tmpl)
+{
+    struct listen_cfg *l = realloc(cfg->listen, (cfg->nlisten + 1) * sizeof *l);
+    if (!l) {
+        free(host);
+        free(port);
+        return -1;
+    }
+    cfg->listen = l;
+    l[cfg->nlisten] = *tmpl;
+    l[cfg->nlisten].host = host;
+    l[cfg->nlisten].port = port;
+    cfg->nlisten++;
+    return 0;
+}
+
+/* A listener whose tls and auth are still to be resolved (cfg_resolve_listen). */
+static const struct listen_cfg cfg_listen_plain = { .auth = -1 };
+
+static int cfg_listen_addr(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                           const struct listen_cfg *tmpl)
+{
+    const char *s = cfg_scalar(c, v, key, "an address \"HOST:PORT\"");
+    if (!s)
+        return -1;
+    char why[256], *host, *port;
+    if (config_parse_listen(s, &host, &port, why, sizeof why) < 0)
+        return cfg_fail(c, v->line, "%s: %s", key, why);
+    struct listen_cfg l = *tmpl;
+    l.line = v->line;
+    return cfg_add_listen(c->cfg, host, port, &l) < 0 ? cfg_oom(c) : 0;
+}
+
+static int cfg_bool(struct cfg_ctx *c, const struct ynode *v, const char *key, int *out)
+{
+    const char *s = cfg_scalar(c, v, key, "true or false");
+    if (!s)
+        return -1;
+    if (!strcasecmp(s, "true") || !strcasecmp(s, "yes"))
+        *out = 1;
+    else if (!strcasecmp(s, "false") || !strcasecmp(s, "no"))
+        *out = 0;
+    else
+        return cfg_type_error(c, v, key, "true or false");
+    return 0;
+}
+
+static int cfg_word(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                    const char *const *words, int *idx);
+
+/* One key of a listener map other than address. */
+static int cfg_listen_key(struct cfg_ctx *c, const char *name, const struct ynode *v,
+                          const char *key, struct listen_cfg *l)
+{
+    static const char *const modes[] = { "none", "starttls", "implicit", NULL };
+    int i;
+    if (!strcmp(name, "submission"))
+        return cfg_bool(c, v, key, &l->submission);
+    if (!strcmp(name, "auth"))
+        return cfg_bool(c, v, key, &l->auth);
+    if (!strcmp(name, "auth_plaintext"))
+        return cfg_bool(c, v, key, &l->auth_plaintext);
+    if (!strcmp(name, "tls")) {
+        if (cfg_word(c, v, key, modes, &i) < 0)
+            return -1;
+        l->tls = (enum listen_tls)(LISTEN_TLS_NONE + i);
+        return 0;
+    }
+    return 1;
+}
+
+/* { address: "HOST:PORT", submission: bool, tls: mode, auth: bool,
+ *   auth_plaintext: bool } */
+static int cfg_listen_map(struct cfg_ctx *c, const struct ynode *m, const char *key)
+{
+    const struct ynode *addr = NULL;
+    struct listen_cfg l = cfg_listen_plain;
+    char dotted[CFG_KEYLEN];
+    for (size_t i = 0; i < m->n; i++) {
+        cfg_dotted(dotted, sizeof dotted, key, m->keys[i]);
+        if (!strcmp(m->keys[i], "address")) {
+            addr = m->items[i];
+            continue;
+        }
+        int rc = cfg_listen_key(c, m->keys[i], m->items[i], dotted, &l);
+        if (rc < 0)
+            return -1;
+        if (rc > 0)
+            return cfg_fail(c, m->key_lines[i], "unknown key '%s' (known: address, "
+                            "submission, tls, auth, auth_plaintext)", dotted);
+    }
+    if (!addr)
+        return cfg_fail(c, m->line, "%s: missing key 'address'", key);
+    cfg_dotted(dotted, sizeof dotted, key, "address");
+    if (cfg_listen_addr(c, addr, dotted, &l) < 0)
+        return -1;
+    c->cfg->listen[c->cfg->nlisten - 1].line = m->line;
+    return 0;
+}
+
+static int cfg_set_listen(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                          const struct cfg_key *k)
+{
+    (void)k;
+    if (cfg_is_null(v))
+        return 0;
+    if (v->type != YNODE_SEQ || v->n == 0)
+        return cfg_type_error(c, v, key, "a list of addresses \"HOST:PORT\"");
+    for (size_t i = 0; i < v->n; i++) {
+        const struct ynode *item = v->items[i];
+        char dotted[CFG_KEYLEN];
+        if (snprintf(dotted, sizeof dotted, "%s[%zu]", key, i) < 0)
+            dotted[0] = '\0';
+        int rc = item->type == YNODE_MAP
+                     ? cfg_listen_map(c, item, dotted)
+                     : cfg_listen_addr(c, item, dotted, &cfg_listen_plain);
+        if (rc < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- key setters ------------------------------------------------------- */
+
+static int cfg_number(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                      const struct cfg_key *k, int sized, unsigned long long *out)
+{
+    const char *what = sized ? "a size (bytes, or a number with K, M or G)"
+                     : k->min ? "a positive integer" : "a non-negative integer";
+    const char *s = cfg_scalar(c, v, key, what);
+    if (!s)
+        return -1;
+    if ((sized ? cfg_parse_size(s, out) : cfg_parse_uint(s, out)) < 0)
+        return cfg_type_error(c, v, key, what);
+    if (*out < k->min || *out > k->max)
+        return cfg_fail(c, v->line, "%s: must be between %llu and %llu, got '%s'",
+                        key, k->min, k->max, s);
+    return 0;
+}
+
+static void *cfg_field(struct cfg_ctx *c, const struct cfg_key *k)
+{
+    return (char *)c->cfg + k->off;
+}
+
+static int cfg_set_uint(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                        const struct cfg_key *k)
+{
+    unsigned long long n;
+    if (cfg_number(c, v, key, k, 0, &n) < 0)
+        return -1;
+    *(unsigned *)cfg_field(c, k) = (unsigned)n;
+    return 0;
+}
+
+static int cfg_set_count(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                         const struct cfg_key *k)
+{
+    unsigned long long n;
+    if (cfg_number(c, v, key, k, 0, &n) < 0)
+        return -1;
+    *(size_t *)cfg_field(c, k) = (size_t)n;
+    return 0;
+}
+
+static int cfg_set_size(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                        const struct cfg_key *k)
+{
+    unsigned long long n;
+    if (cfg_number(c, v, key, k, 1, &n) < 0)
+        return -1;
+    *(size_t *)cfg_field(c, k) = (size_t)n;
+    return 0;
+}
+
+static int cfg_set_seconds(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                           const struct cfg_key *k)
+{
+    const char *what = "a number of seconds";
+    const char *s = cfg_scalar(c, v, key, what);
+    double d;
+    if (!s)
+        return -1;
+    if (cfg_parse_seconds(s, &d) < 0)
+        return cfg_type_error(c, v, key, what);
+    if (!(d > 0) || d > (double)k->max)
+        return cfg_fail(c, v->line, "%s: must be more than 0 and at most %llu, got '%s'",
+                        key, k->max, s);
+    *(double *)cfg_field(c, k) = d;
+    return 0;
+}
+
+/* One of a fixed list of words; *idx is its position. */
+static int cfg_word(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                    const char *const *words, int *idx)
+{
+    char what[128] = "one of ";
+    for (int i = 0; words[i]; i++) {
+        size_t used = strlen(what);
+        snprintf(what + used, sizeof what - used, "%s%s", i ? ", " : "", words[i]);
+    }
+    const char *s = cfg_scalar(c, v, key, what);
+    if (!s)
+        return -1;
+    for (int i = 0; words[i]; i++)
+        if (!strcmp(s, words[i])) {
+            *idx = i;
+            return 0;
+        }
+    return cfg_type_error(c, v, key, what);
+}
+
+static int cfg_set_bare_lf(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                           const struct cfg_key *k)
+{
+    static const char *const words[] = { "reject", "accept", NULL };
+    int i;
+    (void)k;
+    if (cfg_word(c, v, key, words, &i) < 0)
+        return -1;
+    c->cfg->bare_lf = i ? DATA_BARE_ACCEPT : DATA_BARE_REJECT;
+    return 0;
+}
+
+static int cfg_set_long_lines(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                              const struct cfg_key *k)
+{
+    static const char *const words[] = { "reject", "wrap", NULL };
+    int i;
+    (void)k;
+    if (cfg_word(c, v, key, words, &i) < 0)
+        return -1;
+    c->cfg->long_lines = i ? DATA_LONG_WRAP : DATA_LONG_REJECT;
+    return 0;
+}
+
+static int cfg_set_log_target(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                              const struct cfg_key *k)
+{
+    static const char *const words[] = { "stderr", "syslog", NULL };
+    int i;
+    (void)k;
+    if (cfg_word(c, v, key, words, &i) < 0)
+        return -1;
+    return cfg_replace(&c->cfg->log_target, words[i]) < 0 ? cfg_oom(c) : 0;
+}
+
+static int cfg_set_log_level(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                             const struct cfg_key *k)
+{
+    static const char *const words[] = { "error", "warn", "info", "debug", NULL };
+    (void)k;
+    return cfg_word(c, v, key, words, &c->cfg->log_level);
+}
+
+static int cfg_set_hostname(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                            const struct cfg_key *k)
+{
+    const char *s = cfg_scalar(c, v, key, "a host name");
+    (void)k;
+    if (!s)
+        return -1;
+    if (!cfg_hostname_ok(s))
+        return cfg_type_error(c, v, key, "a host name");
+    return cfg_replace(&c->cfg->hostname, s) < 0 ? cfg_oom(c) : 0;
+}
+
+static int cfg_set_spool(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                         const struct cfg_key *k)
+{
+    const char *s = cfg_scalar(c, v, key, "a directory");
+    (void)k;
+    if (!s)
+        return -1;
+    if (!*s)
+        return cfg_type_error(c, v, key, "a directory");
+    char *path = s[0] == '/' ? strdup(s) : cfg_join(c->cfg->dir, s);
+    if (!path)
+        return cfg_oom(c);
+    free(c->cfg->spool_dir);
+    c->cfg->spool_dir = path;
+    return 0;
+}
+
+static int cfg_walk(struct cfg_ctx *c, const struct ynode *map, const char *prefix,
+                    const struct cfg_key *table);
+
+/* ---- tls ------------------------------------------------------------- */
+
+/* A file path: relative ones are taken relative to the config directory. */
+static int cfg_path(struct cfg_ctx *c, const struct ynode *v, const char *key, char **out)
+{
+    const char *s = cfg_scalar(c, v, key, "a file name");
+    if (!s)
+        return -1;
+    char *path = s[0] == '/' ? strdup(s) : cfg_join(c->cfg->dir, s);
+    if (!path)
+        return cfg_oom(c);
+    free(*out);
+    *out = path;
+    return 0;
+}
+
+/* { cert: FILE, key: FILE } into the next slot of tls.certs. */
+static int cfg_tls_cert(struct cfg_ctx *c, const struct ynode *m, const char *key)
+{
+    struct tls_cfg *t = &c->cfg->tls;
+    if (m->type != YNODE_MAP)
+        return cfg_type_error(c, m, key, "a map { cert: FILE, key: FILE }");
+    struct tls_cert_cfg *n = realloc(t->certs, (t->ncerts + 1) * sizeof *n);
+    if (!n)
+        return cfg_oom(c);
+    t->certs = n;
+    struct tls_cert_cfg *e = &n[t->ncerts++];
+    e->cert = e->key = NULL;
+    char dotted[CFG_KEYLEN];
+    for (size_t i = 0; i < m->n; i++) {
+        cfg_dotted(dotted, sizeof dotted, key, m->keys[i]);
+        char **slot = !strcmp(m->keys[i], "cert") ? &e->cert
+                    : !strcmp(m->keys[i], "key") ? &e->key : NULL;
+        if (!slot)
+            return cfg_fail(c, m->key_lines[i], "unknown key '%s' (known: cert, key)",
+                            dotted);
+        if (cfg_path(c, m->items[i], dotted, slot) < 0)
+            return -1;
+    }
+    if (!e->cert || !e->key)
+        return cfg_fail(c, m->line, "%s: missing key '%s'", key, e->cert ? "key" : "cert");
+    return 0;
+}
+
+static int cfg_set_tls_certs(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                             const struct cfg_key *k)
+{
+    (void)k;
+    if (cfg_is_null(v))
+        return 0;
+    if (v->type != YNODE_SEQ || v->n == 0)
+        return cfg_type_error(c, v, key, "a list of { cert: FILE, key: FILE }");
+    for (size_t i = 0; i < v->n; i++) {
+        char dotted[CFG_KEYLEN];
+        if (snprintf(dotted, sizeof dotted, "%s[%zu]", key, i) < 0)
+            dotted[0] = '\0';
+        if (cfg_tls_cert(c, v->items[i], dotted) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static int cfg_set_tls_min(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                           const struct cfg_key *k)
+{
+    static const char *const words[] = { "TLSv1.2", "TLSv1.3", NULL };
+    int i;
+    (void)k;
+    if (cfg_word(c, v, key, words, &i) < 0)
+        return -1;
+    c->cfg->tls.min_version = i ? 0x0304 : 0x0303;
+    return 0;
+}
+
+/* A cipher list: checked by OpenSSL when the contexts are built. */
+static int cfg_set_tls_list(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                            const struct cfg_key *k)
+{
+    const char *s = cfg_scalar(c, v, key, "a cipher list");
+    if (!s)
+        return -1;
+    char **slot = !strcmp(k->name, "ciphers") ? &c->cfg->tls.ciphers
+                                              : &c->cfg->tls.ciphersuites;
+    return cfg_replace(slot, s) < 0 ? cfg_oom(c) : 0;
+}
+
+/* After the whole file: listener settings that depend on the tls section. */
+static int cfg_check_listen(struct cfg_ctx *c)
+{
+    const struct kasi_config *cfg = c->cfg;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        const struct listen_cfg *l = &cfg->listen[i];
+        if ((l->tls == LISTEN_TLS_STARTTLS || l->tls == LISTEN_TLS_IMPLICIT) &&
+            cfg->tls.ncerts == 0)
+            return cfg_fail(c, l->line, "listen[%zu].tls: %s needs tls.certificates", i,
+                            l->tls == LISTEN_TLS_STARTTLS ? "starttls" : "implicit");
+        if (l->submission && l->auth == 0)
+            return cfg_fail(c, l->line, "listen[%zu]: a submission listener needs auth", i);
+    }
+    return 0;
+}
+
+/* Defaults that depend on other keys: tls (starttls when certificates are
+ * configured) and auth (on for submission listeners). */
+static void cfg_resolve_listen(struct kasi_config *cfg)
+{
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        struct listen_cfg *l = &cfg->listen[i];
+        if (l->tls == LISTEN_TLS_DEFAULT)
+            l->tls = cfg->tls.ncerts ? LISTEN_TLS_STARTTLS : LISTEN_TLS_NONE;
+        if (l->auth < 0)
+            l->auth = l->submission;
+    }
+}
+
+static int cfg_set_section(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                           const struct cfg_key *k)
+{
+    if (cfg_is_null(v))
+        return 0;  /* a section whose keys are all commented out */
+    return cfg_walk(c, v, key, k->sub);
+}
+
+/* ---- schema ------------------------------------------------------------ */
+
+#define CFG_NUM(name, fn, field, lo, hi) \
+    { name, fn, offsetof(struct kasi_config, field), lo, hi, NULL }
+#define CFG_FN(name, fn) { name, fn, 0, 0, 0, NULL }
+#define CFG_SECTION(name, table) { name, cfg_set_section, 0, 0, 0, table }
+
+static const struct cfg_key cfg_limits_keys[] = {
+    CFG_NUM("max_connections", cfg_set_uint, max_connections, 1, 1000000),
+    CFG_NUM("max_connections_per_ip", cfg_set_uint, max_conn_per_ip, 0, 1000000),
+    CFG_NUM("max_recipients", cfg_set_uint, max_recipients, 1, 100000),
+    CFG_NUM("max_errors", cfg_set_uint, max_errors, 1, 1000),
+    CFG_NUM("max_message_size", cfg_set_size, max_message_size, 0, CFG_MAX_MSG),
+    CFG_NUM("max_line_length", cfg_set_count, max_line_length, 78, 100000),
+    CFG_NUM("max_command_length", cfg_set_count, max_command_length, 512, 65536),
+    CFG_NUM("memory_buffer", cfg_set_size, memory_buffer, 1, CFG_GIB),
+    { 0 }
+};
+
+static const struct cfg_key cfg_timeouts_keys[] = {
+    CFG_NUM("command", cfg_set_seconds, timeout_command, 0, CFG_MAX_SECONDS),
+    CFG_NUM("data_block", cfg_set_seconds, timeout_data_block, 0, CFG_MAX_SECONDS),
+    CFG_NUM("shutdown", cfg_set_seconds, timeout_shutdown, 0, CFG_MAX_SECONDS),
+    { 0 }
+};
+
+static const struct cfg_key cfg_data_keys[] = {
+    CFG_FN("bare_lf", cfg_set_bare_lf),
+    CFG_FN("long_lines", cfg_set_long_lines),
+    { 0 }
+};
+
+static const struct cfg_key cfg_log_keys[] = {
+    CFG_FN("target", cfg_set_log_target),
+    CFG_FN("level", cfg_set_log_level),
+    { 0 }
+};
+
+static const struct cfg_key cfg_tls_keys[] = {
+    CFG_FN("certificates", cfg_set_tls_certs),
+    CFG_FN("min_version", cfg_set_tls_min),
+    CFG_FN("ciphers", cfg_set_tls_list),
+    CFG_FN("ciphersuites", cfg_set_tls_list),
+    { 0 }
+};
+
+static const struct cfg_key cfg_auth_keys[] = {
+    CFG_NUM("max_failures", cfg_set_uint, auth_max_failures, 1, 1000),
+    CFG_NUM("max_failures_per_ip", cfg_set_uint, auth_max_failures_per_ip, 0, 1000000),
+    CFG_NUM("failure_window", cfg_set_seconds, auth_failure_window, 0, CFG_MAX_SECONDS),
+    { 0 }
+};
+
+static const struct cfg_key cfg_top_keys[] = {
+    CFG_FN("hostname", cfg_set_hostname),
+    CFG_FN("listen", cfg_set_listen),
+    CFG_SECTION("limits", cfg_limits_keys),
+    CFG_SECTION("timeouts", cfg_timeouts_keys),
+    CFG_SECTION("data", cfg_data_keys),
+    CFG_FN("spool_dir", cfg_set_spool),
+    CFG_SECTION("log", cfg_log_keys),
+    CFG_SECTION("tls", cfg_tls_keys),
+    CFG_SECTION("auth", cfg_auth_keys),
+    { 0 }
+};
+
+static const struct cfg_key *cfg_find(const struct cfg_key *t, const char *name)
+{
+    for (; t->name; t++)
+        if (!strcmp(t->name, name))
+            return t;
+    return NULL;
+}
+
+/* Apply every key of map (prefix: dotted path of map, NULL at the top). */
+static int cfg_walk(struct cfg_ctx *c, const struct ynode *map, const char *prefix,
+                    const struct cfg_key *table)
+{
+    if (map->type != YNODE_MAP)
+        return cfg_type_error(c, map, prefix, "a map");
+    for (size_t i = 0; i < map->n; i++) {
+        char dotted[CFG_KEYLEN];
+        cfg_dotted(dotted, sizeof dotted, prefix, map->keys[i]);
+        const struct cfg_key *k = cfg_find(table, map->keys[i]);
+        if (!k) {
+            char known[512];
+            cfg_known(table, known, sizeof known);
+            return cfg_fail(c, map->key_lines[i], "unknown key '%s' (known: %s)",
+                            dotted, known);
+        }
+        if (k->set(c, map->items[i], dotted, k) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* ---- loading ----------------------------------------------------------- */
+
+static int cfg_defaults(struct kasi_config *cfg, const char *dir)
+{
+    memset(cfg, 0, sizeof *cfg);
+    cfg->max_connections = 1000;
+    cfg->max_conn_per_ip = 50;
+    cfg->max_recipients = 100;
+    cfg->max_errors = 10;
+    cfg->max_message_size = 50 * CFG_KIB * CFG_KIB;
+    cfg->max_line_length = 998;
+    cfg->max_command_length = 4096;
+    cfg->memory_buffer = CFG_KIB * CFG_KIB;
+    cfg->timeout_command = 300;
+    cfg->timeout_data_block = 180;
+    cfg->timeout_shutdown = 30;
+    cfg->bare_lf = DATA_BARE_REJECT;
+    cfg->long_lines = DATA_LONG_REJECT;
+    cfg->log_level = 2;
+    cfg->tls.min_version = 0x0303;
+    cfg->auth_max_failures = 3;
+    cfg->auth_max_failures_per_ip = 10;
+    cfg->auth_failure_window = 600;
+    cfg->dir = strdup(dir);
+    cfg->spool_dir = cfg_join(dir, "spool");
+    cfg->log_target = strdup("stderr");
+    return cfg->dir && cfg->spool_dir && cfg->log_target ? 0 : -1;
+}
+
+/* DIR/smtp.yaml; a missing file leaves the defaults. */
+static int cfg_load_yaml(struct cfg_ctx *c)
+{
+    struct stat st;
+    if (stat(c->file, &st) < 0 && errno == ENOENT)
+        return 0;
+    struct ynode *root = ytree_load_file(c->file, c->err, c->errlen);
+    if (!root)
+        return -1;
+    int rc = root->type == YNODE_MAP
+                 ? cfg_walk(c, root, NULL, cfg_top_keys)
+                 : cfg_fail(c, root->line, "expected a map of settings at the top level");
+    ytree_free(root);
+    if (rc == 0)
+        rc = cfg_check_listen(c);
+    return rc;
+}
+
+static void cfg_trim(char *s)
+{
+    size_t len = strlen(s);
+    while (len > 0 && isspace((unsigned char)s[len - 1]))
+        s[--len] = '\0';
+    size_t lead = strspn(s, " \t");
+    memmove(s, s + lead, len - lead + 1);
+}
+
+/* DIR/me: its first line, trimmed, is the host name. */
+static int cfg_read_me(struct cfg_ctx *c, const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return errno == ENOENT ? 0 : cfg_fail(c, 0, "%s", strerror(errno));
+    char *line = NULL;
+    size_t cap = 0;
+    ssize_t n = getline(&line, &cap, f);
+    int rc = n < 0 && ferror(f) ? cfg_fail(c, 0, "%s", strerror(errno)) : 0;
+    fclose(f);
+    if (rc == 0 && n < 0)
+        rc = cfg_fail(c, 1, "expected a host name, got nothing");
+    if (rc == 0) {
+        cfg_trim(line);
+        if (!cfg_hostname_ok(line))
+            rc = cfg_fail(c, 1, "expected a host name, got '%s'", line);
+        else if (cfg_replace(&c->cfg->hostname, line) < 0)
+            rc = cfg_oom(c);
+    }
+    free(line);
+    return rc;
+}
+
+static int cfg_finish(struct cfg_ctx *c)
+{
+    struct kasi_config *cfg = c->cfg;
+    if (!cfg->hostname) {
+        char buf[256] = "";
+        if (gethostname(buf, sizeof buf - 1) < 0 || !buf[0])
+            strcpy(buf, "localhost");
+        if (cfg_replace(&cfg->hostname, buf) < 0)
+            return cfg_oom(c);
+    }
+    if (cfg->nlisten == 0) {
+        char *host = strdup("127.0.0.1"), *port = strdup("2525");
+        if (!host || !port) {
+            free(host);
+            free(port);
+            return cfg_oom(c);
+        }
+        if (cfg_add_listen(cfg, host, port, &cfg_listen_plain) < 0)
+            return cfg_oom(c);
+    }
+    cfg_resolve_listen(cfg);
+    return 0;
+}
+
+/* The config directory must exist: a mistyped -c is an error, not defaults. */
+static int cfg_check_dir(struct cfg_ctx *c)
+{
+    struct stat st;
+    if (stat(c->file, &st) < 0)
+        return cfg_fail(c, 0, "%s", strerror(errno));
+    if (!S_ISDIR(st.st_mode))
+        return cfg_fail(c, 0, "not a directory");
+    return 0;
+}
+
+int config_load(const char *dir, struct kasi_config *cfg, char *err, size_t errlen)
+{
+    struct cfg_ctx c = { .cfg = cfg, .err = err, .errlen = errlen };
+    if (err && errlen)
+        err[0] = '\0';
+    if (!dir || !*dir)
+        dir = ".";
+    if (cfg_defaults(cfg, dir) < 0)
+        return cfg_oom(&c);
+    c.file = dir;
+    if (cfg_check_dir(&c) < 0)
+        return -1;
+    char *yaml = cfg_join(dir, "smtp.yaml"), *me = cfg_join(dir, "me");
+    int rc = yaml && me ? 0 : cfg_oom(&c);
+    c.file = yaml;
+    if (rc == 0)
+        rc = cfg_load_yaml(&c);
+    c.file = me;
+    if (rc == 0)
+        rc = cfg_read_me(&c, me);
+    if (rc == 0)
+        rc = cfg_finish(&c);
+    free(yaml);
+    free(me);
+    return rc;
+}
+
+void config_free(struct kasi_config *cfg)
+{
+    if (!cfg)
+        return;
+    for (size_t i = 0; i < cfg->nlisten; i++) {
+        free(cfg->listen[i].host);
+        free(cfg->listen[i].port);
+    }
+    free(cfg->listen);
+    for (size_t i = 0; i < cfg->tls.ncerts; i++) {
+        free(cfg->tls.certs[i].cert);
+        free(cfg->tls.certs[i].key);
+    }
+    free(cfg->tls.certs);
+    free(cfg->tls.ciphers);
+    free(cfg->tls.ciphersuites);
+    free(cfg->dir);
+    free(cfg->hostname);
+    free(cfg->spool_dir);
+    free(cfg->log_target);
+    memset(cfg, 0, sizeof *cfg);
+}

@@ -1,0 +1,592 @@
+/* lua_gen.c — building a plugin generation: a fresh lua_State with a
+ * memory-capped allocator, the `kasi` library, and every plugin listed in
+ * config/plugins loaded into its own environment, given its YAML config and
+ * registered. Any failure discards the whole generation with an error that
+ * names file and line, so a reload either fully succeeds or changes
+ * nothing. */
+#include "lua/lua_engine.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <lauxlib.h>
+#include <lualib.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "core/yaml_tree.h"
+
+#define LGEN_MAX_PLUGINS 256
+
+static unsigned lgen_counter;
+
+/* ------------------------------------------------------------ allocator */
+
+static void *lgen_alloc(void *ud, void *p, size_t osize, size_t nsize)
+{
+    struct lgen *g = ud;
+    if (nsize == 0) {
+        free(p);
+        g->mem_used -= osize;
+        return NULL;
+    }
+    if (g->enforce && nsize > osize && g->mem_used + (nsize - osize) > g->mem_limit)
+        return NULL;
+    void *n = realloc(p, nsize);
+    if (n)
+        g->mem_used += nsize - osize;
+    return n;
+}
+
+/* ------------------------------------------------------- search roots */
+
+/* Roots, in order: the directory holding the config directory (a site's
+ * own plugins/ and lua/), then the shipped tree next to the binary
+ * (<bindir>/.. , for build/kasi), then KASI_DATADIR when compiled in. */
+static size_t lgen_roots(const struct kasi_config *cfg, char roots[][PATH_MAX])
+{
+    size_t n = 0;
+    char exe[PATH_MAX - 64];
+    snprintf(roots[n++], PATH_MAX, "%s/..", cfg->dir ? cfg->dir : "config");
+    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (len > 0) {
+        exe[len] = '\0';
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = '\0';
+            snprintf(roots[n++], PATH_MAX, "%s/..", exe);
+            snprintf(roots[n++], PATH_MAX, "%s", exe);
+        }
+    }
+#ifdef KASI_DATADIR
+    snprintf(roots[n++], PATH_MAX, "%s", KASI_DATADIR);
+#endif
+    return n;
+}
+
+int lgen_find(const struct kasi_config *cfg, const char *rel, char *out,
+              size_t outlen)
+{
+    char roots[4][PATH_MAX];
+    size_t n = lgen_roots(cfg, roots);
+    for (size_t i = 0; i < n; i++) {
+        snprintf(out, outlen, "%s/%s", roots[i], rel);
+        if (access(out, R_OK) == 0)
+            return 0;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------- YAML to Lua */
+
+static int scalar_number(const char *s, lua_Number *out)
+{
+    char *end;
+    if (!*s || isspace((unsigned char)*s))
+        return 0;
+    errno = 0;
+    double d = strtod(s, &end);
+    if (*end || errno)
+        return 0;
+    if (!strpbrk(s, "0123456789"))     /* "inf", "nan" stay strings */
+        return 0;
+    *out = d;
+    return 1;
+}
+
+static void push_scalar(lua_State *L, const struct ynode *n)
+{
+    const char *s = n->scalar ? n->scalar : "";
+    lua_Number num;
+    if (n->quoted)
+        lua_pushstring(L, s);
+    else if (!strcmp(s, "true") || !strcmp(s, "True") || !strcmp(s, "TRUE"))
+        lua_pushboolean(L, 1);
+    else if (!strcmp(s, "false") || !strcmp(s, "False") || !strcmp(s, "FALSE"))
+        lua_pushboolean(L, 0);
+    else if (!*s || !strcmp(s, "~") || !strcmp(s, "null"))
+        lua_pushnil(L);
+    else if (scalar_number(s, &num))
+        lua_pushnumber(L, num);
+    else
+        lua_pushstring(L, s);
+}
+
+static void push_ynode(lua_State *L, const struct ynode *n)
+{
+    luaL_checkstack(L, 4, "yaml");
+    if (n->type == YNODE_SCALAR) {
+        push_scalar(L, n);
+        return;
+    }
+    lua_createtable(L, n->type == YNODE_SEQ ? (int)n->n : 0,
+                    n->type == YNODE_MAP ? (int)n->n : 0);
+    for (size_t i = 0; i < n->n; i++) {
+        if (n->type == YNODE_SEQ) {
+            push_ynode(L, n->items[i]);
+            lua_rawseti(L, -2, (int)i + 1);
+        } else {
+            lua_pushstring(L, n->keys[i]);
+            push_ynode(L, n->items[i]);
+            lua_rawset(L, -3);
+        }
+    }
+}
+
+/* ------------------------------------------------------- settings */
+
+static int parse_size(const char *s, size_t *out)
+{
+    char *end;
+    errno = 0;
+    unsigned long long v = strtoull(s, &end, 10);
+    if (end == s || errno)
+        return -1;
+    switch (*end) {
+    case 'K': case 'k': v <<= 10; end++; break;
+    case 'M': case 'm': v <<= 20; end++; break;
+    case 'G': case 'g': v <<= 30; end++; break;
+    default: break;
+    }
+    if (*end)
+        return -1;
+    *out = (size_t)v;
+    return 0;
+}
+
+/* config/lua.yaml: timeout, memory_limit. Missing file: defaults. */
+int lgen_settings(const struct kasi_config *cfg, struct lsettings *set,
+                  char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    set->timeout = 30;
+    set->memory_limit = 256u << 20;
+    snprintf(path, sizeof path, "%s/lua.yaml", cfg->dir);
+    if (access(path, F_OK) != 0)
+        return 0;
+    struct ynode *root = ytree_load_file(path, err, errlen);
+    if (!root)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; root->type == YNODE_MAP && i < root->n && rc == 0; i++) {
+        const struct ynode *v = root->items[i];
+        const char *k = root->keys[i];
+        char *end = NULL;
+        if (v->type != YNODE_SCALAR)
+            rc = -1;
+        else if (!strcmp(k, "timeout"))
+            rc = ((set->timeout = strtod(v->scalar, &end)) > 0 && !*end) ? 0 : -1;
+        else if (!strcmp(k, "memory_limit"))
+            rc = parse_size(v->scalar, &set->memory_limit) == 0 &&
+                 set->memory_limit >= (1u << 20) ? 0 : -1;
+        else
+            rc = -1;
+        if (rc)
+            snprintf(err, errlen, "%s:%d: %s: unknown key or bad value", path,
+                     root->key_lines[i], k);
+    }
+    ytree_free(root);
+    return rc;
+}
+
+/* One "key=value" option from the plugin list line or the plugin's YAML
+ * `plugin:` section. */
+static int plugin_option(struct lplugin *p, const char *k, const char *v)
+{
+    char *end;
+    if (!strcmp(k, "timeout")) {
+        p->timeout = strtod(v, &end);
+        return (p->timeout > 0 && !*end) ? 0 : -1;
+    }
+    if (!strcmp(k, "on_error")) {
+        if (strcmp(v, "next") && strcmp(v, "fail"))
+            return -1;
+        p->on_error_next = !strcmp(v, "next");
+        return 0;
+    }
+    if (!strcmp(k, "jit")) {
+        int off = !strcmp(v, "off") || !strcmp(v, "false");
+        if (!off && strcmp(v, "on") && strcmp(v, "true"))
+            return -1;
+        p->jit_off = off;
+        return 0;
+    }
+    return -1;
+}
+
+/* ------------------------------------------------------- the list */
+
+static int name_ok(const char *s)
+{
+    if (!*s || *s == '/' || strstr(s, ".."))
+        return 0;
+    for (; *s; s++)
+        if (!isalnum((unsigned char)*s) && !strchr("_-./", *s))
+            return 0;
+    return 1;
+}
+
+/* Parse config/plugins into g->plug (names and line options). */
+static int read_list(struct lgen *g, const struct kasi_config *cfg,
+                     const struct lsettings *set, char *err, size_t errlen)
+{
+    char path[PATH_MAX], line[1024];
+    snprintf(path, sizeof path, "%s/plugins", cfg->dir);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        if (errno != ENOENT) {
+            snprintf(err, errlen, "%s: %s", path, strerror(errno));
+            return -1;
+        }
+        /* no list: the default, the local spool */
+        g->plug = calloc(1, sizeof *g->plug);
+        if (!g->plug || !(g->plug[0].name = strdup("queue/spool")))
+            return -1;
+        g->plug[0].timeout = set->timeout;
+        g->nplug = 1;
+        return 0;
+    }
+    g->plug = calloc(LGEN_MAX_PLUGINS, sizeof *g->plug);
+    int lineno = 0, rc = g->plug ? 0 : -1;
+    while (rc == 0 && fgets(line, sizeof line, f)) {
+        lineno++;
+        char *hash = strchr(line, '#'), *save = NULL;
+        if (hash)
+            *hash = '\0';
+        char *tok = strtok_r(line, " \t\r\n", &save);
+        if (!tok)
+            continue;
+        if (!name_ok(tok) || g->nplug == LGEN_MAX_PLUGINS) {
+            snprintf(err, errlen, "%s:%d: bad plugin name '%s'", path, lineno, tok);
+            rc = -1;
+            break;
+        }
+        struct lplugin *p = &g->plug[g->nplug++];
+        p->name = strdup(tok);
+        p->timeout = set->timeout;
+        while (rc == 0 && (tok = strtok_r(NULL, " \t\r\n", &save))) {
+            char *eq = strchr(tok, '=');
+            if (eq)
+                *eq = '\0';
+            if (!eq || plugin_option(p, tok, eq + 1) < 0) {
+                snprintf(err, errlen, "%s:%d: %s: bad option '%s'", path, lineno,
+                         p->name, tok);
+                rc = -1;
+            }
+        }
+    }
+    fclose(f);
+    return rc;
+}
+
+/* ------------------------------------------------------- loading */
+
+static int traceback(lua_State *L)
+{
+    const char *msg = lua_tostring(L, 1);
+    luaL_traceback(L, L, msg ? msg : "(error object is not a string)", 1);
+    return 1;
+}
+
+static int pcall_tb(lua_State *L, int nargs, int nres)
+{
+    int base = lua_gettop(L) - nargs;
+    lua_pushcfunction(L, traceback);
+    lua_insert(L, base);
+    int rc = lua_pcall(L, nargs, nres, base);
+    lua_remove(L, base);
+    return rc;
+}
+
+/* A plugin's YAML config as a table on the stack; applies and removes its
+ * `plugin:` section. */
+static int push_plugin_config(lua_State *L, const struct kasi_config *cfg,
+                              struct lplugin *p, char *err, size_t errlen)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s.yaml", cfg->dir, p->name);
+    if (access(path, F_OK) != 0) {
+        lua_newtable(L);
+        return 0;
+    }
+    struct ynode *root = ytree_load_file(path, err, errlen);
+    if (!root)
+        return -1;
+    const struct ynode *ps = ytree_get(root, "plugin");
+    for (size_t i = 0; ps && ps->type == YNODE_MAP && i < ps->n; i++) {
+        if (ps->items[i]->type != YNODE_SCALAR ||
+            plugin_option(p, ps->keys[i], ps->items[i]->scalar) < 0) {
+            snprintf(err, errlen, "%s:%d: plugin.%s: unknown key or bad value",
+                     path, ps->key_lines[i], ps->keys[i]);
+            ytree_free(root);
+            return -1;
+        }
+    }
+    if (root->type == YNODE_MAP)
+        push_ynode(L, root);
+    else
+        lua_newtable(L);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "plugin");
+    ytree_free(root);
+    return 0;
+}
+
+/* The plugin's environment: its own table, reads fall back to a read-only
+ * view of the globals (the shared base). Leaves env on the stack. */
+static void push_env(lua_State *L, const char *name)
+{
+    lua_newtable(L);                             /* env */
+    lua_newtable(L);                             /* its metatable */
+    lua_getfield(L, LUA_REGISTRYINDEX, "kasi.base");
+    lua_setfield(L, -2, "__index");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_pushvalue(L, -1);
+    lua_setfield(L, -2, "_G");
+    lua_pushstring(L, name);
+    lua_setfield(L, -2, "plugin_name");
+}
+
+static void jit_off(lua_State *L, int fn)
+{
+    lua_getglobal(L, "jit");
+    if (lua_istable(L, -1)) {
+        lua_getfield(L, -1, "off");
+        lua_pushvalue(L, fn);
+        lua_pushboolean(L, 1);
+        lua_pcall(L, 2, 0, 0) == 0 ? (void)0 : lua_pop(L, 1);
+    }
+    lua_pop(L, 1);
+}
+
+/* Collect hook_* functions of the plugin table at the top of the stack. */
+static void collect_hooks(lua_State *L, struct lplugin *p)
+{
+    for (int h = 0; h < HOOK_COUNT; h++) {
+        char key[64];
+        snprintf(key, sizeof key, "hook_%s", hook_name(h));
+        lua_getfield(L, -1, key);
+        p->hook_ref[h] = lua_isfunction(L, -1) ? luaL_ref(L, LUA_REGISTRYINDEX)
+                                               : (lua_pop(L, 1), LUA_NOREF);
+    }
+    /* a HELO check also guards EHLO, and the other way round */
+    if (p->hook_ref[HOOK_EHLO] == LUA_NOREF && p->hook_ref[HOOK_HELO] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->hook_ref[HOOK_HELO]);
+        p->hook_ref[HOOK_EHLO] = luaL_ref(L, LUA_REGISTRYINDEX);
+    } else if (p->hook_ref[HOOK_HELO] == LUA_NOREF && p->hook_ref[HOOK_EHLO] != LUA_NOREF) {
+        lua_rawgeti(L, LUA_REGISTRYINDEX, p->hook_ref[HOOK_EHLO]);
+        p->hook_ref[HOOK_HELO] = luaL_ref(L, LUA_REGISTRYINDEX);
+    }
+    /* catch typos: a hook_ name we do not know */
+    lua_pushnil(L);
+    while (lua_next(L, -2)) {
+        const char *k = lua_type(L, -2) == LUA_TSTRING ? lua_tostring(L, -2) : "";
+        int known = strncmp(k, "hook_", 5) != 0;
+        for (int h = 0; !known && h < HOOK_COUNT; h++)
+            known = !strcmp(k + 5, hook_name(h));
+        if (!known)
+            log_msg(LOG_LVL_WARN, "plugin %s: %s is not a hook", p->name, k);
+        lua_pop(L, 1);
+    }
+}
+
+static int load_plugin(struct lgen *g, const struct kasi_config *cfg,
+                       struct lplugin *p, char *err, size_t errlen)
+{
+    lua_State *L = g->L;
+    char rel[PATH_MAX], path[PATH_MAX];
+    int top = lua_gettop(L);
+    snprintf(rel, sizeof rel, "plugins/%s.lua", p->name);
+    if (lgen_find(cfg, rel, path, sizeof path) < 0) {
+        snprintf(err, errlen, "plugin %s: %s not found", p->name, rel);
+        return -1;
+    }
+    p->path = strdup(path);
+    if (push_plugin_config(L, cfg, p, err, errlen) < 0)
+        return -1;
+    lapi_set_plugin(p->name);
+    if (luaL_loadfile(L, path) != 0) {
+        snprintf(err, errlen, "plugin %s: %s", p->name, lua_tostring(L, -1));
+        goto fail;
+    }
+    if (p->jit_off)
+        jit_off(L, lua_gettop(L));
+    push_env(L, p->name);
+    lua_pushvalue(L, -1);
+    lua_insert(L, -3);                          /* cfg env chunk env */
+    lua_setfenv(L, -2);
+    if (pcall_tb(L, 0, 1) != 0) {
+        snprintf(err, errlen, "plugin %s: %s", p->name, lua_tostring(L, -1));
+        goto fail;
+    }
+    if (!lua_istable(L, -1))
+        lua_pop(L, 1);                          /* globals style: use env */
+    else
+        lua_remove(L, -2);                      /* cfg P */
+    lua_getfield(L, -1, "register");
+    if (lua_isfunction(L, -1)) {
+        lua_pushvalue(L, -3);
+        if (pcall_tb(L, 1, 0) != 0) {
+            snprintf(err, errlen, "plugin %s: register: %s", p->name,
+                     lua_tostring(L, -1));
+            goto fail;
+        }
+    } else {
+        lua_pop(L, 1);
+    }
+    collect_hooks(L, p);
+    lapi_set_plugin(NULL);
+    lua_settop(L, top);
+    return 0;
+fail:
+    lapi_set_plugin(NULL);
+    lua_settop(L, top);
+    return -1;
+}
+
+/* The shared read-only base every plugin environment reads through. */
+static void make_base(lua_State *L)
+{
+    lua_newtable(L);
+    lua_newtable(L);
+    lua_pushvalue(L, LUA_GLOBALSINDEX);
+    lua_setfield(L, -2, "__index");
+    luaL_loadstring(L, "error('the shared globals are read-only', 2)");
+    lua_setfield(L, -2, "__newindex");
+    lua_pushboolean(L, 0);
+    lua_setfield(L, -2, "__metatable");
+    lua_setmetatable(L, -2);
+    lua_setfield(L, LUA_REGISTRYINDEX, "kasi.base");
+}
+
+static int open_library(struct lgen *g, const struct kasi_config *cfg,
+                        char *err, size_t errlen)
+{
+    lua_State *L = g->L;
+    char path[PATH_MAX];
+    luaL_openlibs(L);
+    if (lgen_find(cfg, "lua/kasi.lua", path, sizeof path) < 0) {
+        snprintf(err, errlen, "lua/kasi.lua not found");
+        return -1;
+    }
+    /* require() looks next to kasi.lua */
+    char *slash = strrchr(path, '/');
+    lua_getglobal(L, "package");
+    lua_pushfstring(L, "%s/?.lua", (*slash = '\0', path));
+    lua_setfield(L, -2, "path");
+    lua_pop(L, 1);
+    *slash = '/';
+    lapi_open(L, g);
+    lua_getglobal(L, "kasi");               /* where plugins find their files */
+    lua_pushstring(L, cfg->dir ? cfg->dir : "config");
+    lua_setfield(L, -2, "config_dir");
+    lua_pop(L, 1);
+    if (luaL_loadfile(L, path) != 0 || pcall_tb(L, 0, 0) != 0) {
+        snprintf(err, errlen, "%s", lua_tostring(L, -1));
+        lua_pop(L, 1);
+        return -1;
+    }
+    make_base(L);
+    return 0;
+}
+
+static int build_chains(struct lgen *g)
+{
+    for (int h = 0; h < HOOK_COUNT; h++) {
+        g->chain[h] = calloc(g->nplug ? g->nplug : 1, sizeof(size_t));
+        if (!g->chain[h])
+            return -1;
+        for (size_t i = 0; i < g->nplug; i++)
+            if (g->plug[i].hook_ref[h] != LUA_NOREF)
+                g->chain[h][g->nchain[h]++] = i;
+    }
+    return 0;
+}
+
+struct lgen *lgen_build(const struct kasi_config *cfg,
+                        const struct lsettings *set, char *err, size_t errlen)
+{
+    struct lgen *g = calloc(1, sizeof *g);
+    if (!g)
+        return NULL;
+    g->mem_limit = set->memory_limit;
+    g->L = lua_newstate(lgen_alloc, g);
+    if (!g->L) {
+        snprintf(err, errlen, "cannot create a Lua state");
+        free(g);
+        return NULL;
+    }
+    g->id = ++lgen_counter;
+    int rc = read_list(g, cfg, set, err, errlen);
+    if (rc == 0)
+        rc = open_library(g, cfg, err, errlen);
+    for (size_t i = 0; rc == 0 && i < g->nplug; i++)
+        rc = load_plugin(g, cfg, &g->plug[i], err, errlen);
+    if (rc == 0)
+        rc = build_chains(g);
+    if (rc < 0) {
+        if (!*err)
+            snprintf(err, errlen, "out of memory loading plugins");
+        lgen_free(g);
+        return NULL;
+    }
+    lua_gc(g->L, LUA_GCCOLLECT, 0);
+    return g;
+}
+
+void lgen_free(struct lgen *g)
+{
+    if (!g)
+        return;
+    if (g->L)
+        lua_close(g->L);
+    for (size_t i = 0; i < g->nplug; i++) {
+        free(g->plug[i].name);
+        free(g->plug[i].path);
+    }
+    free(g->plug);
+    for (int h = 0; h < HOOK_COUNT; h++)
+        free(g->chain[h]);
+    free(g->pool);
+    free(g);
+}
+
+/* ------------------------------------------------------- coroutine pool */
+
+lua_State *lgen_thread(struct lgen *g, int *ref)
+{
+    if (g->npool) {
+        *ref = g->pool[--g->npool];
+        lua_rawgeti(g->L, LUA_REGISTRYINDEX, *ref);
+        lua_State *co = lua_tothread(g->L, -1);
+        lua_pop(g->L, 1);
+        return co;
+    }
+    lua_State *co = lua_newthread(g->L);
+    *ref = luaL_ref(g->L, LUA_REGISTRYINDEX);
+    return co;
+}
+
+/* Keep a coroutine that finished cleanly for the next call. */
+void lgen_thread_put(struct lgen *g, lua_State *co, int ref)
+{
+    lua_settop(co, 0);
+    if (g->npool == g->pool_cap) {
+        size_t cap = g->pool_cap ? g->pool_cap * 2 : 16;
+        int *n = cap <= 1024 ? realloc(g->pool, cap * sizeof *n) : NULL;
+        if (!n) {
+            luaL_unref(g->L, LUA_REGISTRYINDEX, ref);
+            return;
+        }
+        g->pool = n;
+        g->pool_cap = cap;
+    }
+    g->pool[g->npool++] = ref;
+}

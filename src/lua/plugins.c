@@ -1,0 +1,506 @@
+/* plugins.c — the plugin engine's side of the session contract (hooks.h)
+ * and its life cycle (plugins.h): which generation a session uses, running
+ * a hook's plugin chain (with the deny chain that may overturn a
+ * rejection), turning Lua answers and failures into replies, and reload.
+ *
+ * A chain runs synchronously as long as no plugin waits; then
+ * plugins_hook() answers at once. When a plugin waits (lua_async.h), the
+ * chain continues from the event loop and ends in session_hook_done(). */
+#include "proto/hooks.h"
+#include "lua/plugins.h"
+#include "lua/lua_engine.h"
+#include "lua/lua_fwd.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/event.h>
+#include <lauxlib.h>
+
+#include "core/config.h"
+#include "core/log.h"
+#include "smtp/session.h"
+
+static struct {
+    struct kasi_config *cfg;
+    struct lgen *current;
+    struct lgen *all;           /* every generation still alive */
+} eng;
+
+/* ------------------------------------------------------- generations */
+
+static void gen_add(struct lgen *g)
+{
+    g->refs = 1;
+    g->next = eng.all;
+    eng.all = g;
+    eng.current = g;
+}
+
+static void gen_release(struct lgen *g)
+{
+    if (--g->refs > 0)
+        return;
+    for (struct lgen **pp = &eng.all; *pp; pp = &(*pp)->next) {
+        if (*pp == g) {
+            *pp = g->next;
+            break;
+        }
+    }
+    if (eng.current == g)
+        eng.current = NULL;
+    log_msg(LOG_LVL_DEBUG, "plugin generation %u freed", g->id);
+    lgen_free(g);
+}
+
+static struct lgen *gen_load(char *err, size_t errlen)
+{
+    struct lsettings set;
+    if (lgen_settings(eng.cfg, &set, err, errlen) < 0)
+        return NULL;
+    return lgen_build(eng.cfg, &set, err, errlen);
+}
+
+static void gen_log(const struct lgen *g, const char *what)
+{
+    char names[1024] = "";
+    size_t off = 0;
+    for (size_t i = 0; i < g->nplug && off < sizeof names; i++)
+        off += (size_t)snprintf(names + off, sizeof names - off, "%s%s",
+                                i ? " " : "", g->plug[i].name);
+    log_msg(LOG_LVL_INFO, "plugins %s: generation %u: %s", what, g->id,
+            g->nplug ? names : "(none)");
+}
+
+int plugins_init(struct kasi_config *cfg, struct event_base *base,
+                 char *err, size_t errlen)
+{
+    eng.cfg = cfg;
+    lrun_setup(base);
+    struct lgen *g = gen_load(err, errlen);
+    if (!g)
+        return -1;
+    gen_add(g);
+    gen_log(g, "loaded");
+    return 0;
+}
+
+int plugins_reload(void)
+{
+    char err[2048] = "";
+    if (!eng.cfg)
+        return -1;
+    struct lgen *g = gen_load(err, sizeof err);
+    if (!g) {
+        log_msg(LOG_LVL_ERROR, "plugin reload failed, generation %u stays: %s",
+                eng.current ? eng.current->id : 0, err);
+        return -1;
+    }
+    struct lgen *old = eng.current;
+    gen_add(g);
+    if (old)
+        gen_release(old);
+    gen_log(g, "reloaded");
+    return 0;
+}
+
+void plugins_free(void)
+{
+    while (eng.all) {
+        struct lgen *g = eng.all;
+        eng.all = g->next;
+        lgen_free(g);
+    }
+    eng.current = NULL;
+    lrun_shutdown();
+    lfwd_shutdown();
+}
+
+int plugins_check(struct kasi_config *cfg, char *err, size_t errlen)
+{
+    struct kasi_config *saved = eng.cfg;
+    eng.cfg = cfg;
+    struct lgen *g = gen_load(err, errlen);
+    eng.cfg = saved;
+    if (!g)
+        return -1;
+    lgen_free(g);
+    return 0;
+}
+
+/* ------------------------------------------------------- answers */
+
+static int valid_enh(const char *s)
+{
+    size_t n = strlen(s);
+    if (n < 5 || n > 11 || (s[0] != '2' && s[0] != '4' && s[0] != '5'))
+        return 0;
+    return strspn(s, "0123456789.") == n;
+}
+
+/* Lines of a message (string or array of strings) joined with '\n'. */
+static char *message_text(lua_State *L, int idx)
+{
+    if (lua_type(L, idx) == LUA_TSTRING)
+        return strdup(lua_tostring(L, idx));
+    if (!lua_istable(L, idx))
+        return NULL;
+    luaL_Buffer b;
+    luaL_buffinit(L, &b);
+    size_t n = lua_objlen(L, idx);
+    for (size_t i = 1; i <= n; i++) {
+        lua_rawgeti(L, idx, (int)i);
+        const char *line = lua_tostring(L, -1);
+        lua_pop(L, 1);
+        if (i > 1)
+            luaL_addchar(&b, '\n');
+        luaL_addstring(&b, line ? line : "");
+    }
+    luaL_pushresult(&b);
+    char *s = strdup(lua_tostring(L, -1));
+    lua_pop(L, 1);
+    return s;
+}
+
+/* rc[, msg | {code=, enh=, msg=}] on the coroutine's stack -> r.
+ * Returns NULL or what is wrong with it. */
+static const char *parse_answer(lua_State *co, struct hook_result *r)
+{
+    int top = lua_gettop(co);
+    memset(r, 0, sizeof *r);
+    if (top == 0 || lua_isnil(co, 1))
+        return NULL;
+    if (lua_type(co, 1) != LUA_TNUMBER)
+        return "a hook must return a kasi answer (OK, NEXT, DENY...) or nothing";
+    lua_Integer rc = lua_tointeger(co, 1);
+    if (rc < RC_NEXT || rc > RC_DISCONNECT)
+        return "unknown answer code";
+    r->rc = (enum hook_rc)rc;
+    if (top < 2 || lua_isnil(co, 2))
+        return NULL;
+    if (lua_istable(co, 2)) {
+        lua_getfield(co, 2, "code");
+        lua_getfield(co, 2, "enh");
+        lua_getfield(co, 2, "msg");
+        int has = !lua_isnil(co, -1) || !lua_isnil(co, -2) || !lua_isnil(co, -3);
+        if (has) {
+            lua_Integer code = lua_tointeger(co, -3);
+            const char *enh = lua_tostring(co, -2);
+            if (!lua_isnil(co, -3) && (code < 200 || code > 599))
+                return "reply code must be 200..599";
+            if (enh && !valid_enh(enh))
+                return "bad enhanced status code";
+            r->code = (int)code;
+            snprintf(r->enh, sizeof r->enh, "%s", enh ? enh : "");
+            r->msg = message_text(co, lua_gettop(co));
+            return NULL;
+        }
+        lua_pop(co, 3);
+    }
+    r->msg = message_text(co, 2);
+    return NULL;
+}
+
+static void failure(struct hook_result *r, enum hook_id h, int timeout)
+{
+    memset(r, 0, sizeof *r);
+    r->rc = RC_DENYSOFT;
+    r->code = h == HOOK_CONNECT ? 421 : 451;
+    snprintf(r->enh, sizeof r->enh, timeout ? "4.4.5" : "4.3.0");
+    r->msg = strdup(timeout ? "Error: plugin timed out, try again later"
+                            : "Error: temporary plugin failure, try again later");
+}
+
+/* ------------------------------------------------------- the chain */
+
+static void run_reset(struct lsess *ps)
+{
+    struct lrun *r = &ps->run;
+    lua_State *L = ps->gen->L;
+    luaL_unref(L, LUA_REGISTRYINDEX, r->arg_ref);
+    luaL_unref(L, LUA_REGISTRYINDEX, r->deny_ref);
+    hook_result_clear(&r->held);
+    hook_result_clear(&r->out);
+    struct event *ev = r->wait_ev;
+    memset(r, 0, sizeof *r);
+    r->wait_ev = ev;
+    r->arg_ref = r->deny_ref = r->co_ref = LUA_NOREF;
+}
+
+static int make_arg(struct lsess *ps, enum hook_id h, void *arg)
+{
+    lua_State *L = ps->gen->L;
+    struct session *s = ps->s;
+    switch (h) {
+    case HOOK_HELO:
+    case HOOK_EHLO:
+        lua_pushstring(L, s->helo ? s->helo : "");
+        return luaL_ref(L, LUA_REGISTRYINDEX);
+    case HOOK_UNRECOGNIZED:
+    case HOOK_DATA:             /* the command: "DATA" or "BDAT" */
+        lua_pushstring(L, arg ? (const char *)arg : "");
+        return luaL_ref(L, LUA_REGISTRYINDEX);
+    case HOOK_AUTH:             /* {mechanism=, user=, password=} */
+        return arg ? lapi_creds_new(ps, (const struct auth_creds *)arg) : LUA_NOREF;
+    case HOOK_MAIL:
+        return s->txn ? lapi_addr_new(ps, -1) : LUA_NOREF;
+    case HOOK_RCPT:
+    case HOOK_RCPT_OK:
+        if (!s->txn || !arg)
+            return LUA_NOREF;
+        return lapi_addr_new(ps, (int)((struct smtp_rcpt *)arg - s->txn->rcpt));
+    default:
+        return LUA_NOREF;
+    }
+}
+
+/* The deny hook's argument: what was rejected, by whom. */
+static int make_deny_arg(struct lsess *ps)
+{
+    lua_State *L = ps->gen->L;
+    struct lrun *r = &ps->run;
+    lua_createtable(L, 0, 6);
+    lua_pushstring(L, hook_name(r->hook));
+    lua_setfield(L, -2, "hook");
+    lua_pushstring(L, ps->gen->plug[r->held_plugin].name);
+    lua_setfield(L, -2, "plugin");
+    lua_pushinteger(L, r->held.rc);
+    lua_setfield(L, -2, "rc");
+    if (r->held.code) {
+        lua_pushinteger(L, r->held.code);
+        lua_setfield(L, -2, "code");
+    }
+    if (r->held.enh[0]) {
+        lua_pushstring(L, r->held.enh);
+        lua_setfield(L, -2, "enh");
+    }
+    if (r->held.msg) {
+        lua_pushstring(L, r->held.msg);
+        lua_setfield(L, -2, "msg");
+    }
+    return luaL_ref(L, LUA_REGISTRYINDEX);
+}
+
+static void push_ref(lua_State *co, int ref)
+{
+    if (ref == LUA_NOREF || ref == LUA_REFNIL)
+        lua_pushnil(co);
+    else
+        lua_rawgeti(co, LUA_REGISTRYINDEX, ref);
+}
+
+/* Start plugin idx on the current hook (or the deny hook). */
+static enum lcall call_start(struct lsess *ps, size_t idx)
+{
+    struct lgen *g = ps->gen;
+    struct lrun *r = &ps->run;
+    struct lplugin *p = &g->plug[idx];
+    enum hook_id h = r->in_deny ? HOOK_DENY : r->hook;
+    r->plugin = idx;
+    r->co = lgen_thread(g, &r->co_ref);
+    r->deadline = lrun_now() + p->timeout;
+    lua_rawgeti(r->co, LUA_REGISTRYINDEX, p->hook_ref[h]);
+    lua_rawgeti(r->co, LUA_REGISTRYINDEX, ps->conn_ref);
+    push_ref(r->co, lapi_txn_ref(ps));
+    push_ref(r->co, r->in_deny ? r->deny_ref : r->arg_ref);
+    return lrun_resume(ps, 3);
+}
+
+/* A plugin call ended badly: log once, abandon, answer per on_error. */
+static void call_failed(struct lsess *ps, enum lcall how, struct hook_result *res)
+{
+    struct lrun *r = &ps->run;
+    struct lgen *g = ps->gen;
+    struct lplugin *p = &g->plug[r->plugin];
+    enum hook_id h = r->in_deny ? HOOK_DENY : r->hook;
+    if (how == LCALL_TIMEOUT) {
+        slog(ps->s, LOG_LVL_ERROR, "plugin %s: hook_%s ran past its time budget "
+             "(%.3g s)%s", p->name, hook_name(h), p->timeout,
+             p->on_error_next ? ", on_error: next" : "");
+    } else {
+        const char *msg = r->co ? lua_tostring(r->co, -1) : NULL;
+        if (r->co)
+            luaL_traceback(g->L, r->co, msg ? msg : "(error object is not a string)", 0);
+        else
+            lua_pushstring(g->L, msg ? msg : "error");
+        slog(ps->s, LOG_LVL_ERROR, "plugin %s: hook_%s failed%s: %s", p->name,
+             hook_name(h), p->on_error_next ? " (on_error: next)" : "",
+             lua_tostring(g->L, -1));
+        lua_pop(g->L, 1);
+    }
+    lrun_abandon(ps);
+    if (g->mem_used > g->mem_limit / 2)
+        lua_gc(g->L, LUA_GCCOLLECT, 0);
+    if (p->on_error_next) {
+        memset(res, 0, sizeof *res);
+        res->rc = RC_NEXT;
+    } else {
+        failure(res, r->hook, how == LCALL_TIMEOUT);
+    }
+}
+
+/* The answer of the call that just ended. */
+static void call_answer(struct lsess *ps, enum lcall how, struct hook_result *res,
+                        int *engine_made)
+{
+    struct lrun *r = &ps->run;
+    *engine_made = 0;
+    if (how == LCALL_DONE) {
+        const char *bad = parse_answer(r->co, res);
+        if (!bad) {
+            lgen_thread_put(ps->gen, r->co, r->co_ref);
+            r->co = NULL;
+            r->co_ref = LUA_NOREF;
+            return;
+        }
+        hook_result_clear(res);
+        lua_settop(r->co, 0);
+        lua_pushstring(r->co, bad);
+        how = LCALL_ERROR;
+    }
+    call_failed(ps, how, res);
+    *engine_made = 1;
+}
+
+/* Fold one plugin's answer into the chain. Returns 1 when the chain is
+ * finished (r->out holds the answer). */
+static int call_result(struct lsess *ps, enum lcall how)
+{
+    struct lrun *r = &ps->run;
+    struct hook_result res;
+    int engine_made;
+    call_answer(ps, how, &res, &engine_made);
+    if (r->in_deny) {
+        r->deny_pos++;
+        if (res.rc == RC_OK) {          /* the rejection is overturned */
+            slog(ps->s, LOG_LVL_INFO, "plugin %s: deny of %s by %s overturned",
+                 ps->gen->plug[r->plugin].name, hook_name(r->hook),
+                 ps->gen->plug[r->held_plugin].name);
+            hook_result_clear(&r->held);
+            luaL_unref(ps->gen->L, LUA_REGISTRYINDEX, r->deny_ref);
+            r->deny_ref = LUA_NOREF;
+            r->in_deny = 0;
+            r->pos++;
+        }
+        hook_result_clear(&res);
+        return 0;
+    }
+    if (res.rc != RC_NEXT && !engine_made)
+        lapi_record(ps, ps->gen->plug[r->plugin].name, r->hook, &res);
+    if (res.rc == RC_NEXT) {
+        r->pos++;
+        return 0;
+    }
+    if (res.rc != RC_OK && !engine_made && r->hook != HOOK_DISCONNECT &&
+        ps->gen->nchain[HOOK_DENY]) {
+        r->held = res;
+        r->held_plugin = r->plugin;
+        r->in_deny = 1;
+        r->deny_pos = 0;
+        r->deny_ref = make_deny_arg(ps);
+        return 0;
+    }
+    r->out = res;
+    return 1;
+}
+
+/* Run plugins until the chain ends (1) or one waits (0). */
+static int chain_step(struct lsess *ps)
+{
+    struct lrun *r = &ps->run;
+    struct lgen *g = ps->gen;
+    for (;;) {
+        enum hook_id h = r->in_deny ? HOOK_DENY : r->hook;
+        size_t pos = r->in_deny ? r->deny_pos : r->pos;
+        if (pos >= g->nchain[h]) {
+            if (!r->in_deny) {
+                memset(&r->out, 0, sizeof r->out);
+                return 1;
+            }
+            r->out = r->held;               /* the rejection stands */
+            memset(&r->held, 0, sizeof r->held);
+            r->in_deny = 0;
+            return 1;
+        }
+        enum lcall how = call_start(ps, g->chain[h][pos]);
+        if (how == LCALL_WAIT)
+            return 0;
+        if (call_result(ps, how))
+            return 1;
+    }
+}
+
+void plugins_call_finished(struct lsess *ps, enum lcall how)
+{
+    if (!call_result(ps, how) && !chain_step(ps))
+        return;                             /* waiting again */
+    struct hook_result out = ps->run.out;
+    memset(&ps->run.out, 0, sizeof out);
+    run_reset(ps);
+    session_hook_done(ps->s, &out);
+}
+
+/* ------------------------------------------------------- sessions */
+
+static struct lsess *sess_get(struct session *s)
+{
+    if (s->engine)
+        return s->engine;
+    if (!eng.current)
+        return NULL;
+    struct lsess *ps = calloc(1, sizeof *ps);
+    if (!ps)
+        return NULL;
+    ps->s = s;
+    ps->gen = eng.current;
+    ps->gen->refs++;
+    ps->conn_ref = ps->txn_ref = LUA_NOREF;
+    run_reset(ps);
+    s->engine = ps;
+    return ps;
+}
+
+int plugins_hook(struct session *s, enum hook_id h, void *arg,
+                 struct hook_result *res)
+{
+    struct lsess *ps = sess_get(s);
+    memset(res, 0, sizeof *res);
+    if (!ps || !ps->gen->nchain[h])
+        return 1;
+    if (ps->run.active) {                   /* cannot happen: be safe */
+        lrun_abandon(ps);
+        run_reset(ps);
+    }
+    struct lrun *r = &ps->run;
+    r->active = 1;
+    r->hook = h;
+    if (ps->conn_ref == LUA_NOREF)
+        ps->conn_ref = lapi_conn_new(ps);
+    r->arg_ref = make_arg(ps, h, arg);
+    if (!chain_step(ps))
+        return 0;
+    *res = r->out;
+    memset(&r->out, 0, sizeof r->out);
+    run_reset(ps);
+    return 1;
+}
+
+void plugins_session_end(struct session *s)
+{
+    struct lsess *ps = s->engine;
+    if (!ps)
+        return;
+    if (ps->run.active) {
+        lrun_abandon(ps);
+        run_reset(ps);
+    }
+    if (s->hook_pending)        /* only the pending hook ends here */
+        return;
+    lapi_conn_invalidate(ps);
+    if (ps->run.wait_ev)
+        event_free(ps->run.wait_ev);
+    gen_release(ps->gen);
+    s->engine = NULL;
+    free(ps);
+}

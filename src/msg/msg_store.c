@@ -1,0 +1,189 @@
+/* msg_store.c — message bytes in memory, spilled to an unlinked file. */
+#include "msg/msg_store.h"
+
+#include "core/fdio.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define STORE_WBUF (64 * 1024)
+
+struct msg_store {
+    char *mem;          /* all bytes while not spilled; write buffer after */
+    size_t mem_len, mem_cap;
+    size_t mem_limit;
+    size_t size;        /* total bytes appended */
+    int fd;             /* spill file, -1 while in memory */
+    size_t fd_len;      /* bytes already in the file */
+    int failed;
+    char *spill_dir;
+};
+
+struct msg_store *msg_store_new(size_t mem_limit, const char *spill_dir)
+{
+    struct msg_store *st = calloc(1, sizeof *st);
+    if (!st)
+        return NULL;
+    st->fd = -1;
+    st->mem_limit = mem_limit;
+    st->spill_dir = strdup(spill_dir ? spill_dir : ".");
+    if (!st->spill_dir) {
+        free(st);
+        return NULL;
+    }
+    return st;
+}
+
+void msg_store_free(struct msg_store *st)
+{
+    if (!st)
+        return;
+    if (st->fd >= 0)
+        close(st->fd);
+    free(st->mem);
+    free(st->spill_dir);
+    free(st);
+}
+
+static int store_open_spill(struct msg_store *st)
+{
+    st->fd = open(st->spill_dir, O_TMPFILE | O_RDWR | O_CLOEXEC, 0600);
+    if (st->fd < 0) {   /* file systems without O_TMPFILE */
+        char path[4096];
+        snprintf(path, sizeof path, "%s/.spill-XXXXXX", st->spill_dir);
+        st->fd = mkostemp(path, O_CLOEXEC);
+        if (st->fd < 0)
+            return -1;
+        unlink(path);
+    }
+    return 0;
+}
+
+/* Move the memory buffer into the spill file. */
+static int store_flush(struct msg_store *st)
+{
+    if (st->fd < 0 && store_open_spill(st) < 0)
+        return -1;
+    if (fdio_write_all(st->fd, st->mem, st->mem_len) < 0)
+        return -1;
+    st->fd_len += st->mem_len;
+    st->mem_len = 0;
+    return 0;
+}
+
+static int store_reserve(struct msg_store *st, size_t need)
+{
+    if (need <= st->mem_cap)
+        return 0;
+    size_t cap = st->mem_cap ? st->mem_cap : 4096;
+    while (cap < need)
+        cap *= 2;
+    char *m = realloc(st->mem, cap);
+    if (!m)
+        return -1;
+    st->mem = m;
+    st->mem_cap = cap;
+    return 0;
+}
+
+int msg_store_append(struct msg_store *st, const void *p, size_t n)
+{
+    if (st->failed)
+        return -1;
+    int spilled = st->fd >= 0;
+    if (!spilled && st->size + n > st->mem_limit) {
+        if (store_flush(st) < 0)
+            goto fail;
+        spilled = 1;
+        if (st->mem_cap > STORE_WBUF) {   /* give the big buffer back */
+            free(st->mem);
+            st->mem = NULL;
+            st->mem_cap = 0;
+        }
+    }
+    if (spilled && st->mem_len + n > STORE_WBUF) {
+        if (store_flush(st) < 0)
+            goto fail;
+        if (n >= STORE_WBUF) {
+            if (fdio_write_all(st->fd, p, n) < 0)
+                goto fail;
+            st->fd_len += n;
+            st->size += n;
+            return 0;
+        }
+    }
+    if (store_reserve(st, st->mem_len + n) < 0)
+        goto fail;
+    memcpy(st->mem + st->mem_len, p, n);
+    st->mem_len += n;
+    st->size += n;
+    return 0;
+fail:
+    st->failed = 1;
+    return -1;
+}
+
+size_t msg_store_size(const struct msg_store *st)
+{
+    return st->size;
+}
+
+int msg_store_failed(const struct msg_store *st)
+{
+    return st->failed;
+}
+
+const char *msg_store_peek(struct msg_store *st, size_t off, size_t n)
+{
+    if (off + n > st->size || off < st->fd_len)
+        return NULL;
+    return st->mem + (off - st->fd_len);
+}
+
+ssize_t msg_store_read(struct msg_store *st, size_t off, void *buf, size_t n)
+{
+    if (off >= st->size)
+        return 0;
+    if (n > st->size - off)
+        n = st->size - off;
+    if (off >= st->fd_len) {
+        memcpy(buf, st->mem + (off - st->fd_len), n);
+        return (ssize_t)n;
+    }
+    if (n > st->fd_len - off)
+        n = st->fd_len - off;
+    ssize_t r;
+    do
+        r = pread(st->fd, buf, n, (off_t)off);
+    while (r < 0 && errno == EINTR);
+    return r;
+}
+
+int msg_store_copy_to_fd(struct msg_store *st, size_t off, int fd)
+{
+    loff_t in_off = (loff_t)off;
+    while ((size_t)in_off < st->fd_len) {
+        ssize_t r = copy_file_range(st->fd, &in_off, fd, NULL,
+                                    st->fd_len - (size_t)in_off, 0);
+        if (r <= 0) {
+            if (r < 0 && errno == EINTR)
+                continue;
+            if (r < 0 && (errno == EXDEV || errno == ENOSYS || errno == EINVAL))
+                break;   /* fall back to read/write below */
+            return -1;
+        }
+    }
+    char buf[STORE_WBUF];
+    size_t pos = (size_t)in_off;
+    while (pos < st->size) {
+        ssize_t r = msg_store_read(st, pos, buf, sizeof buf);
+        if (r <= 0 || fdio_write_all(fd, buf, (size_t)r) < 0)
+            return -1;
+        pos += (size_t)r;
+    }
+    return 0;
+}

@@ -1,0 +1,291 @@
+/* tls.c — server TLS contexts and TLS bufferevents.
+ *
+ * One SSL_CTX per configured certificate, all with the same protocol and
+ * cipher settings. The first is the default: every connection starts on
+ * it, and its server-name callback moves the connection to the context
+ * whose certificate matches the name the client asked for.
+ *
+ * The contexts of one load form a generation owned by the first context
+ * (as ex_data, freed with it). A reload builds a new generation and drops
+ * the reference to the old one; connections still using it hold their own
+ * references, so they finish on the certificates they started with. */
+#include "net/tls.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+
+#include "core/config.h"
+#include "core/log.h"
+
+/* TLS 1.2: forward secrecy and AEAD only. */
+#define TLS_DEFAULT_CIPHERS \
+    "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+    "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+    "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+
+struct tls_gen {
+    size_t n;
+    SSL_CTX **ctx;      /* ctx[0] owns the generation; ctx[1..] are ours */
+    X509 **leaf;        /* each context's certificate (borrowed) */
+};
+
+static struct {
+    const struct kasi_config *cfg;
+    SSL_CTX *cur;       /* the default context of the live generation */
+    int ex_idx;         /* ex_data slot of the generation, -1 before use */
+} tls_state = { NULL, NULL, -1 };
+
+/* ---------------------------------------------------------- generations */
+
+static void tls_gen_release(struct tls_gen *g, size_t first)
+{
+    if (!g)
+        return;
+    for (size_t i = first; i < g->n; i++)
+        SSL_CTX_free(g->ctx[i]);
+    free(g->ctx);
+    free(g->leaf);
+    free(g);
+}
+
+/* ex_data destructor: the default context is going away. */
+static void tls_gen_free_cb(void *parent, void *ptr, CRYPTO_EX_DATA *ad, int idx,
+                            long argl, void *argp)
+{
+    (void)parent; (void)ad; (void)idx; (void)argl; (void)argp;
+    tls_gen_release(ptr, 1);
+}
+
+/* Server name indication: switch to the first certificate valid for it. */
+static int tls_sni_cb(SSL *ssl, int *alert, void *arg)
+{
+    const struct tls_gen *g = arg;
+    const char *name = SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name);
+    (void)alert;
+    if (!name || !*name)
+        return SSL_TLSEXT_ERR_NOACK;
+    for (size_t i = 0; i < g->n; i++) {
+        if (g->leaf[i] && X509_check_host(g->leaf[i], name, strlen(name), 0, NULL) == 1) {
+            if (i > 0 && !SSL_set_SSL_CTX(ssl, g->ctx[i]))
+                return SSL_TLSEXT_ERR_NOACK;
+            return SSL_TLSEXT_ERR_OK;
+        }
+    }
+    return SSL_TLSEXT_ERR_NOACK;    /* the default certificate, no ack */
+}
+
+/* ------------------------------------------------------------- building */
+
+/* "what: why" with the first queued OpenSSL error as why. */
+static void tls_fail(char *err, size_t errlen, const char *what, const char *file)
+{
+    unsigned long e = ERR_get_error();
+    const char *why = e ? ERR_reason_error_string(e) : NULL;
+    snprintf(err, errlen, "%s%s%s: %s", what, file ? ": " : "", file ? file : "",
+             why ? why : "failed");
+    ERR_clear_error();
+}
+
+static int tls_ctx_params(SSL_CTX *ctx, const struct tls_cfg *t, char *err, size_t errlen)
+{
+    SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_NO_RENEGOTIATION |
+                                 SSL_OP_CIPHER_SERVER_PREFERENCE);
+    SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);   /* idle sessions stay small */
+    SSL_CTX_set_session_cache_mode(ctx, SSL_SESS_CACHE_OFF);  /* tickets only */
+    if (!SSL_CTX_set_min_proto_version(ctx, t->min_version)) {
+        tls_fail(err, errlen, "tls.min_version", NULL);
+        return -1;
+    }
+    if (!SSL_CTX_set_cipher_list(ctx, t->ciphers ? t->ciphers : TLS_DEFAULT_CIPHERS)) {
+        tls_fail(err, errlen, "tls.ciphers", t->ciphers);
+        return -1;
+    }
+    if (t->ciphersuites && !SSL_CTX_set_ciphersuites(ctx, t->ciphersuites)) {
+        tls_fail(err, errlen, "tls.ciphersuites", t->ciphersuites);
+        return -1;
+    }
+    return 0;
+}
+
+static SSL_CTX *tls_ctx_new(const struct tls_cfg *t, size_t i, char *err, size_t errlen)
+{
+    const struct tls_cert_cfg *cc = &t->certs[i];
+    char what[64];
+    SSL_CTX *ctx = SSL_CTX_new(TLS_server_method());
+    if (!ctx) {
+        tls_fail(err, errlen, "tls", NULL);
+        return NULL;
+    }
+    if (tls_ctx_params(ctx, t, err, errlen) < 0)
+        goto fail;
+    snprintf(what, sizeof what, "tls.certificates[%zu].cert", i);
+    if (SSL_CTX_use_certificate_chain_file(ctx, cc->cert) != 1) {
+        tls_fail(err, errlen, what, cc->cert);
+        goto fail;
+    }
+    snprintf(what, sizeof what, "tls.certificates[%zu].key", i);
+    if (SSL_CTX_use_PrivateKey_file(ctx, cc->key, SSL_FILETYPE_PEM) != 1) {
+        tls_fail(err, errlen, what, cc->key);
+        goto fail;
+    }
+    if (SSL_CTX_check_private_key(ctx) != 1) {
+        tls_fail(err, errlen, what, cc->key);
+        goto fail;
+    }
+    return ctx;
+fail:
+    SSL_CTX_free(ctx);
+    return NULL;
+}
+
+/* A new generation; returns its default context or NULL with err. */
+static SSL_CTX *tls_build(const struct tls_cfg *t, char *err, size_t errlen)
+{
+    struct tls_gen *g = calloc(1, sizeof *g);
+    if (g) {
+        g->ctx = calloc(t->ncerts, sizeof *g->ctx);
+        g->leaf = calloc(t->ncerts, sizeof *g->leaf);
+    }
+    if (!g || !g->ctx || !g->leaf) {
+        snprintf(err, errlen, "tls: out of memory");
+        tls_gen_release(g, 0);
+        return NULL;
+    }
+    for (size_t i = 0; i < t->ncerts; i++) {
+        g->ctx[i] = tls_ctx_new(t, i, err, errlen);
+        if (!g->ctx[i]) {
+            tls_gen_release(g, 0);
+            return NULL;
+        }
+        g->leaf[i] = SSL_CTX_get0_certificate(g->ctx[i]);
+        g->n = i + 1;
+    }
+    SSL_CTX *c0 = g->ctx[0];
+    if (!SSL_CTX_set_ex_data(c0, tls_state.ex_idx, g)) {
+        tls_fail(err, errlen, "tls", NULL);
+        tls_gen_release(g, 0);
+        return NULL;
+    }
+    SSL_CTX_set_tlsext_servername_callback(c0, tls_sni_cb);
+    SSL_CTX_set_tlsext_servername_arg(c0, g);
+    return c0;
+}
+
+/* ---------------------------------------------------------------- API */
+
+int tls_init(const struct kasi_config *cfg, char *err, size_t errlen)
+{
+    tls_free();
+    tls_state.cfg = cfg;
+    if (cfg->tls.ncerts == 0)
+        return 0;
+    if (tls_state.ex_idx < 0)
+        tls_state.ex_idx = SSL_CTX_get_ex_new_index(0, NULL, NULL, NULL, tls_gen_free_cb);
+    if (tls_state.ex_idx < 0) {
+        tls_fail(err, errlen, "tls", NULL);
+        return -1;
+    }
+    tls_state.cur = tls_build(&cfg->tls, err, errlen);
+    return tls_state.cur ? 0 : -1;
+}
+
+int tls_reload(void)
+{
+    char err[1024];
+    if (!tls_state.cfg || tls_state.cfg->tls.ncerts == 0)
+        return 0;
+    SSL_CTX *n = tls_build(&tls_state.cfg->tls, err, sizeof err);
+    if (!n) {
+        log_msg(LOG_LVL_ERROR, "TLS reload failed, keeping the old certificates: %s",
+                err);
+        return -1;
+    }
+    SSL_CTX_free(tls_state.cur);
+    tls_state.cur = n;
+    log_msg(LOG_LVL_INFO, "TLS certificates reloaded (%zu)", tls_state.cfg->tls.ncerts);
+    return 0;
+}
+
+void tls_free(void)
+{
+    SSL_CTX_free(tls_state.cur);
+    tls_state.cur = NULL;
+}
+
+int tls_available(void)
+{
+    return tls_state.cur != NULL;
+}
+
+/* ------------------------------------------------------- bufferevents */
+
+struct bufferevent *tls_wrap_socket(struct event_base *base, int fd)
+{
+    SSL *ssl = tls_state.cur ? SSL_new(tls_state.cur) : NULL;
+    if (!ssl)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+struct bufferevent *tls_wrap_filter(struct event_base *base, struct bufferevent *under)
+{
+    SSL *ssl = tls_state.cur ? SSL_new(tls_state.cur) : NULL;
+    if (!ssl)
+        return NULL;
+    struct bufferevent *bev = bufferevent_openssl_filter_new(
+        base, under, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+void tls_info(struct bufferevent *bev, char *version, size_t vlen, char *cipher,
+              size_t clen, char *sni, size_t slen)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    const char *name = ssl ? SSL_get_servername(ssl, TLSEXT_NAMETYPE_host_name) : NULL;
+    snprintf(version, vlen, "%s", ssl ? SSL_get_version(ssl) : "");
+    snprintf(cipher, clen, "%s", ssl ? SSL_get_cipher_name(ssl) : "");
+    snprintf(sni, slen, "%s", name ? name : "");
+    for (char *p = sni; *p; p++)        /* the client's text goes to logs */
+        if ((unsigned char)*p < 0x21 || (unsigned char)*p > 0x7e)
+            *p = '?';
+}
+
+void tls_error_text(struct bufferevent *bev, char *buf, size_t len)
+{
+    unsigned long e, first = 0;
+    while ((e = bufferevent_get_openssl_error(bev)) != 0)
+        if (!first)
+            first = e;
+    buf[0] = '\0';
+    if (first)
+        ERR_error_string_n(first, buf, len);
+}
+
+void tls_close_notify(struct bufferevent *bev)
+{
+    SSL *ssl = bufferevent_openssl_get_ssl(bev);
+    if (!ssl || !SSL_is_init_finished(ssl))
+        return;
+    SSL_shutdown(ssl);          /* queues the alert; the peer's is not awaited */
+    ERR_clear_error();
+}

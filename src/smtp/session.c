@@ -1,0 +1,1471 @@
+/* session.c — the SMTP state machine of one connection.
+ *
+ * Input arrives in the bufferevent's input buffer and is consumed by
+ * session_process() according to the input mode: command lines (IN_CMD),
+ * dot-stuffed message data (IN_DATA) or counted BDAT chunks (IN_BDAT).
+ * Every command is parsed (smtp_parse.c), checked against the state, and its
+ * decision handed to the plugin chain via run_hook(); the continuation
+ * functions (*_done) turn the chain's answer into the reply. While a hook is
+ * pending, input waits in the buffer, so pipelined commands are answered in
+ * order. Replies go to the output buffer and leave in one write per loop
+ * turn, which batches the replies to a pipelined group. */
+#include "smtp/session.h"
+
+#include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "proto/auth.h"
+#include "core/config.h"
+#include "net/dns.h"
+#include "msg/message.h"
+#include "smtp/server.h"
+#include "net/tls.h"
+
+#define SESSION_READ_HIGH (256 * 1024)    /* stop reading past this backlog */
+
+static void session_process(struct session *s);
+static void start_banner(struct session *s);
+static int starttls_offered(const struct session *s);
+static int auth_offered(const struct session *s);
+
+/* ---------------------------------------------------------------- logging */
+
+void slog(const struct session *s, int level, const char *fmt, ...)
+{
+    char buf[1800];
+    va_list ap;
+    if (!log_enabled(level))
+        return;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    va_end(ap);
+    log_msg(level, "[%s] %s", s->id, buf);
+}
+
+/* ---------------------------------------------------------------- replies */
+
+/* One reply line, built in a buffer and added in one piece. The text never
+ * injects line ends or control bytes: they become spaces. */
+static void reply_line(struct evbuffer *out, int code, char sep,
+                       const char *enh, const char *text, size_t len)
+{
+    char buf[1024];
+    size_t n = (size_t)((enh && *enh)
+                        ? snprintf(buf, sizeof buf, "%d%c%s ", code, sep, enh)
+                        : snprintf(buf, sizeof buf, "%d%c", code, sep));
+    for (size_t i = 0; i < len; i++) {
+        if (n == sizeof buf - 2) {      /* a very long text: flush a piece */
+            evbuffer_add(out, buf, n);
+            n = 0;
+        }
+        unsigned char c = (unsigned char)text[i];
+        buf[n++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
+    }
+    buf[n++] = '\r';
+    buf[n++] = '\n';
+    evbuffer_add(out, buf, n);
+}
+
+void session_reply(struct session *s, int code, const char *enh, const char *text)
+{
+    struct evbuffer *out = bufferevent_get_output(s->bev);
+    const char *p = text ? text : "";
+    for (;;) {
+        const char *nl = strchr(p, '\n');
+        size_t len = nl ? (size_t)(nl - p) : strlen(p);
+        if (len && p[len - 1] == '\r')
+            len--;
+        reply_line(out, code, nl && nl[1] ? '-' : ' ', enh, p, len);
+        if (!nl || !nl[1])
+            break;
+        p = nl + 1;
+    }
+    if (log_enabled(LOG_LVL_DEBUG))
+        slog(s, LOG_LVL_DEBUG, "> %d %s %s", code, enh ? enh : "", p);
+}
+
+/* Count a protocol error whose reply is already queued. */
+static void count_error(struct session *s)
+{
+    if (s->state != SS_CLOSING && ++s->errors >= s->srv->cfg->max_errors) {
+        slog(s, LOG_LVL_INFO, "too many errors (%u), closing", s->errors);
+        session_reply(s, 421, "4.7.0", "Too many errors, closing connection");
+        s->last_result = "errors";
+        session_close(s);
+    }
+}
+
+/* A protocol error: reply and count it; too many closes the session. */
+static void proto_error(struct session *s, int code, const char *enh,
+                        const char *text)
+{
+    session_reply(s, code, enh, text);
+    count_error(s);
+}
+
+static void status_error(struct session *s, const smtp_status *st)
+{
+    proto_error(s, st->code, st->enh, st->text);
+}
+
+/* ------------------------------------------------------- hook answer table */
+
+struct hook_default {
+    int deny_code; const char *deny_enh; const char *deny_text;
+    int soft_code; const char *soft_enh; const char *soft_text;
+};
+
+static const struct hook_default hook_defaults[HOOK_COUNT] = {
+    [HOOK_CONNECT] = { 554, "5.7.1", "Connection rejected",
+                       421, "4.7.0", "Connection temporarily rejected" },
+    [HOOK_HELO]    = { 550, "5.7.1", "HELO rejected",
+                       450, "4.7.1", "HELO temporarily rejected" },
+    [HOOK_EHLO]    = { 550, "5.7.1", "EHLO rejected",
+                       450, "4.7.1", "EHLO temporarily rejected" },
+    [HOOK_AUTH]    = { 535, "5.7.8", "Authentication credentials invalid",
+                       454, "4.7.0", "Temporary authentication failure" },
+    [HOOK_MAIL]    = { 550, "5.7.1", "Sender rejected",
+                       450, "4.7.1", "Sender temporarily rejected" },
+    [HOOK_RCPT]    = { 550, "5.7.1", "Recipient rejected",
+                       450, "4.7.1", "Recipient temporarily rejected" },
+    [HOOK_DATA]    = { 554, "5.7.1", "Message rejected",
+                       451, "4.7.1", "Message temporarily rejected" },
+    [HOOK_DATA_POST] = { 550, "5.7.1", "Message rejected",
+                       451, "4.7.1", "Message temporarily rejected" },
+    [HOOK_QUEUE]   = { 554, "5.7.1", "Message rejected",
+                       451, "4.3.0", "Message temporarily rejected" },
+    [HOOK_UNRECOGNIZED] = { 500, "5.5.2", "Command unrecognized",
+                       450, "4.5.2", "Command temporarily refused" },
+};
+
+/* Reply for a deny-class answer. Returns 1 when it replied (the caller
+ * stops), 0 for NEXT/OK. DISCONNECT variants also close the session. */
+static int deny_reply(struct session *s, enum hook_id h, struct hook_result *r)
+{
+    const struct hook_default *d = &hook_defaults[h];
+    int code;
+    const char *enh, *text;
+
+    switch (r->rc) {
+    case RC_NEXT:
+    case RC_OK:
+        return 0;
+    case RC_DENY:
+    case RC_DENYDISCONNECT:
+        code = d->deny_code ? d->deny_code : 550;
+        enh = d->deny_enh ? d->deny_enh : "5.7.1";
+        text = d->deny_text ? d->deny_text : "Rejected";
+        break;
+    case RC_DENYSOFT:
+        code = d->soft_code ? d->soft_code : 451;
+        enh = d->soft_enh ? d->soft_enh : "4.7.1";
+        text = d->soft_text ? d->soft_text : "Temporarily rejected";
+        break;
+    case RC_DISCONNECT:
+    default:
+        code = 421;
+        enh = "4.7.0";
+        text = "Closing connection";
+        break;
+    }
+    if (r->code)
+        code = r->code;
+    if (r->enh[0])
+        enh = r->enh;
+    if (r->msg)
+        text = r->msg;
+    session_reply(s, code, enh, text);
+    slog(s, LOG_LVL_INFO, "%s: %s %d %s %s", hook_name(h), hook_rc_name(r->rc),
+         code, enh, text);
+    /* a refused connection is closed whatever the answer */
+    if (r->rc == RC_DENYDISCONNECT || r->rc == RC_DISCONNECT || h == HOOK_CONNECT) {
+        s->last_result = hook_rc_name(r->rc);
+        session_close(s);
+    }
+    return 1;
+}
+
+/* Run hook h; cont gets the answer now or when the engine finishes. */
+static void run_hook(struct session *s, enum hook_id h, void *arg,
+                     session_cont_fn cont)
+{
+    struct hook_result r = { .rc = RC_NEXT };
+    if (plugins_hook(s, h, arg, &r)) {
+        cont(s, &r);
+        hook_result_clear(&r);
+        return;
+    }
+    s->hook_pending = 1;
+    s->cont = cont;
+    bufferevent_set_timeouts(s->bev, NULL, NULL);   /* the hook has its own budget */
+}
+
+static void set_timeout(struct session *s, double secs)
+{
+    struct timeval tv = { (time_t)secs, (suseconds_t)((secs - (long)secs) * 1e6) };
+    bufferevent_set_timeouts(s->bev, &tv, &tv);
+}
+
+static void reset_timeout(struct session *s)
+{
+    const struct kasi_config *c = s->srv->cfg;
+    set_timeout(s, s->input == IN_CMD || s->input == IN_SKIPLINE
+                       ? c->timeout_command : c->timeout_data_block);
+}
+
+void session_hook_done(struct session *s, struct hook_result *r)
+{
+    session_cont_fn cont = s->cont;
+    s->hook_pending = 0;
+    s->cont = NULL;
+    if (s->state != SS_CLOSING)
+        reset_timeout(s);
+    cont(s, r);
+    hook_result_clear(r);
+    session_process(s);
+}
+
+/* ----------------------------------------------------------- transactions */
+
+static void txn_free(struct txn *t)
+{
+    if (!t)
+        return;
+    smtp_mail_clear(&t->mail);
+    for (size_t i = 0; i < t->nrcpt; i++)
+        smtp_rcpt_clear(&t->rcpt[i]);
+    free(t->rcpt);
+    msg_free(t->msg);
+    free(t);
+}
+
+static void txn_end(struct session *s)
+{
+    txn_free(s->txn);
+    s->txn = NULL;
+    if (s->state == SS_MAIL || s->state == SS_RCPT)
+        s->state = SS_READY;
+}
+
+static struct txn *txn_new(struct session *s)
+{
+    struct txn *t = calloc(1, sizeof *t);
+    if (!t)
+        return NULL;
+    snprintf(t->id, sizeof t->id, "%s.%u", s->id, ++s->ntxn);
+    return t;
+}
+
+static int txn_add_rcpt(struct txn *t, struct smtp_rcpt *r)
+{
+    if (t->nrcpt == t->rcpt_cap) {
+        size_t cap = t->rcpt_cap ? t->rcpt_cap * 2 : 4;
+        struct smtp_rcpt *n = realloc(t->rcpt, cap * sizeof *n);
+        if (!n)
+            return -1;
+        t->rcpt = n;
+        t->rcpt_cap = cap;
+    }
+    t->rcpt[t->nrcpt++] = *r;
+    memset(r, 0, sizeof *r);
+    return 0;
+}
+
+static int txn_open_msg(struct session *s)
+{
+    const struct kasi_config *c = s->srv->cfg;
+    struct msg_store *st = msg_store_new(c->memory_buffer, c->spool_dir);
+    if (st)
+        s->txn->msg = msg_new(st);
+    if (!s->txn->msg) {
+        msg_store_free(st);
+        return -1;
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------------- greeting */
+
+static void connect_done(struct session *s, struct hook_result *r)
+{
+    if (deny_reply(s, HOOK_CONNECT, r))
+        return;
+    char banner[512];
+    snprintf(banner, sizeof banner, "%s ESMTP kasi", s->srv->cfg->hostname);
+    session_reply(s, 220, NULL, r->msg ? r->msg : banner);
+    s->state = SS_GREET;
+}
+
+static void start_banner(struct session *s)
+{
+    run_hook(s, HOOK_CONNECT, NULL, connect_done);
+}
+
+static const char *received_proto(const struct session *s)
+{
+    static const char *const names[2][2][2] = {
+        /* [esmtp][tls][auth] */
+        { { "SMTP", "SMTPA" }, { "SMTPS", "SMTPSA" } },
+        { { "ESMTP", "ESMTPA" }, { "ESMTPS", "ESMTPSA" } },
+    };
+    if (s->txn && s->txn->mail.smtputf8)
+        return s->tls ? (s->auth_user ? "UTF8SMTPSA" : "UTF8SMTPS")
+                      : (s->auth_user ? "UTF8SMTPA" : "UTF8SMTP");
+    return names[!!s->esmtp][!!s->tls][!!s->auth_user];
+}
+
+static void helo_done(struct session *s, struct hook_result *r)
+{
+    const struct kasi_config *c = s->srv->cfg;
+    if (deny_reply(s, s->esmtp ? HOOK_EHLO : HOOK_HELO, r)) {
+        free(s->helo);          /* a refused greeting leaves the session ungreeted */
+        s->helo = NULL;
+        if (s->state != SS_CLOSING)
+            s->state = SS_GREET;
+        return;
+    }
+    s->state = SS_READY;
+    if (!s->esmtp) {
+        char text[600];
+        snprintf(text, sizeof text, "%s", c->hostname);
+        session_reply(s, 250, NULL, text);
+        return;
+    }
+    char text[1024];
+    snprintf(text, sizeof text,
+             "%s Hello %.255s [%s]\nPIPELINING\nSIZE %zu\n8BITMIME\n"
+             "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING%s%s",
+             c->hostname, s->helo, s->remote_ip, c->max_message_size,
+             starttls_offered(s) ? "\nSTARTTLS" : "",
+             auth_offered(s) ? "\nAUTH " AUTH_MECHANISMS : "");
+    session_reply(s, 250, NULL, text);
+}
+
+static void cmd_helo(struct session *s, const struct smtp_cmd *c)
+{
+    smtp_status st;
+    if (smtp_parse_helo(c->arg, &st) < 0) {
+        status_error(s, &st);
+        return;
+    }
+    txn_end(s);                 /* HELO/EHLO imply RSET */
+    free(s->helo);
+    s->helo = strndup(c->arg, c->arg_len);
+    s->esmtp = c->verb == SMTP_EHLO;
+    if (!s->helo) {
+        session_reply(s, 451, "4.3.0", "Out of memory");
+        return;
+    }
+    run_hook(s, s->esmtp ? HOOK_EHLO : HOOK_HELO, NULL, helo_done);
+}
+
+/* ------------------------------------------------------------ MAIL / RCPT */
+
+static void mail_done(struct session *s, struct hook_result *r)
+{
+    if (deny_reply(s, HOOK_MAIL, r)) {
+        txn_end(s);
+        return;
+    }
+    s->state = SS_MAIL;
+    session_reply(s, 250, "2.1.0", r->msg ? r->msg : "Ok");
+}
+
+static void cmd_mail(struct session *s, const struct smtp_cmd *c)
+{
+    const struct kasi_config *cfg = s->srv->cfg;
+    if (s->state == SS_GREET) {
+        proto_error(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+        return;
+    }
+    if (s->state != SS_READY) {
+        proto_error(s, 503, "5.5.1", "Error: nested MAIL command");
+        return;
+    }
+    if (s->listen && s->listen->submission && !s->auth_user) {
+        session_reply(s, 530, "5.7.0", "Authentication required");
+        return;
+    }
+    struct smtp_parse_opts o = { .esmtp = s->esmtp,
+                                 .max_size = (long long)cfg->max_message_size };
+    struct smtp_mail m;
+    smtp_status st;
+    if (smtp_parse_mail(c->arg, &o, &m, &st) < 0) {
+        status_error(s, &st);
+        return;
+    }
+    s->txn = txn_new(s);
+    if (!s->txn) {
+        smtp_mail_clear(&m);
+        session_reply(s, 451, "4.3.0", "Out of memory");
+        return;
+    }
+    s->txn->mail = m;
+    run_hook(s, HOOK_MAIL, NULL, mail_done);
+}
+
+/* rcpt_ok runs after the 250: only a disconnect answer matters. */
+static void rcpt_ok_done(struct session *s, struct hook_result *r)
+{
+    if (r->rc == RC_DISCONNECT || r->rc == RC_DENYDISCONNECT)
+        deny_reply(s, HOOK_RCPT_OK, r);
+}
+
+/* The recipient under decision waits in s->txn->rcpt[nrcpt] (not counted
+ * until accepted). */
+static void rcpt_done(struct session *s, struct hook_result *r)
+{
+    struct txn *t = s->txn;
+    struct smtp_rcpt *cand = &t->rcpt[t->nrcpt];
+    if (deny_reply(s, HOOK_RCPT, r)) {
+        smtp_rcpt_clear(cand);
+        return;
+    }
+    t->nrcpt++;
+    s->state = SS_RCPT;
+    session_reply(s, 250, "2.1.5", r->msg ? r->msg : "Ok");
+    run_hook(s, HOOK_RCPT_OK, &t->rcpt[t->nrcpt - 1], rcpt_ok_done);
+}
+
+static void cmd_rcpt(struct session *s, const struct smtp_cmd *c)
+{
+    const struct kasi_config *cfg = s->srv->cfg;
+    if (s->state != SS_MAIL && s->state != SS_RCPT) {
+        proto_error(s, 503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    struct txn *t = s->txn;
+    if (t->nrcpt >= cfg->max_recipients) {
+        session_reply(s, 452, "4.5.3", "Error: too many recipients");
+        return;
+    }
+    struct smtp_parse_opts o = { .esmtp = s->esmtp, .smtputf8 = t->mail.smtputf8,
+                                 .max_size = (long long)cfg->max_message_size };
+    struct smtp_rcpt r;
+    smtp_status st;
+    if (smtp_parse_rcpt(c->arg, &o, &r, &st) < 0) {
+        status_error(s, &st);
+        return;
+    }
+    /* reserve the slot, then decide */
+    if (txn_add_rcpt(t, &r) < 0) {
+        smtp_rcpt_clear(&r);
+        session_reply(s, 451, "4.3.0", "Out of memory");
+        return;
+    }
+    t->nrcpt--;
+    run_hook(s, HOOK_RCPT, &t->rcpt[t->nrcpt], rcpt_done);
+}
+
+/* ------------------------------------------------------------ DATA / BDAT */
+
+static void finish_message(struct session *s);
+
+static void data_emit(void *ctx, const char *p, size_t n)
+{
+    struct session *s = ctx;
+    struct txn *t = s->txn;
+    const struct kasi_config *c = s->srv->cfg;
+    t->bytes += n;
+    if (c->max_message_size && t->bytes > c->max_message_size)
+        t->too_big = 1;
+    if (!t->too_big)
+        msg_store_append(t->msg->store, p, n);
+}
+
+static void data_done(struct session *s, struct hook_result *r)
+{
+    if (deny_reply(s, HOOK_DATA, r))
+        return;     /* the transaction stays open: the client may RSET */
+    const struct kasi_config *c = s->srv->cfg;
+    if (txn_open_msg(s) < 0) {
+        session_reply(s, 451, "4.3.0", "Out of memory");
+        return;
+    }
+    data_decoder_init(&s->dec, c->max_line_length, c->bare_lf, c->long_lines,
+                      data_emit, s);
+    s->input = IN_DATA;
+    reset_timeout(s);
+    session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+}
+
+static void cmd_data(struct session *s, const struct smtp_cmd *c)
+{
+    if (*c->arg) {
+        proto_error(s, 501, "5.5.4", "Syntax: DATA");
+        return;
+    }
+    if (s->state == SS_MAIL || (s->state == SS_RCPT && s->txn->bdat)) {
+        proto_error(s, 503, "5.5.1", s->state == SS_MAIL
+                    ? "Error: need RCPT command"
+                    : "Error: DATA not allowed after BDAT");
+        return;
+    }
+    if (s->state != SS_RCPT) {
+        proto_error(s, 503, "5.5.1", "Error: need MAIL command");
+        return;
+    }
+    run_hook(s, HOOK_DATA, "DATA", data_done);
+}
+
+/* Read the body of a DATA command. Returns 0 when more input is needed. */
+static int read_data(struct session *s, struct evbuffer *in)
+{
+    struct evbuffer_iovec v[8];
+    int nv = evbuffer_peek(in, -1, NULL, v, 8);
+    size_t used = 0;
+    int done = 0;
+    for (int i = 0; i < nv && i < 8 && !done; i++) {
+        used += data_decoder_feed(&s->dec, v[i].iov_base, v[i].iov_len, &done);
+    }
+    evbuffer_drain(in, used);
+    s->nbytes += used;
+    if (done) {
+        s->input = IN_CMD;
+        reset_timeout(s);
+        finish_message(s);
+    }
+    return 1;
+}
+
+static void bdat_chunk_end(struct session *s)
+{
+    s->input = IN_CMD;
+    reset_timeout(s);
+    if (s->bdat_discard) {
+        struct hook_result *r = &s->bdat_reply;
+        session_reply(s, r->code, r->enh, r->msg);
+        hook_result_clear(r);
+        s->bdat_discard = 0;
+        return;
+    }
+    if (!s->bdat_last) {
+        char text[64];
+        snprintf(text, sizeof text, "%zu octets received", s->txn->bytes);
+        session_reply(s, 250, "2.0.0", text);
+        return;
+    }
+    data_decoder_scan_end(&s->dec);
+    finish_message(s);
+}
+
+static int read_bdat(struct session *s, struct evbuffer *in)
+{
+    struct evbuffer_iovec v[8];
+    int nv = evbuffer_peek(in, -1, NULL, v, 8);
+    size_t used = 0;
+    for (int i = 0; i < nv && i < 8 && s->bdat_left > 0; i++) {
+        size_t n = v[i].iov_len;
+        if (n > s->bdat_left)
+            n = (size_t)s->bdat_left;
+        if (!s->bdat_discard) {
+            data_decoder_scan(&s->dec, v[i].iov_base, n);
+            data_emit(s, v[i].iov_base, n);
+        }
+        s->bdat_left -= n;
+        used += n;
+    }
+    evbuffer_drain(in, used);
+    s->nbytes += used;
+    if (s->bdat_left == 0)
+        bdat_chunk_end(s);
+    return 1;
+}
+
+/* Read the chunk and then answer with (code, enh, text). */
+static void bdat_discard(struct session *s, int code, const char *enh,
+                         const char *text, int is_error)
+{
+    s->bdat_discard = 1;
+    s->bdat_reply.code = code;
+    snprintf(s->bdat_reply.enh, sizeof s->bdat_reply.enh, "%s", enh);
+    s->bdat_reply.msg = strdup(text);
+    if (is_error)
+        s->errors++;
+    s->input = IN_BDAT;
+    if (s->bdat_left == 0)
+        bdat_chunk_end(s);
+}
+
+static void bdat_data_done(struct session *s, struct hook_result *r)
+{
+    if (r->rc != RC_NEXT && r->rc != RC_OK) {
+        /* refuse the message, but the chunk's bytes are on their way */
+        const struct hook_default *d = &hook_defaults[HOOK_DATA];
+        int soft = r->rc == RC_DENYSOFT;
+        bdat_discard(s, r->code ? r->code : soft ? d->soft_code : d->deny_code,
+                     r->enh[0] ? r->enh : soft ? d->soft_enh : d->deny_enh,
+                     r->msg ? r->msg : soft ? d->soft_text : d->deny_text, 0);
+        txn_end(s);
+        return;
+    }
+    if (txn_open_msg(s) < 0) {
+        bdat_discard(s, 451, "4.3.0", "Out of memory", 0);
+        txn_end(s);
+        return;
+    }
+    s->txn->bdat = 1;
+    /* BDAT lines are not limited, but bare CR/LF follow the DATA policy */
+    data_decoder_init(&s->dec, s->srv->cfg->max_line_length, s->srv->cfg->bare_lf,
+                      DATA_LONG_WRAP, NULL, NULL);
+    s->input = IN_BDAT;
+    reset_timeout(s);
+    if (s->bdat_left == 0)
+        bdat_chunk_end(s);
+}
+
+static void cmd_bdat(struct session *s, const struct smtp_cmd *c)
+{
+    unsigned long long size;
+    int last;
+    smtp_status st;
+    if (smtp_parse_bdat(c->arg, &size, &last, &st) < 0) {
+        status_error(s, &st);
+        return;
+    }
+    s->bdat_left = size;
+    s->bdat_last = last;
+    if (s->state != SS_RCPT) {
+        bdat_discard(s, 503, "5.5.1", s->state == SS_MAIL
+                     ? "Error: need RCPT command" : "Error: need MAIL command", 1);
+        return;
+    }
+    if (!s->txn->bdat) {        /* first chunk: the data hook decides */
+        run_hook(s, HOOK_DATA, "BDAT", bdat_data_done);
+        return;
+    }
+    s->input = IN_BDAT;
+    if (size == 0)
+        bdat_chunk_end(s);
+}
+
+/* --------------------------------------------------- end of a message */
+
+/* queue_ok runs after the 250: only a disconnect answer matters. */
+static void queue_ok_done(struct session *s, struct hook_result *r)
+{
+    txn_end(s);
+    if (r->rc == RC_DISCONNECT || r->rc == RC_DENYDISCONNECT)
+        deny_reply(s, HOOK_QUEUE_OK, r);
+}
+
+static void queue_done(struct session *s, struct hook_result *r)
+{
+    struct txn *t = s->txn;
+    if (r->rc == RC_OK) {
+        char text[512];
+        if (!r->msg)
+            snprintf(text, sizeof text, "Ok: queued as %s", t->id);
+        session_reply(s, r->code ? r->code : 250, r->enh[0] ? r->enh : "2.0.0",
+                      r->msg ? r->msg : text);
+        char *from = smtp_addr_format(&t->mail.addr);
+        slog(s, LOG_LVL_INFO, "txn %s accepted: from=<%s> rcpts=%zu size=%zu",
+             t->id, from ? from : "", t->nrcpt, msg_size(t->msg));
+        free(from);
+        s->nmsgs++;
+        s->nrcpts += (unsigned)t->nrcpt;
+        s->last_result = "250";
+        run_hook(s, HOOK_QUEUE_OK, NULL, queue_ok_done);
+        return;
+    }
+    if (r->rc == RC_NEXT) {
+        r->rc = RC_DENYSOFT;
+        if (!r->msg)
+            r->msg = strdup("Queuing not available");
+    }
+    deny_reply(s, HOOK_QUEUE, r);
+    txn_end(s);
+}
+
+static void data_post_done(struct session *s, struct hook_result *r)
+{
+    if (deny_reply(s, HOOK_DATA_POST, r)) {
+        txn_end(s);
+        return;
+    }
+    run_hook(s, HOOK_QUEUE, NULL, queue_done);
+}
+
+static int add_received(struct session *s)
+{
+    struct txn *t = s->txn;
+    const struct kasi_config *c = s->srv->cfg;
+    char date[64], buf[2048];
+    time_t now = time(NULL);
+    struct tm tm;
+    localtime_r(&now, &tm);
+    strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+    int n = snprintf(buf, sizeof buf, "Received: from %s (%s [%s])\r\n"
+                     "\tby %s (kasi) with %s id %s",
+                     s->helo, s->rdns && s->rdns_confirmed ? s->rdns : "unknown", s->remote_ip,
+                     c->hostname, received_proto(s), t->id);
+    if (n > (int)sizeof buf - 600)  /* a long HELO: keep room for the rest */
+        n = (int)sizeof buf - 600;
+    if (s->tls)
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "\r\n\t(version=%s cipher=%s)",
+                      s->tls_version, s->tls_cipher);
+    if (t->nrcpt == 1 && t->rcpt[0].addr.local) {
+        char *a = smtp_addr_format(&t->rcpt[0].addr);
+        n += snprintf(buf + n, sizeof buf - (size_t)n, "\r\n\tfor <%s>", a ? a : "");
+        free(a);
+    }
+    if (n > (int)sizeof buf - 80)
+        n = (int)sizeof buf - 80;
+    n += snprintf(buf + n, sizeof buf - (size_t)n, "; %s\r\n", date);
+    return msg_header_prepend_raw(t->msg, buf, (size_t)n);
+}
+
+static void finish_message(struct session *s)
+{
+    struct txn *t = s->txn;
+    int code;
+    const char *enh;
+    const char *why = data_decoder_verdict(&s->dec, &code, &enh);
+
+    if (why) {
+        slog(s, LOG_LVL_INFO, "txn %s rejected: %s", t->id, why);
+        session_reply(s, code, enh, why);
+    } else if (t->too_big) {
+        session_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
+    } else if (msg_store_failed(t->msg->store)) {
+        slog(s, LOG_LVL_ERROR, "txn %s: message store: %s", t->id, strerror(errno));
+        session_reply(s, 451, "4.3.0", "Error: local error storing the message");
+    } else if (msg_parse_headers(t->msg) < 0 || add_received(s) < 0) {
+        session_reply(s, 451, "4.3.0", "Out of memory");
+    } else {
+        run_hook(s, HOOK_DATA_POST, NULL, data_post_done);
+        return;
+    }
+    txn_end(s);
+}
+
+/* ------------------------------------------------------------- STARTTLS */
+
+static void session_read_cb(struct bufferevent *bev, void *arg);
+static void session_write_cb(struct bufferevent *bev, void *arg);
+static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+
+static int starttls_offered(const struct session *s)
+{
+    enum listen_tls m = s->listen ? s->listen->tls : LISTEN_TLS_DEFAULT;
+    return !s->tls && !s->tls_handshake && tls_available() &&
+           (m == LISTEN_TLS_STARTTLS || m == LISTEN_TLS_DEFAULT);
+}
+
+static int auth_offered(const struct session *s)
+{
+    return s->listen && s->listen->auth && (s->tls || s->listen->auth_plaintext);
+}
+
+/* Point the session at a (new) bufferevent. */
+static void session_attach(struct session *s, struct bufferevent *bev)
+{
+    s->bev = bev;
+    bufferevent_setcb(bev, session_read_cb, session_write_cb, session_event_cb, s);
+    bufferevent_setwatermark(bev, EV_READ, 0, SESSION_READ_HIGH);
+    reset_timeout(s);
+    bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
+/* RFC 3207: after TLS starts, the client greets again and nothing learnt
+ * before counts. */
+static void starttls_reset(struct session *s)
+{
+    txn_end(s);
+    free(s->helo);
+    s->helo = NULL;
+    s->esmtp = 0;
+    if (s->auth_user) {
+        free(s->auth_user);
+        s->auth_user = NULL;
+        s->relaying = 0;
+    }
+}
+
+static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
+{
+    if (*c->arg) {
+        proto_error(s, 501, "5.5.4", "Syntax: STARTTLS");
+        return;
+    }
+    if (s->tls) {
+        proto_error(s, 503, "5.5.1", "Error: TLS already active");
+        return;
+    }
+    if (!starttls_offered(s)) {
+        proto_error(s, 502, "5.5.1", "Error: command not implemented");
+        return;
+    }
+    if (s->state != SS_READY) {
+        proto_error(s, 503, "5.5.1", s->state == SS_GREET
+                    ? "Error: send EHLO first" : "Error: MAIL transaction in progress");
+        return;
+    }
+    /* CVE-2011-0411: what the client pipelined after STARTTLS was sent in
+     * the clear; it must never be taken as a command inside TLS. */
+    struct evbuffer *in = bufferevent_get_input(s->bev);
+    size_t junk = evbuffer_get_length(in);
+    if (junk) {
+        slog(s, LOG_LVL_INFO, "STARTTLS: discarding %zu pipelined bytes", junk);
+        evbuffer_drain(in, junk);
+    }
+    session_reply(s, 220, "2.0.0", "Ready to start TLS");
+    struct bufferevent *tb = tls_wrap_filter(s->srv->base, s->bev);
+    if (!tb) {
+        slog(s, LOG_LVL_ERROR, "STARTTLS: cannot set up TLS");
+        s->last_result = "tls-error";
+        session_close(s);
+        return;
+    }
+    starttls_reset(s);
+    s->tls_handshake = 1;
+    s->state = SS_NEW;          /* nothing is read until the handshake ends */
+    session_attach(s, tb);
+}
+
+/* The handshake finished (STARTTLS or implicit TLS). */
+static void tls_established(struct session *s)
+{
+    int implicit = s->tls_handshake == 2;
+    s->tls_handshake = 0;
+    s->tls = 1;
+    tls_info(s->bev, s->tls_version, sizeof s->tls_version, s->tls_cipher,
+             sizeof s->tls_cipher, s->tls_sni, sizeof s->tls_sni);
+    slog(s, LOG_LVL_INFO, "TLS established: version=%s cipher=%s sni=%s",
+         s->tls_version, s->tls_cipher, s->tls_sni[0] ? s->tls_sni : "-");
+    reset_timeout(s);
+    if (implicit) {
+        start_banner(s);
+        return;
+    }
+    s->state = SS_GREET;
+    session_process(s);
+}
+
+/* ----------------------------------------------------------------- AUTH */
+
+static double auth_now(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* Too many recent failures from the client's address (auth: section). */
+static int auth_ip_limited(const struct session *s)
+{
+    const struct kasi_config *c = s->srv->cfg;
+    return auth_ip_blocked(s->remote_ip, auth_now(), c->auth_max_failures_per_ip,
+                           c->auth_failure_window);
+}
+
+static void auth_close(struct session *s, const char *why)
+{
+    slog(s, LOG_LVL_INFO, "%s (%u on this connection), closing", why, s->auth_failures);
+    session_reply(s, 421, "4.7.0", "Too many authentication failures, closing connection");
+    s->last_result = "auth";
+    session_close(s);
+}
+
+/* A user name fit for a log line: printable, bounded. */
+static void safe_name(const char *in, char *out, size_t len)
+{
+    size_t i = 0;
+    for (; in && in[i] && i + 1 < len; i++)
+        out[i] = (unsigned char)in[i] < 0x21 || in[i] == 0x7f ? '?' : in[i];
+    out[i] = '\0';
+}
+
+static void auth_delay_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)fd;
+    (void)what;
+    s->paused = 0;
+    char *msg = s->auth_fail_msg;
+    s->auth_fail_msg = NULL;
+    if (s->state == SS_CLOSING) {
+        free(msg);
+        return;
+    }
+    if (s->auth_failures >= s->srv->cfg->auth_max_failures)
+        auth_close(s, "too many authentication failures");
+    else if (auth_ip_limited(s))
+        auth_close(s, "too many authentication failures from this address");
+    else
+        session_reply(s, 535, "5.7.8", msg ? msg : "Authentication credentials invalid");
+    free(msg);
+    if (s->state == SS_CLOSING)
+        return;
+    session_process(s);
+}
+
+/* A refused attempt: answer 535 (with the plugin's text, msg, when it
+ * gave one; taken) after a delay that doubles each time. */
+static void auth_failed(struct session *s, char *msg)
+{
+    unsigned n = ++s->auth_failures;
+    const struct kasi_config *c = s->srv->cfg;
+    auth_ip_failed(s->remote_ip, auth_now(), c->auth_failure_window);
+    free(s->auth_fail_msg);
+    s->auth_fail_msg = msg;
+    struct timeval tv = { (time_t)1 << (n < 6 ? n - 1 : 5), 0 };
+    if (!s->auth_delay_ev)
+        s->auth_delay_ev = evtimer_new(s->srv->base, auth_delay_cb, s);
+    if (!s->auth_delay_ev || evtimer_add(s->auth_delay_ev, &tv) < 0) {
+        auth_delay_cb(-1, 0, s);
+        return;
+    }
+    s->paused = 1;
+}
+
+static void auth_done(struct session *s, struct hook_result *r)
+{
+    struct auth_sasl *a = s->sasl;
+    char user[128];
+    safe_name(a->user, user, sizeof user);
+    slog(s, LOG_LVL_INFO, "auth: user=%s mechanism=%s %s", user, a->creds.mechanism,
+         r->rc == RC_OK ? "ok" : hook_rc_name(r->rc));
+    if (r->rc == RC_OK) {
+        s->auth_user = strdup(a->user);
+        auth_clear(a);
+        if (!s->auth_user) {
+            session_reply(s, 454, "4.3.0", "Out of memory");
+            return;
+        }
+        s->relaying = 1;
+        session_reply(s, 235, "2.7.0", r->msg ? r->msg : "Authentication successful");
+        return;
+    }
+    auth_clear(a);
+    if (r->rc == RC_DENY || r->rc == RC_NEXT) {
+        auth_failed(s, r->rc == RC_DENY ? r->msg : NULL);
+        if (r->rc == RC_DENY)
+            r->msg = NULL;
+    } else
+        deny_reply(s, HOOK_AUTH, r);
+}
+
+/* Act on what the SASL exchange says next. */
+static void auth_next(struct session *s, const struct auth_step *st)
+{
+    switch (st->next) {
+    case AUTH_CHALLENGE:
+        s->input = IN_AUTH;
+        session_reply(s, 334, NULL, st->challenge);
+        break;
+    case AUTH_FAIL:
+        s->input = IN_CMD;
+        proto_error(s, st->code, st->enh, st->text);
+        break;
+    case AUTH_COMPLETE:
+        s->input = IN_CMD;
+        run_hook(s, HOOK_AUTH, &s->sasl->creds, auth_done);
+        break;
+    }
+}
+
+/* The reason AUTH cannot start now, or NULL. */
+static int auth_refused(struct session *s)
+{
+    const char *why = NULL;
+    if (!s->listen || !s->listen->auth)
+        why = "Error: authentication not enabled";
+    else if (!s->tls && !s->listen->auth_plaintext) {
+        proto_error(s, 538, "5.7.11",
+                    "Encryption required for requested authentication mechanism");
+        return 1;
+    } else if (s->state == SS_GREET || !s->esmtp)
+        why = "Error: send EHLO first";
+    else if (s->auth_user)
+        why = "Error: already authenticated";
+    else if (s->state != SS_READY)
+        why = "Error: MAIL transaction in progress";
+    if (why)
+        proto_error(s, 503, "5.5.1", why);
+    return why != NULL;
+}
+
+static void cmd_auth(struct session *s, const struct smtp_cmd *c)
+{
+    struct auth_step st;
+    if (auth_refused(s))
+        return;
+    if (auth_ip_limited(s)) {
+        auth_close(s, "AUTH refused: too many recent failures from this address");
+        return;
+    }
+    if (!s->sasl && !(s->sasl = calloc(1, sizeof *s->sasl))) {
+        session_reply(s, 454, "4.3.0", "Out of memory");
+        return;
+    }
+    auth_start(s->sasl, c->arg, &st);
+    auth_next(s, &st);
+}
+
+/* A response line during the exchange (IN_AUTH). */
+static void auth_line(struct session *s, char *line, size_t len)
+{
+    struct auth_step st;
+    if (strlen(line) != len) {
+        auth_clear(s->sasl);
+        st = (struct auth_step){ .next = AUTH_FAIL, .code = 501, .enh = "5.5.2",
+                                 .text = "Invalid base64 data" };
+    } else {
+        auth_continue(s->sasl, line, &st);
+    }
+    explicit_bzero(line, len);
+    auth_next(s, &st);
+}
+
+/* ----------------------------------------------------------- the rest */
+
+static void rset_done(struct session *s, struct hook_result *r)
+{
+    if (r->rc == RC_DISCONNECT || r->rc == RC_DENYDISCONNECT) {
+        deny_reply(s, HOOK_RSET, r);
+        return;
+    }
+    session_reply(s, 250, "2.0.0", "Ok");
+}
+
+static void quit_done(struct session *s, struct hook_result *r)
+{
+    char text[512];
+    snprintf(text, sizeof text, "%s closing connection", s->srv->cfg->hostname);
+    session_reply(s, 221, "2.0.0", r->msg ? r->msg : text);
+    s->last_result = "quit";
+    session_close(s);
+}
+
+static void unrecognized_done(struct session *s, struct hook_result *r)
+{
+    if (r->rc == RC_OK) {   /* a plugin handled the command and replied */
+        if (r->msg)
+            session_reply(s, r->code ? r->code : 250, r->enh[0] ? r->enh : "2.0.0", r->msg);
+        return;
+    }
+    if (r->rc != RC_NEXT) {
+        deny_reply(s, HOOK_UNRECOGNIZED, r);
+        count_error(s);
+        return;
+    }
+    proto_error(s, 500, "5.5.2", "Error: command not recognized");
+}
+
+
+static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
+{
+    switch (c->verb) {
+    case SMTP_HELO:
+    case SMTP_EHLO: cmd_helo(s, c); break;
+    case SMTP_MAIL: cmd_mail(s, c); break;
+    case SMTP_RCPT: cmd_rcpt(s, c); break;
+    case SMTP_DATA: cmd_data(s, c); break;
+    case SMTP_BDAT: cmd_bdat(s, c); break;
+    case SMTP_RSET:
+        if (*c->arg) { proto_error(s, 501, "5.5.4", "Syntax: RSET"); break; }
+        txn_end(s);
+        run_hook(s, HOOK_RSET, NULL, rset_done);
+        break;
+    case SMTP_NOOP: session_reply(s, 250, "2.0.0", "Ok"); break;
+    case SMTP_QUIT:
+        if (*c->arg) { proto_error(s, 501, "5.5.4", "Syntax: QUIT"); break; }
+        run_hook(s, HOOK_QUIT, NULL, quit_done);
+        break;
+    case SMTP_VRFY:
+        if (!*c->arg) { proto_error(s, 501, "5.5.4", "Syntax: VRFY address"); break; }
+        session_reply(s, 252, "2.5.0",
+                      "Cannot VRFY user, but will accept message and attempt delivery");
+        break;
+    case SMTP_EXPN: proto_error(s, 502, "5.5.1", "EXPN not available"); break;
+    case SMTP_HELP:
+        session_reply(s, 214, "2.0.0",
+                      "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\n"
+                      "See RFC 5321");
+        break;
+    case SMTP_STARTTLS: cmd_starttls(s, c); break;
+    case SMTP_AUTH: cmd_auth(s, c); break;
+    default:
+        run_hook(s, HOOK_UNRECOGNIZED, line, unrecognized_done);
+        break;
+    }
+}
+
+/* Handle one complete command line (CRLF removed). */
+static void handle_line(struct session *s, char *line, size_t len)
+{
+    if (s->input == IN_AUTH) {      /* credentials: never logged */
+        auth_line(s, line, len);
+        return;
+    }
+    if (log_enabled(LOG_LVL_DEBUG)) {
+        /* AUTH's initial response holds credentials: log the verb and mechanism */
+        int n = len > 200 ? 200 : (int)len;
+        if (len > 5 && !strncasecmp(line, "AUTH ", 5))
+            n = 5 + (int)strcspn(line + 5, " ");
+        slog(s, LOG_LVL_DEBUG, "< %.*s%s", n, line, (size_t)n < len ? " ..." : "");
+    }
+    if (memchr(line, '\r', len) || memchr(line, '\n', len)) {
+        proto_error(s, 500, "5.5.2", "Error: bare CR or LF in command");
+        return;
+    }
+    if (s->state == SS_GREET || s->state == SS_READY || s->state == SS_MAIL ||
+        s->state == SS_RCPT) {
+        struct smtp_cmd c;
+        smtp_status st;
+        if (smtp_cmd_split(line, len, &c, &st) < 0 && c.verb != SMTP_UNKNOWN) {
+            status_error(s, &st);
+            return;
+        }
+        if (c.verb == SMTP_UNKNOWN && memchr(line, '\0', len)) {
+            status_error(s, &st);
+            return;
+        }
+        dispatch(s, &c, line);
+    }
+}
+
+/* A client trickling one byte at a time resets the read timeout forever
+ * (slowloris): a command line must be complete within the command timeout
+ * of its first byte. Returns 1 when the session was closed for it. */
+static int partial_line_expired(struct session *s)
+{
+    struct timeval now;
+    event_base_gettimeofday_cached(s->srv->base, &now);
+    double t = (double)now.tv_sec + (double)now.tv_usec / 1e6;
+    if (!s->partial_since) {
+        s->partial_since = t;
+        return 0;
+    }
+    if (t - s->partial_since <= s->srv->cfg->timeout_command)
+        return 0;
+    slog(s, LOG_LVL_INFO, "command not completed in time, closing");
+    session_reply(s, 421, "4.4.2", "Error: timeout exceeded");
+    s->last_result = "timeout";
+    session_close(s);
+    return 1;
+}
+
+/* Read one command line. Returns 0 when more input is needed. */
+static int read_command(struct session *s, struct evbuffer *in)
+{
+    size_t max = s->srv->cfg->max_command_length;
+    size_t eol_len = 0;
+    struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len,
+                                                EVBUFFER_EOL_CRLF_STRICT);
+    if (p.pos < 0) {
+        if (partial_line_expired(s))
+            return 0;
+        if (evbuffer_get_length(in) >= max) {
+            evbuffer_drain(in, evbuffer_get_length(in));
+            s->input = IN_SKIPLINE;
+            proto_error(s, 500, "5.5.6", "Error: line too long");
+        }
+        return 0;
+    }
+    s->partial_since = 0;
+    size_t len = (size_t)p.pos;
+    if (len + 2 > max) {
+        evbuffer_drain(in, len + eol_len);
+        proto_error(s, 500, "5.5.6", "Error: line too long");
+        return 1;
+    }
+    char stack[1024];               /* nearly every command fits */
+    char *line = len < sizeof stack ? stack : malloc(len + 1);
+    if (!line)
+        return 0;
+    evbuffer_remove(in, line, len);
+    evbuffer_drain(in, eol_len);
+    line[len] = '\0';
+    s->nbytes += len + eol_len;
+    handle_line(s, line, len);
+    if (line != stack)
+        free(line);
+    return 1;
+}
+
+/* After an over-long line: drop input up to and including the next CRLF. */
+static int skip_line(struct session *s, struct evbuffer *in)
+{
+    size_t eol_len = 0;
+    struct evbuffer_ptr p = evbuffer_search_eol(in, NULL, &eol_len,
+                                                EVBUFFER_EOL_CRLF_STRICT);
+    if (p.pos < 0) {
+        size_t n = evbuffer_get_length(in);
+        /* keep a trailing CR: it may pair with the next packet's LF */
+        evbuffer_drain(in, n > 0 ? n - 1 : 0);
+        return 0;
+    }
+    evbuffer_drain(in, (size_t)p.pos + eol_len);
+    s->input = IN_CMD;
+    return 1;
+}
+
+static void session_process(struct session *s)
+{
+    struct evbuffer *in;
+    /* s->bev changes at STARTTLS: look it up each turn */
+    while (!s->hook_pending && !s->paused && s->state != SS_CLOSING &&
+           s->state != SS_NEW && evbuffer_get_length(in = bufferevent_get_input(s->bev)) > 0) {
+        int more;
+        switch (s->input) {
+        case IN_DATA: more = read_data(s, in); break;
+        case IN_BDAT: more = read_bdat(s, in); break;
+        case IN_SKIPLINE: more = skip_line(s, in); break;
+        default: more = read_command(s, in); break;
+        }
+        if (!more)
+            break;
+    }
+}
+
+/* ------------------------------------------------------ connection events */
+
+static void session_read_cb(struct bufferevent *bev, void *arg)
+{
+    (void)bev;
+    session_process(arg);
+}
+
+static void close_when_flushed(struct session *s);
+
+static void session_write_cb(struct bufferevent *bev, void *arg)
+{
+    struct session *s = arg;
+    (void)bev;
+    if (s->state == SS_CLOSING)
+        close_when_flushed(s);
+}
+
+static void session_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    struct session *s = arg;
+    (void)bev;
+    if (what & BEV_EVENT_CONNECTED) {   /* TLS handshake done */
+        tls_established(s);
+        return;
+    }
+    if (s->tls_handshake && (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+        char why[256];
+        tls_error_text(s->bev, why, sizeof why);
+        slog(s, LOG_LVL_INFO, "TLS handshake failed: %s", why[0] ? why
+             : (what & BEV_EVENT_TIMEOUT) ? "timeout" : "connection closed");
+        s->last_result = "tls-error";
+        session_destroy(s);
+        return;
+    }
+    if (what & BEV_EVENT_TIMEOUT) {
+        if (s->state == SS_CLOSING) {   /* the client does not read: give up */
+            session_destroy(s);
+            return;
+        }
+        slog(s, LOG_LVL_INFO, "timeout, closing");
+        session_reply(s, 421, "4.4.2", "Error: timeout exceeded");
+        s->last_result = "timeout";
+        session_close(s);
+        return;
+    }
+    if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
+        if (!s->last_result)
+            s->last_result = (what & BEV_EVENT_EOF) ? "lost" : "error";
+        session_destroy(s);
+    }
+}
+
+static void close_now_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    session_destroy(arg);
+}
+
+static void close_soon(struct session *s)
+{
+    bufferevent_disable(s->bev, EV_WRITE);
+    if (!s->close_ev)
+        s->close_ev = evtimer_new(s->srv->base, close_now_cb, s);
+    if (s->close_ev)
+        event_active(s->close_ev, EV_TIMEOUT, 0);
+    else
+        session_destroy(s);     /* out of memory: no flush */
+}
+
+/* After STARTTLS the TLS layer writes into the plain bufferevent below it:
+ * the replies are only gone when that one is empty too. */
+static void below_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                             void *arg)
+{
+    struct session *s = arg;
+    (void)info;
+    if (evbuffer_get_length(buf) == 0)
+        close_soon(s);
+}
+
+/* Closing: free the session once every queued byte reached the socket. */
+static void close_when_flushed(struct session *s)
+{
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) != 0)
+        return;                 /* the write callback comes back here */
+    struct bufferevent *below = bufferevent_get_underlying(s->bev);
+    if (!below) {
+        close_soon(s);
+        return;
+    }
+    if (s->tls && !s->tls_closing) {
+        s->tls_closing = 1;
+        tls_close_notify(s->bev);
+    }
+    struct evbuffer *out = bufferevent_get_output(below);
+    if (evbuffer_get_length(out) == 0) {
+        close_soon(s);
+        return;
+    }
+    if (!s->below_cb) {
+        struct timeval tv = { 10, 0 };
+        bufferevent_set_timeouts(below, NULL, &tv);
+        s->below_cb = evbuffer_add_cb(out, below_drained_cb, s);
+    }
+}
+
+void session_close(struct session *s)
+{
+    if (s->state == SS_CLOSING)
+        return;
+    if (s->hook_pending) {          /* its answer would come too late */
+        plugins_session_end(s);
+        s->hook_pending = 0;
+    }
+    s->state = SS_CLOSING;
+    bufferevent_disable(s->bev, EV_READ);
+    set_timeout(s, 10);  /* bound the time a non-reading client can hold us */
+    close_when_flushed(s);
+}
+
+void session_kick(struct session *s, const char *reason)
+{
+    if (s->state == SS_CLOSING)
+        return;
+    session_reply(s, 421, "4.3.2", reason);
+    s->last_result = "shutdown";
+    session_close(s);
+}
+
+static void session_summary(struct session *s)
+{
+    slog(s, LOG_LVL_INFO,
+         "disconnect ip=%s port=%d helo=%s tls=%s auth=%s txns=%u msgs=%u "
+         "rcpts=%u bytes=%llu result=%s",
+         s->remote_ip, s->remote_port, s->helo ? s->helo : "-",
+         s->tls ? s->tls_version : "no", s->auth_user ? s->auth_user : "-", s->ntxn,
+         s->nmsgs, s->nrcpts, s->nbytes, s->last_result ? s->last_result : "-");
+}
+
+void session_destroy(struct session *s)
+{
+    if (s->hook_pending)
+        plugins_session_end(s);     /* cancels the pending hook */
+    s->hook_pending = 0;
+    struct hook_result r = { .rc = RC_NEXT };
+    plugins_hook(s, HOOK_DISCONNECT, NULL, &r);   /* a late answer is dropped */
+    hook_result_clear(&r);
+    plugins_session_end(s);
+    if (s->close_ev)
+        event_free(s->close_ev);
+    session_summary(s);
+    txn_free(s->txn);
+    hook_result_clear(&s->bdat_reply);
+    if (s->auth_delay_ev)
+        event_free(s->auth_delay_ev);
+    free(s->auth_fail_msg);
+    if (s->sasl) {
+        auth_clear(s->sasl);
+        free(s->sasl);
+    }
+    if (s->below_cb)
+        evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(s->bev)),
+                                 s->below_cb);
+    if (s->tls && s->state == SS_CLOSING && !s->tls_closing)
+        tls_close_notify(s->bev);   /* implicit TLS: straight to the socket */
+    bufferevent_free(s->bev);
+    server_session_remove(s->srv, s);
+    dns_rdns_cancel(s);
+    free(s->helo);
+    free(s->rdns);
+    free(s->auth_user);
+    free(s);
+}
+
+static void addr_to_str(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
+{
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const struct sockaddr_in6 *)sa;
+        if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr))
+            inet_ntop(AF_INET, &a->sin6_addr.s6_addr[12], ip, (socklen_t)iplen);
+        else
+            inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)iplen);
+        *port = ntohs(a->sin6_port);
+    } else {
+        const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
+        inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)iplen);
+        *port = ntohs(a->sin_port);
+    }
+}
+
+struct session *session_new(struct server *srv, const struct listen_cfg *lc, int fd,
+                            const struct sockaddr *sa, socklen_t salen)
+{
+    struct session *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    (void)salen;
+    s->srv = srv;
+    s->listen = lc;
+    s->fd = fd;
+    snprintf(s->id, sizeof s->id, "%s%06llX", srv->boot_id, ++srv->next_conn);
+    addr_to_str(sa, s->remote_ip, sizeof s->remote_ip, &s->remote_port);
+    struct sockaddr_storage local;
+    socklen_t ll = sizeof local;
+    if (getsockname(fd, (struct sockaddr *)&local, &ll) == 0)
+        addr_to_str((struct sockaddr *)&local, s->local_ip, sizeof s->local_ip,
+                    &s->local_port);
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
+
+    if (lc && lc->tls == LISTEN_TLS_IMPLICIT) {
+        s->bev = tls_wrap_socket(srv->base, fd);
+        s->tls_handshake = 2;   /* the banner waits for the handshake */
+    } else {
+        s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
+    }
+    if (!s->bev) {
+        free(s);
+        return NULL;
+    }
+    bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
+    bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_READ_HIGH);
+    server_session_add(srv, s);
+    s->state = SS_NEW;
+    s->input = IN_CMD;
+    reset_timeout(s);
+    bufferevent_enable(s->bev, EV_READ | EV_WRITE);
+    slog(s, LOG_LVL_INFO, "connect ip=%s port=%d local=%s:%d%s", s->remote_ip,
+         s->remote_port, s->local_ip, s->local_port, s->tls_handshake ? " tls" : "");
+    dns_rdns_start(s);          /* in the background: the banner does not wait */
+    if (!s->tls_handshake)
+        start_banner(s);
+    return s;
+}

@@ -1,0 +1,127 @@
+/* session.h — one SMTP connection: the RFC 5321 state machine, its current
+ * transaction, and the reply path. Commands are parsed in session.c (with
+ * smtp_parse.c), each decision goes through a hook (hooks.h), and message
+ * bytes go through the DATA decoder into a message store (message.h). */
+#ifndef KASI_SESSION_H
+#define KASI_SESSION_H
+
+#include <stddef.h>
+#include <sys/socket.h>
+
+#include "proto/hooks.h"
+#include "core/log.h"
+#include "proto/smtp_data.h"
+#include "proto/smtp_parse.h"
+
+struct bufferevent;
+struct evbuffer_cb_entry;
+struct event;
+struct server;
+struct msg;
+struct listen_cfg;
+struct auth_sasl;
+struct dns_rdns;
+
+/* One mail transaction: MAIL, RCPTs, message. */
+struct txn {
+    char id[48];                /* "<conn id>.<n>", also the queue id */
+    struct smtp_mail mail;
+    struct smtp_rcpt *rcpt;
+    size_t nrcpt, rcpt_cap;
+    struct msg *msg;            /* created at DATA / first BDAT */
+    size_t bytes;               /* message bytes received (unstuffed) */
+    int too_big;                /* over max_message_size: read on, reject */
+    int bdat;                   /* CHUNKING in use */
+    int engine_ref;             /* plugin engine's handle (notes), 0 none */
+};
+
+enum session_state {
+    SS_NEW,          /* banner not sent yet (connect hook running) */
+    SS_GREET,        /* banner sent, waiting for HELO/EHLO */
+    SS_READY,        /* greeted, no transaction */
+    SS_MAIL,         /* MAIL accepted */
+    SS_RCPT,         /* at least one RCPT accepted */
+    SS_CLOSING       /* final reply queued, closing when flushed */
+};
+
+/* IN_AUTH: the lines are SASL responses to an AUTH challenge. */
+enum session_input { IN_CMD, IN_DATA, IN_BDAT, IN_SKIPLINE, IN_AUTH };
+
+typedef void (*session_cont_fn)(struct session *s, struct hook_result *r);
+
+struct session {
+    struct server *srv;
+    struct bufferevent *bev;
+    int fd;
+    char id[32];                       /* connection id */
+    unsigned ntxn;                     /* transactions started */
+
+    char remote_ip[64], local_ip[64];
+    int remote_port, local_port;
+    char *rdns;                        /* reverse DNS name, NULL unknown */
+    int rdns_confirmed;                /* rdns resolves back to remote_ip */
+    struct dns_rdns *rdns_job;         /* lookup in progress (dns.c), NULL done */
+    char *helo;                        /* accepted HELO/EHLO argument */
+    int esmtp;                         /* greeted with EHLO */
+    int tls;                           /* TLS active */
+    int tls_handshake;                 /* handshake in progress: 1 STARTTLS, 2 implicit */
+    int tls_closing;                   /* close_notify sent */
+    struct evbuffer_cb_entry *below_cb; /* STARTTLS close: watching the plain layer drain */
+    char tls_version[16];              /* "TLSv1.3" once TLS is up */
+    char tls_cipher[64];               /* "TLS_AES_256_GCM_SHA384" */
+    char tls_sni[256];                 /* server name the client asked for, "" none */
+    const struct listen_cfg *listen;   /* the listener that accepted it */
+    char *auth_user;                   /* authenticated user, NULL none */
+    int relaying;                      /* allowed to relay */
+    struct auth_sasl *sasl;            /* AUTH exchange in progress, else NULL */
+    unsigned auth_failures;            /* failed AUTH attempts */
+    int paused;                        /* input held (AUTH failure delay) */
+    struct event *auth_delay_ev;       /* ends the delay */
+    char *auth_fail_msg;               /* a plugin's text for the delayed 535 */
+
+    enum session_state state;
+    enum session_input input;
+    struct txn *txn;
+    unsigned errors;                   /* protocol errors so far */
+    double partial_since;              /* first byte of an unfinished command line */
+
+    struct data_decoder dec;           /* IN_DATA; IN_BDAT: line-end checks */
+    unsigned long long bdat_left;      /* IN_BDAT: octets still to read */
+    int bdat_last;                     /* current chunk is LAST */
+    int bdat_discard;                  /* read and drop the chunk */
+    struct hook_result bdat_reply;     /* reply after a discarded chunk */
+
+    int hook_pending;                  /* waiting on the engine */
+    session_cont_fn cont;              /* what to do with the answer */
+    void *engine;                      /* plugin engine's per-session state */
+    int engine_ref;                    /* plugin engine's handle */
+
+    unsigned nmsgs, nrcpts;            /* for the summary line */
+    unsigned long long nbytes;
+    const char *last_result;           /* e.g. "250" "quit" "timeout" */
+
+    struct event *close_ev;            /* deferred free after session_close */
+    struct session *prev, *next;       /* server's list */
+};
+
+/* Take over a socket accepted on listener lc (on an implicit-TLS listener
+ * the banner follows the handshake). Returns NULL on allocation failure
+ * (the caller closes fd). */
+struct session *session_new(struct server *srv, const struct listen_cfg *lc, int fd,
+                            const struct sockaddr *sa, socklen_t salen);
+
+/* Send "code enh text" (text may hold '\n' for a multi-line reply). */
+void session_reply(struct session *s, int code, const char *enh,
+                   const char *text);
+/* Close after flushing what is queued. */
+void session_close(struct session *s);
+/* Free at once, without flushing (process exit). */
+void session_destroy(struct session *s);
+/* Shutdown: send "421 4.3.2" and close. */
+void session_kick(struct session *s, const char *reason);
+
+/* Log with the connection id. */
+void slog(const struct session *s, int level, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+
+#endif
