@@ -1,6 +1,7 @@
 /* watchdog.c — a shared page where the worker marks "inside plugin code
  * until <deadline>", read by the supervisor (see watchdog.h). */
 #include "core/watchdog.h"
+#include "core/clock.h"
 
 #include <stdatomic.h>
 #include <stddef.h>
@@ -15,9 +16,7 @@ static struct watchdog_page *wd;
 
 static long long now_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (long long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (long long)(clock_now() * 1000);
 }
 
 int watchdog_setup(void)

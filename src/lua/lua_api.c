@@ -10,6 +10,7 @@
  * working when that transaction is over. Each keeps the conn userdata
  * alive through its environment table, so nothing dangles. */
 #include "lua/lua_engine.h"
+#include "core/clock.h"
 #include "lua/lua_async.h"
 
 #include <stdlib.h>
@@ -596,6 +597,7 @@ static int k_plugin(lua_State *L)
 struct sleeper {
     struct event *ev;
     struct lua_async *a;
+    double deadline;            /* clock_now() when the sleep may end */
 };
 
 static void sleep_cancel(void *ud)
@@ -605,12 +607,21 @@ static void sleep_cancel(void *ud)
     free(sl);
 }
 
+/* libevent's timers may run a little early (coarse clock, cached loop
+ * time): a sleep ends only once clock_now() has passed its deadline, so
+ * kasi.sleep(n) never returns before n seconds. */
 static void sleep_done(evutil_socket_t fd, short what, void *arg)
 {
     struct sleeper *sl = arg;
     struct lua_async *a = sl->a;
     (void)fd;
     (void)what;
+    double left = sl->deadline - clock_now();
+    if (left > 0) {
+        struct timeval tv = clock_tv(left);
+        evtimer_add(sl->ev, &tv);
+        return;
+    }
     event_free(sl->ev);
     free(sl);
     lua_async_wake(a, NULL, NULL);
@@ -630,8 +641,8 @@ static int k_sleep(lua_State *L)
         free(sl);
         return luaL_error(L, "out of memory");
     }
-    struct timeval tv = { (time_t)secs,
-                          (suseconds_t)((secs - (double)(time_t)secs) * 1e6) };
+    sl->deadline = clock_now() + secs;
+    struct timeval tv = clock_tv(secs);
     int rc = lua_async_wait(L, &sl->a, sleep_cancel, sl);
     event_base_update_cache_time(base);   /* the loop's cached time may be stale */
     evtimer_add(sl->ev, &tv);

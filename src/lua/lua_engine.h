@@ -116,7 +116,6 @@ enum lcall lrun_resume(struct lsess *ps, int nargs);
 void lrun_abandon(struct lsess *ps);  /* drop the call in progress */
 void lrun_setup(struct event_base *base);
 void lrun_shutdown(void);
-double lrun_now(void);
 /* Called when an async call or timer ends the plugin call (plugins.c). */
 void plugins_call_finished(struct lsess *ps, enum lcall how);
 extern struct lsess *lrun_current;    /* session whose Lua code runs now */

@@ -14,6 +14,7 @@
  * Wake-ups are always deferred to an event of their own, so Lua never runs
  * inside a c-ares or bufferevent callback. */
 #include "lua/lua_net.h"
+#include "core/clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -44,14 +45,6 @@
 #define LNET_MAX_LINE (1024 * 1024)
 #define LNET_READ_HIGH (16 * 1024 * 1024)
 
-static struct timeval secs_tv(double secs)
-{
-    if (secs < 0)
-        secs = 0;
-    struct timeval tv = { (time_t)secs,
-                          (suseconds_t)((secs - (double)(time_t)secs) * 1e6) };
-    return tv;
-}
 
 static int push_fail(lua_State *L, const char *err)
 {
@@ -503,7 +496,7 @@ static void lsock_on_timeout(evutil_socket_t fd, short what, void *arg)
 /* Start an operation: keeps the userdata (at idx) alive, arms the timer. */
 static void lsock_begin(lua_State *L, struct lsock *s, int idx, enum lsock_op op)
 {
-    struct timeval tv = secs_tv(s->timeout);
+    struct timeval tv = clock_tv(s->timeout);
     s->op = op;
     s->ok = 0;
     s->res_len = 0;

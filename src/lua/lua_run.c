@@ -3,6 +3,7 @@
  * the memory cap switch, the watchdog marks, and the async primitive of
  * lua_async.h that lets C functions suspend the call. */
 #include "lua/lua_engine.h"
+#include "core/clock.h"
 #include "lua/lua_async.h"
 
 #include <errno.h>
@@ -33,12 +34,6 @@ static volatile double alarm_deadline;      /* its deadline */
 static volatile double alarm_at;            /* when the timer fires, 0 idle */
 static volatile sig_atomic_t alarm_hit;     /* the count hook was armed */
 
-double lrun_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
 
 /* ------------------------------------------------------- the count hook */
 
@@ -54,8 +49,7 @@ static void arm_timer(double secs)
     memset(&it, 0, sizeof it);
     if (secs < 0.001)
         secs = 0.001;
-    it.it_value.tv_sec = (time_t)secs;
-    it.it_value.tv_usec = (suseconds_t)((secs - (double)(time_t)secs) * 1e6);
+    it.it_value = clock_tv(secs);
     setitimer(ITIMER_REAL, &it, NULL);
 }
 
@@ -69,7 +63,7 @@ static void on_alarm(int sig)
     (void)sig;
     alarm_at = 0;
     if (L) {
-        double now = lrun_now();
+        double now = clock_now();
         if (now >= alarm_deadline) {
             alarm_hit = 1;
             lua_sethook(L, count_hook, LUA_MASKCOUNT, 1000);
@@ -139,11 +133,7 @@ static int arm_wait(struct lsess *ps, double now)
         r->wait_ev = evtimer_new(run_base, wait_timeout, ps);
     if (!r->wait_ev)
         return -1;
-    double left = r->deadline - now;
-    if (left < 0)
-        left = 0;
-    struct timeval tv = { (time_t)left,
-                          (suseconds_t)((left - (double)(time_t)left) * 1e6) };
+    struct timeval tv = clock_tv(r->deadline - now);
     evtimer_add(r->wait_ev, &tv);
     return 0;
 }
@@ -152,7 +142,7 @@ enum lcall lrun_resume(struct lsess *ps, int nargs)
 {
     struct lrun *r = &ps->run;
     struct lgen *g = ps->gen;
-    double now = lrun_now();
+    double now = clock_now();
     if (now >= r->deadline)
         return LCALL_TIMEOUT;
     lrun_current = ps;
@@ -173,13 +163,13 @@ enum lcall lrun_resume(struct lsess *ps, int nargs)
                                    "(a hook may only wait in kasi functions)");
             return LCALL_ERROR;
         }
-        if (!run_base || arm_wait(ps, lrun_now()) < 0) {
+        if (!run_base || arm_wait(ps, clock_now()) < 0) {
             lua_pushliteral(r->co, "cannot wait: no event loop");
             return LCALL_ERROR;
         }
         return LCALL_WAIT;
     }
-    if (alarm_hit && lrun_now() >= r->deadline)
+    if (alarm_hit && clock_now() >= r->deadline)
         return LCALL_TIMEOUT;
     return LCALL_ERROR;
 }
@@ -259,6 +249,6 @@ double lua_async_remaining(lua_State *L)
     struct lsess *ps = lrun_current;
     if (!ps || ps->run.co != L)
         return 0;
-    double left = ps->run.deadline - lrun_now();
+    double left = ps->run.deadline - clock_now();
     return left > 0 ? left : 0;
 }

@@ -7,6 +7,7 @@
  * plugins_hook() answers at once. When a plugin waits (lua_async.h), the
  * chain continues from the event loop and ends in session_hook_done(). */
 #include "proto/hooks.h"
+#include "core/clock.h"
 #include "lua/plugins.h"
 #include "lua/lua_engine.h"
 #include "lua/lua_fwd.h"
@@ -299,7 +300,7 @@ static enum lcall call_start(struct lsess *ps, size_t idx)
     enum hook_id h = r->in_deny ? HOOK_DENY : r->hook;
     r->plugin = idx;
     r->co = lgen_thread(g, &r->co_ref);
-    r->deadline = lrun_now() + p->timeout;
+    r->deadline = clock_now() + p->timeout;
     lua_rawgeti(r->co, LUA_REGISTRYINDEX, p->hook_ref[h]);
     lua_rawgeti(r->co, LUA_REGISTRYINDEX, ps->conn_ref);
     push_ref(r->co, lapi_txn_ref(ps));

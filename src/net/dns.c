@@ -12,6 +12,7 @@
  * that c-ares still holds after its caller got an answer (timeout) or
  * cancelled is freed when c-ares lets go of it. */
 #include "net/dns.h"
+#include "core/clock.h"
 
 #include <arpa/inet.h>
 #include <ctype.h>
@@ -122,21 +123,6 @@ int dns_reverse_name(const char *ip, const char *zone, char *out, size_t outlen)
     return n > 0 && (size_t)n < outlen - used ? 0 : -1;
 }
 
-static double now_mono(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
-static struct timeval to_tv(double secs)
-{
-    if (secs < 0)
-        secs = 0;
-    struct timeval tv = { (time_t)secs,
-                          (suseconds_t)((secs - (double)(time_t)secs) * 1e6) };
-    return tv;
-}
 
 /* ------------------------------------------------------------ results */
 
@@ -252,7 +238,7 @@ static struct centry *cache_find(const char *key)
     struct centry *e = C.b[hash_str(key) % CACHE_BUCKETS];
     while (e && strcmp(e->key, key) != 0)
         e = e->hnext;
-    if (e && e->expires <= now_mono()) {
+    if (e && e->expires <= clock_now()) {
         cache_unlink(e);
         return NULL;
     }
@@ -277,7 +263,7 @@ static void cache_put(const char *name, int type, const struct dns_result *r)
         free(e);
         return;
     }
-    e->expires = now_mono() + r->ttl;
+    e->expires = clock_now() + r->ttl;
     unsigned h = hash_str(key) % CACHE_BUCKETS;
     e->hnext = C.b[h];
     C.b[h] = e;
@@ -300,7 +286,7 @@ const struct dns_result *dns_cache_get(const char *name, int type)
     result_clear(&C.out);
     if (result_copy(&C.out, &e->r) < 0)
         return NULL;
-    double left = e->expires - now_mono();
+    double left = e->expires - clock_now();
     C.out.ttl = left > 1 ? (unsigned)left : 1;
     return &C.out;
 }
@@ -557,7 +543,7 @@ struct dns_query *dns_query(const char *name, int type, double timeout,
     }
     if (timeout <= 0)
         timeout = D.timeout * D.tries;
-    struct timeval tv = to_tv(timeout);
+    struct timeval tv = clock_tv(timeout);
     evtimer_add(q->deadline, &tv);
     q->in_ares = 1;
     ares_query(D.ch, name, 1 /* class IN */, type, on_ares_answer, q);
@@ -821,7 +807,7 @@ static void rdns_ptr_done(const struct dns_result *r, void *ud)
         return;
     }
     snprintf(j->name, sizeof j->name, "%s", r->ans[0].text);
-    double left = j->deadline - now_mono();
+    double left = j->deadline - clock_now();
     int type = strchr(j->s->remote_ip, ':') ? DNS_T_AAAA : DNS_T_A;
     if (left > 0.01)
         j->q = dns_query(j->name, type, left, rdns_forward_done, j);
@@ -841,7 +827,7 @@ void dns_rdns_start(struct session *s)
     if (!j)
         return;
     j->s = s;
-    j->deadline = now_mono() + D.rdns_timeout;
+    j->deadline = clock_now() + D.rdns_timeout;
     j->q = dns_query(rev, DNS_T_PTR, D.rdns_timeout, rdns_ptr_done, j);
     if (!j->q) {
         free(j);

@@ -10,6 +10,7 @@
  * Every job reports through a zero-delay timer, so its callback never runs
  * inside this module's own stack frames; every connection step has a timer. */
 #include "net/smtp_client.h"
+#include "core/clock.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -173,13 +174,6 @@ static int streq0(const char *a, const char *b)
     return (!a && !b) || (a && b && strcmp(a, b) == 0);
 }
 
-static struct timeval tv_of(double secs)
-{
-    struct timeval tv;
-    tv.tv_sec = (time_t)secs;
-    tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
-    return tv;
-}
 
 /* ------------------------------------------------------------------ types */
 
@@ -400,7 +394,7 @@ static void txn_start(struct fwd_conn *c);
 
 static void conn_arm(struct fwd_conn *c, double secs)
 {
-    struct timeval tv = tv_of(secs);
+    struct timeval tv = clock_tv(secs);
     evtimer_add(c->tmo, &tv);
 }
 
@@ -1432,7 +1426,7 @@ static void job_timer(evutil_socket_t fd, short what, void *arg)
     case J_NEW:
         j->phase = J_WAIT;
         wait_push(j, 0);
-        tv = tv_of(j->pool->t_connect);
+        tv = clock_tv(j->pool->t_connect);
         evtimer_add(j->timer, &tv);
         pool_dispatch(j->pool);
         break;

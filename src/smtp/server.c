@@ -4,6 +4,7 @@
  * counted globally and per client IP; over either limit it gets one
  * "421 4.7.0" line and is closed before a session is ever built. */
 #include "smtp/server.h"
+#include "core/clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -305,8 +306,7 @@ void server_shutdown(struct server *srv)
         event_base_loopexit(srv->base, NULL);
         return;
     }
-    double g = srv->cfg->timeout_shutdown;
-    struct timeval tv = { (time_t)g, (suseconds_t)((g - (long)g) * 1e6) };
+    struct timeval tv = clock_tv(srv->cfg->timeout_shutdown);
     srv->grace_ev = evtimer_new(srv->base, grace_over_cb, srv);
     evtimer_add(srv->grace_ev, &tv);
 }

@@ -10,6 +10,7 @@
  * order. Replies go to the output buffer and leave in one write per loop
  * turn, which batches the replies to a pipelined group. */
 #include "smtp/session.h"
+#include "core/clock.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -215,7 +216,7 @@ static void run_hook(struct session *s, enum hook_id h, void *arg,
 
 static void set_timeout(struct session *s, double secs)
 {
-    struct timeval tv = { (time_t)secs, (suseconds_t)((secs - (long)secs) * 1e6) };
+    struct timeval tv = clock_tv(secs);
     bufferevent_set_timeouts(s->bev, &tv, &tv);
 }
 
@@ -857,18 +858,11 @@ static void tls_established(struct session *s)
 
 /* ----------------------------------------------------------------- AUTH */
 
-static double auth_now(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
-}
-
 /* Too many recent failures from the client's address (auth: section). */
 static int auth_ip_limited(const struct session *s)
 {
     const struct kasi_config *c = s->srv->cfg;
-    return auth_ip_blocked(s->remote_ip, auth_now(), c->auth_max_failures_per_ip,
+    return auth_ip_blocked(s->remote_ip, clock_now(), c->auth_max_failures_per_ip,
                            c->auth_failure_window);
 }
 
@@ -919,7 +913,7 @@ static void auth_failed(struct session *s, char *msg)
 {
     unsigned n = ++s->auth_failures;
     const struct kasi_config *c = s->srv->cfg;
-    auth_ip_failed(s->remote_ip, auth_now(), c->auth_failure_window);
+    auth_ip_failed(s->remote_ip, clock_now(), c->auth_failure_window);
     free(s->auth_fail_msg);
     s->auth_fail_msg = msg;
     struct timeval tv = { (time_t)1 << (n < 6 ? n - 1 : 5), 0 };
@@ -1144,9 +1138,7 @@ static void handle_line(struct session *s, char *line, size_t len)
  * of its first byte. Returns 1 when the session was closed for it. */
 static int partial_line_expired(struct session *s)
 {
-    struct timeval now;
-    event_base_gettimeofday_cached(s->srv->base, &now);
-    double t = (double)now.tv_sec + (double)now.tv_usec / 1e6;
+    double t = clock_now();
     if (!s->partial_since) {
         s->partial_since = t;
         return 0;
