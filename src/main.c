@@ -171,7 +171,9 @@ static int run_worker(struct kasi_config *cfg, const int *fds)
     if (!base)
         return WORKER_FATAL;
     signal(SIGPIPE, SIG_IGN);
-    if (server_init(&srv, base, cfg, fds) == 0 &&
+    if (dns_init(base, cfg->dir, err, sizeof err) < 0)
+        err[0] = '\0';         /* logged; lookups fail until a reload */
+    if (server_init(&srv, base, cfg, &plugins_engine, fds) == 0 &&
         plugins_init(cfg, base, err, sizeof err) == 0) {
         sigs[0] = evsignal_new(base, SIGTERM, on_stop, &srv);
         sigs[1] = evsignal_new(base, SIGINT, on_stop, &srv);

@@ -131,6 +131,7 @@ with postfix.Postfix() as pf:
             sent += 1
             code, _ = send_message(k.port, "alice@client.test", ["bob@test.example"], MSG)
             acc += code == 250
+        pf.wait_messages("bob", acc)    # delivered before the stop, not queued
         pf.stop()
         for i in range(3):
             sent += 1

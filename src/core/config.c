@@ -517,7 +517,7 @@ static int cfg_set_bare_lf(struct cfg_ctx *c, const struct ynode *v, const char 
     (void)k;
     if (cfg_word(c, v, key, words, &i) < 0)
         return -1;
-    c->cfg->bare_lf = i ? DATA_BARE_ACCEPT : DATA_BARE_REJECT;
+    c->cfg->bare_lf_accept = i;
     return 0;
 }
 
@@ -529,7 +529,7 @@ static int cfg_set_long_lines(struct cfg_ctx *c, const struct ynode *v, const ch
     (void)k;
     if (cfg_word(c, v, key, words, &i) < 0)
         return -1;
-    c->cfg->long_lines = i ? DATA_LONG_WRAP : DATA_LONG_REJECT;
+    c->cfg->long_lines_wrap = i;
     return 0;
 }
 
@@ -819,8 +819,8 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->timeout_command = 300;
     cfg->timeout_data_block = 180;
     cfg->timeout_shutdown = 30;
-    cfg->bare_lf = DATA_BARE_REJECT;
-    cfg->long_lines = DATA_LONG_REJECT;
+    cfg->bare_lf_accept = 0;
+    cfg->long_lines_wrap = 0;
     cfg->log_level = 2;
     cfg->tls.min_version = 0x0303;
     cfg->auth_max_failures = 3;

@@ -6,7 +6,6 @@
 #define KASI_CONFIG_H
 
 #include <stddef.h>
-#include "proto/smtp_data.h"
 
 /* TLS on a listener. DEFAULT (a --listen address): STARTTLS when
  * certificates are configured, else none. */
@@ -59,8 +58,8 @@ struct kasi_config {
     double timeout_data_block;     /* 180 */
     double timeout_shutdown;       /* grace period at SIGTERM, 30 */
 
-    enum data_bare_policy bare_lf; /* "reject" (default) | "accept" */
-    enum data_long_policy long_lines; /* "reject" (default) | "wrap" */
+    int bare_lf_accept;            /* bare_lf: "reject" (default, 0) | "accept" (1) */
+    int long_lines_wrap;           /* long_lines: "reject" (default, 0) | "wrap" (1) */
 
     char *spool_dir;               /* default "spool"; a relative path is taken
                                       relative to dir (stored joined: "DIR/spool") */

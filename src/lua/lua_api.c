@@ -28,8 +28,7 @@
 #include "lua/lua_fwd.h"
 #include "lua/lua_net.h"
 #include "msg/message.h"
-#include "smtp/server.h"
-#include "smtp/session.h"
+#include "msg/envelope.h"
 #include "msg/spool.h"
 
 #define MT_CONN "kasi.conn"
@@ -37,40 +36,39 @@
 #define MT_ADDR "kasi.addr"
 
 struct lconn_ud { struct lsess *ps; };
-struct ltxn_ud { struct lconn_ud *c; int serial; };
-struct laddr_ud { struct lconn_ud *c; int serial; int index; };  /* -1: MAIL */
+struct ltxn_ud { struct lconn_ud *c; unsigned serial; };
+struct laddr_ud { struct lconn_ud *c; unsigned serial; int index; };  /* -1: MAIL */
 
 static const char *cur_plugin;
-static int txn_serial_counter;
 
 void lapi_set_plugin(const char *name) { cur_plugin = name; }
 const char *lapi_plugin(void) { return cur_plugin; }
 
 /* ------------------------------------------------------- validity */
 
-static struct session *conn_check(lua_State *L, int idx)
+static struct conn *conn_check(lua_State *L, int idx)
 {
     struct lconn_ud *u = luaL_checkudata(L, idx, MT_CONN);
     if (!u->ps)
         luaL_error(L, "connection is gone");
-    return u->ps->s;
+    return u->ps->hc->conn;
 }
 
-static struct txn *txn_live(struct lconn_ud *c, int serial)
+static struct txn *txn_live(struct lconn_ud *c, unsigned serial)
 {
-    if (!c->ps || !c->ps->s->txn || c->ps->s->txn->engine_ref != serial)
+    if (!c->ps || !c->ps->hc->conn->txn || c->ps->hc->conn->txn->serial != serial)
         return NULL;
-    return c->ps->s->txn;
+    return c->ps->hc->conn->txn;
 }
 
-static struct txn *txn_check(lua_State *L, int idx, struct session **sp)
+static struct txn *txn_check(lua_State *L, int idx, struct conn **sp)
 {
     struct ltxn_ud *u = luaL_checkudata(L, idx, MT_TXN);
     struct txn *t = txn_live(u->c, u->serial);
     if (!t)
         luaL_error(L, "transaction is over");
     if (sp)
-        *sp = u->c->ps->s;
+        *sp = u->c->ps->hc->conn;
     return t;
 }
 
@@ -129,7 +127,7 @@ static const char *const conn_fields[] = {
 
 static int conn_index(lua_State *L)
 {
-    struct session *s = conn_check(L, 1);
+    struct conn *s = conn_check(L, 1);
     struct lconn_ud *u = lua_touserdata(L, 1);
     switch (field_id(L)) {
     case 0: return 1;
@@ -169,7 +167,7 @@ static int conn_index(lua_State *L)
 
 static int conn_newindex(lua_State *L)
 {
-    struct session *s = conn_check(L, 1);
+    struct conn *s = conn_check(L, 1);
     const char *k = luaL_checkstring(L, 2);
     if (strcmp(k, "relaying") != 0)
         return luaL_error(L, "conn.%s is read-only", k);
@@ -179,22 +177,23 @@ static int conn_newindex(lua_State *L)
 
 static int conn_input_pending(lua_State *L)
 {
-    struct session *s = conn_check(L, 1);
-    lua_pushinteger(L, (lua_Integer)evbuffer_get_length(bufferevent_get_input(s->bev)));
+    conn_check(L, 1);
+    struct lconn_ud *u = lua_touserdata(L, 1);
+    lua_pushinteger(L, (lua_Integer)u->ps->hc->input_pending(u->ps->hc));
     return 1;
 }
 
 static int conn_tostring(lua_State *L)
 {
     struct lconn_ud *u = luaL_checkudata(L, 1, MT_CONN);
-    lua_pushfstring(L, "conn %s", u->ps ? u->ps->s->id : "(gone)");
+    lua_pushfstring(L, "conn %s", u->ps ? u->ps->hc->conn->id : "(gone)");
     return 1;
 }
 
 /* ------------------------------------------------------- addresses */
 
 static void push_addr(lua_State *L, struct lconn_ud *c, int conn_idx,
-                      int serial, int index)
+                      unsigned serial, int index)
 {
     struct laddr_ud *a = lua_newuserdata(L, sizeof *a);
     a->c = c;
@@ -477,13 +476,10 @@ static int txn_tostring(lua_State *L)
 }
 
 /* A new txn userdata for the session's current transaction. */
-static int txn_new(struct lsess *ps)
+static int txn_ud_new(struct lsess *ps)
 {
     lua_State *L = ps->gen->L;
-    if (++txn_serial_counter <= 0)
-        txn_serial_counter = 1;
-    ps->txn_serial = txn_serial_counter;
-    ps->s->txn->engine_ref = ps->txn_serial;
+    ps->txn_serial = ps->hc->conn->txn->serial;
     struct ltxn_ud *u = lua_newuserdata(L, sizeof *u);
     lua_rawgeti(L, LUA_REGISTRYINDEX, ps->conn_ref);
     u->c = lua_touserdata(L, -1);
@@ -503,13 +499,13 @@ static int txn_new(struct lsess *ps)
 
 int lapi_txn_ref(struct lsess *ps)
 {
-    struct txn *t = ps->s->txn;
+    struct txn *t = ps->hc->conn->txn;
     if (!t)
         return LUA_NOREF;
-    if (t->engine_ref && t->engine_ref == ps->txn_serial && ps->txn_ref != LUA_NOREF)
+    if (t->serial == ps->txn_serial && ps->txn_ref != LUA_NOREF)
         return ps->txn_ref;
     luaL_unref(ps->gen->L, LUA_REGISTRYINDEX, ps->txn_ref);
-    ps->txn_ref = txn_new(ps);
+    ps->txn_ref = txn_ud_new(ps);
     return ps->txn_ref;
 }
 
@@ -652,7 +648,7 @@ static int k_sleep(lua_State *L)
 /* kasi.spool_write(txn) -> true | nil, err */
 static int k_spool_write(lua_State *L)
 {
-    struct session *s;
+    struct conn *s;
     struct txn *t = txn_check(L, 1, &s);
     char err[512];
     if (!t->msg) {
@@ -660,7 +656,8 @@ static int k_spool_write(lua_State *L)
         lua_pushliteral(L, "no message");
         return 2;
     }
-    if (spool_write(s->srv->cfg->spool_dir, s, t, err, sizeof err) < 0) {
+    struct ltxn_ud *u = lua_touserdata(L, 1);
+    if (spool_write(u->c->ps->gen->cfg->spool_dir, s, t, err, sizeof err) < 0) {
         lua_pushnil(L);
         lua_pushstring(L, err);
         return 2;
@@ -726,8 +723,8 @@ void lapi_open(lua_State *L, struct lgen *g)
     }
     lua_pushinteger(L, g->id);
     lua_setfield(L, -2, "generation");
-    if (g_server) {                         /* not under kasi -t */
-        lua_pushstring(L, g_server->cfg->hostname);
+    if (g->serving) {                       /* not under kasi -t */
+        lua_pushstring(L, g->cfg->hostname);
         lua_setfield(L, -2, "hostname");
     }
     new_class(L, MT_CONN, conn_fields, conn_index, conn_m, "_conn_methods");

@@ -29,6 +29,8 @@ struct lplugin {
 
 struct lgen {
     lua_State *L;
+    const struct kasi_config *cfg;  /* the configuration it was built from */
+    int serving;                /* 1 in a worker, 0 under kasi -t */
     unsigned id;                /* generation number, 1.. */
     int refs;                   /* sessions using it, +1 while current */
     size_t mem_used, mem_limit; /* bytes; the limit binds plugin code only */
@@ -72,16 +74,16 @@ struct lrun {
 
 /* Per-session engine state (session->engine). */
 struct lsess {
-    struct session *s;
+    struct hook_ctx *hc;        /* the session's side (proto/hooks.h) */
     struct lgen *gen;
     int conn_ref;               /* conn userdata */
     int txn_ref;                /* txn userdata of the current transaction */
-    int txn_serial;             /* matches s->txn->engine_ref */
+    unsigned txn_serial;        /* the txn txn_ref shows: its serial */
     struct lrun run;
 };
 
 /* ---- lua_gen.c */
-struct lgen *lgen_build(const struct kasi_config *cfg,
+struct lgen *lgen_build(const struct kasi_config *cfg, int serving,
                         const struct lsettings *set, char *err, size_t errlen);
 void lgen_free(struct lgen *g);
 int lgen_settings(const struct kasi_config *cfg, struct lsettings *set,

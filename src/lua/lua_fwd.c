@@ -29,7 +29,7 @@
 #include "lua/lua_async.h"
 #include "lua/lua_engine.h"
 #include "msg/message.h"
-#include "smtp/session.h"
+#include "msg/envelope.h"
 #include "net/smtp_client.h"
 
 #define LFWD_MT_TXN "kasi.txn"
@@ -64,10 +64,10 @@ static const char *const lfwd_fail_names[] = {
 /* ------------------------------------------------------------ helpers */
 
 /* The transaction of the running hook; arg idx must be a txn object. */
-static struct session *lfwd_session(lua_State *L, int idx, int need_msg)
+static struct conn *lfwd_session(lua_State *L, int idx, int need_msg)
 {
     luaL_checkudata(L, idx, LFWD_MT_TXN);
-    struct session *s = lrun_current ? lrun_current->s : NULL;
+    struct conn *s = lrun_current ? lrun_current->hc->conn : NULL;
     if (!s || !s->txn)
         luaL_error(L, "transaction is over");
     if (need_msg && !s->txn->msg)
@@ -198,7 +198,7 @@ static int lfwd_rcpts(lua_State *L, int idx, const struct txn *t,
     return 0;
 }
 
-static void lfwd_xforward(const struct session *s, struct fwd_envelope *e)
+static void lfwd_xforward(const struct conn *s, struct fwd_envelope *e)
 {
     e->xf_addr = s->remote_ip;
     e->xf_port = s->remote_port;
@@ -230,7 +230,7 @@ static void set_string(lua_State *L, const char *key, const char *v)
 /* kasi.forward_envelope(txn) */
 static int l_forward_envelope(lua_State *L)
 {
-    struct session *s = lfwd_session(L, 1, 0);
+    struct conn *s = lfwd_session(L, 1, 0);
     struct txn *t = s->txn;
     struct fwd_envelope e;
     memset(&e, 0, sizeof e);
@@ -357,7 +357,7 @@ static struct lfwd_op *lfwd_op_new(lua_State *L, const struct txn *t)
 /* kasi.forward(txn, dest [, rcpts]) */
 static int l_forward(lua_State *L)
 {
-    struct session *s = lfwd_session(L, 1, 1);
+    struct conn *s = lfwd_session(L, 1, 1);
     struct txn *t = s->txn;
     struct fwd_dest d;
     char port[16];
@@ -414,7 +414,7 @@ struct lfwd_chunks {
 static int lfwd_chunk_next(lua_State *L)
 {
     struct lfwd_chunks *c = lua_touserdata(L, lua_upvalueindex(1));
-    struct session *s = lrun_current ? lrun_current->s : NULL;
+    struct conn *s = lrun_current ? lrun_current->hc->conn : NULL;
     if (!s || !s->txn || !s->txn->msg || strcmp(s->txn->id, c->id) != 0)
         return luaL_error(L, "kasi.forward_chunks: transaction is over");
     struct msg *m = s->txn->msg;
@@ -439,7 +439,7 @@ static int lfwd_chunk_next(lua_State *L)
 /* kasi.forward_chunks(txn [, size]) */
 static int l_forward_chunks(lua_State *L)
 {
-    struct session *s = lfwd_session(L, 1, 1);
+    struct conn *s = lfwd_session(L, 1, 1);
     lua_Integer chunk = luaL_optinteger(L, 2, 65536);
     luaL_argcheck(L, chunk > 0 && chunk <= (1 << 22), 2, "chunk size 1..4M");
     struct lfwd_chunks *c = lua_newuserdata(L, sizeof *c + 3 * (size_t)chunk);

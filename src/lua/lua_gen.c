@@ -510,12 +510,14 @@ static int build_chains(struct lgen *g)
     return 0;
 }
 
-struct lgen *lgen_build(const struct kasi_config *cfg,
+struct lgen *lgen_build(const struct kasi_config *cfg, int serving,
                         const struct lsettings *set, char *err, size_t errlen)
 {
     struct lgen *g = calloc(1, sizeof *g);
     if (!g)
         return NULL;
+    g->cfg = cfg;
+    g->serving = serving;
     g->mem_limit = set->memory_limit;
     g->L = lua_newstate(lgen_alloc, g);
     if (!g->L) {

@@ -36,7 +36,7 @@
 #include "lua/lua_async.h"
 #include "lua/lua_engine.h"
 #include "msg/message.h"
-#include "smtp/session.h"
+#include "msg/envelope.h"
 
 #define MT_SOCK "kasi.tcp.sock"
 #define LNET_MAX_QUERIES 64
@@ -294,7 +294,7 @@ static int l_dns_reverse(lua_State *L)
 /* kasi.dns.rdns(): the client's reverse DNS, waiting for the lookup. */
 struct lrdns {
     struct lua_async *a;
-    struct session *s;
+    struct conn *s;
     struct event *ev;
 };
 
@@ -336,7 +336,7 @@ static void lrdns_cancel(void *ud)
 
 static int l_dns_rdns(lua_State *L)
 {
-    struct session *s = lrun_current ? lrun_current->s : NULL;
+    struct conn *s = lrun_current ? lrun_current->hc->conn : NULL;
     if (!s)
         return luaL_error(L, "kasi.dns.rdns: only inside a hook");
     if (dns_rdns_done(s)) {
@@ -889,7 +889,7 @@ static void lsock_refill(struct lsock *s)
 static int l_sock_send_message(lua_State *L)
 {
     struct lsock *s = lsock_check(L);
-    struct session *ss = lrun_current ? lrun_current->s : NULL;
+    struct conn *ss = lrun_current ? lrun_current->hc->conn : NULL;
     if (!ss || !ss->txn || !ss->txn->msg)
         return push_fail(L, "no message");
     if (!lsock_usable(L, s))

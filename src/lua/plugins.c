@@ -5,7 +5,7 @@
  *
  * A chain runs synchronously as long as no plugin waits; then
  * plugins_hook() answers at once. When a plugin waits (lua_async.h), the
- * chain continues from the event loop and ends in session_hook_done(). */
+ * chain continues from the event loop and ends in the session's hook_ctx.done(). */
 #include "proto/hooks.h"
 #include "core/clock.h"
 #include "lua/plugins.h"
@@ -21,7 +21,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
-#include "smtp/session.h"
+#include "msg/envelope.h"
 
 static struct {
     struct kasi_config *cfg;
@@ -55,12 +55,12 @@ static void gen_release(struct lgen *g)
     lgen_free(g);
 }
 
-static struct lgen *gen_load(char *err, size_t errlen)
+static struct lgen *gen_load(int serving, char *err, size_t errlen)
 {
     struct lsettings set;
     if (lgen_settings(eng.cfg, &set, err, errlen) < 0)
         return NULL;
-    return lgen_build(eng.cfg, &set, err, errlen);
+    return lgen_build(eng.cfg, serving, &set, err, errlen);
 }
 
 static void gen_log(const struct lgen *g, const char *what)
@@ -79,7 +79,7 @@ int plugins_init(struct kasi_config *cfg, struct event_base *base,
 {
     eng.cfg = cfg;
     lrun_setup(base);
-    struct lgen *g = gen_load(err, errlen);
+    struct lgen *g = gen_load(1, err, errlen);
     if (!g)
         return -1;
     gen_add(g);
@@ -92,7 +92,7 @@ int plugins_reload(void)
     char err[2048] = "";
     if (!eng.cfg)
         return -1;
-    struct lgen *g = gen_load(err, sizeof err);
+    struct lgen *g = gen_load(1, err, sizeof err);
     if (!g) {
         log_msg(LOG_LVL_ERROR, "plugin reload failed, generation %u stays: %s",
                 eng.current ? eng.current->id : 0, err);
@@ -122,7 +122,7 @@ int plugins_check(struct kasi_config *cfg, char *err, size_t errlen)
 {
     struct kasi_config *saved = eng.cfg;
     eng.cfg = cfg;
-    struct lgen *g = gen_load(err, errlen);
+    struct lgen *g = gen_load(0, err, errlen);
     eng.cfg = saved;
     if (!g)
         return -1;
@@ -232,7 +232,7 @@ static void run_reset(struct lsess *ps)
 static int make_arg(struct lsess *ps, enum hook_id h, void *arg)
 {
     lua_State *L = ps->gen->L;
-    struct session *s = ps->s;
+    struct conn *s = ps->hc->conn;
     switch (h) {
     case HOOK_HELO:
     case HOOK_EHLO:
@@ -316,7 +316,7 @@ static void call_failed(struct lsess *ps, enum lcall how, struct hook_result *re
     struct lplugin *p = &g->plug[r->plugin];
     enum hook_id h = r->in_deny ? HOOK_DENY : r->hook;
     if (how == LCALL_TIMEOUT) {
-        slog(ps->s, LOG_LVL_ERROR, "plugin %s: hook_%s ran past its time budget "
+        conn_log(ps->hc->conn, LOG_LVL_ERROR, "plugin %s: hook_%s ran past its time budget "
              "(%.3g s)%s", p->name, hook_name(h), p->timeout,
              p->on_error_next ? ", on_error: next" : "");
     } else {
@@ -325,7 +325,7 @@ static void call_failed(struct lsess *ps, enum lcall how, struct hook_result *re
             luaL_traceback(g->L, r->co, msg ? msg : "(error object is not a string)", 0);
         else
             lua_pushstring(g->L, msg ? msg : "error");
-        slog(ps->s, LOG_LVL_ERROR, "plugin %s: hook_%s failed%s: %s", p->name,
+        conn_log(ps->hc->conn, LOG_LVL_ERROR, "plugin %s: hook_%s failed%s: %s", p->name,
              hook_name(h), p->on_error_next ? " (on_error: next)" : "",
              lua_tostring(g->L, -1));
         lua_pop(g->L, 1);
@@ -375,7 +375,7 @@ static int call_result(struct lsess *ps, enum lcall how)
     if (r->in_deny) {
         r->deny_pos++;
         if (res.rc == RC_OK) {          /* the rejection is overturned */
-            slog(ps->s, LOG_LVL_INFO, "plugin %s: deny of %s by %s overturned",
+            conn_log(ps->hc->conn, LOG_LVL_INFO, "plugin %s: deny of %s by %s overturned",
                  ps->gen->plug[r->plugin].name, hook_name(r->hook),
                  ps->gen->plug[r->held_plugin].name);
             hook_result_clear(&r->held);
@@ -439,33 +439,33 @@ void plugins_call_finished(struct lsess *ps, enum lcall how)
     struct hook_result out = ps->run.out;
     memset(&ps->run.out, 0, sizeof out);
     run_reset(ps);
-    session_hook_done(ps->s, &out);
+    ps->hc->done(ps->hc, &out);
 }
 
 /* ------------------------------------------------------- sessions */
 
-static struct lsess *sess_get(struct session *s)
+static struct lsess *sess_get(struct hook_ctx *hc)
 {
-    if (s->engine)
-        return s->engine;
+    if (hc->engine)
+        return hc->engine;
     if (!eng.current)
         return NULL;
     struct lsess *ps = calloc(1, sizeof *ps);
     if (!ps)
         return NULL;
-    ps->s = s;
+    ps->hc = hc;
     ps->gen = eng.current;
     ps->gen->refs++;
     ps->conn_ref = ps->txn_ref = LUA_NOREF;
     run_reset(ps);
-    s->engine = ps;
+    hc->engine = ps;
     return ps;
 }
 
-int plugins_hook(struct session *s, enum hook_id h, void *arg,
-                 struct hook_result *res)
+static int engine_hook(struct hook_ctx *hc, enum hook_id h, void *arg,
+                       struct hook_result *res)
 {
-    struct lsess *ps = sess_get(s);
+    struct lsess *ps = sess_get(hc);
     memset(res, 0, sizeof *res);
     if (!ps || !ps->gen->nchain[h])
         return 1;
@@ -487,21 +487,28 @@ int plugins_hook(struct session *s, enum hook_id h, void *arg,
     return 1;
 }
 
-void plugins_session_end(struct session *s)
+static void engine_cancel(struct hook_ctx *hc)
 {
-    struct lsess *ps = s->engine;
-    if (!ps)
-        return;
-    if (ps->run.active) {
+    struct lsess *ps = hc->engine;
+    if (ps && ps->run.active) {
         lrun_abandon(ps);
         run_reset(ps);
     }
-    if (s->hook_pending)        /* only the pending hook ends here */
+}
+
+static void engine_end(struct hook_ctx *hc)
+{
+    struct lsess *ps = hc->engine;
+    if (!ps)
         return;
+    engine_cancel(hc);
     lapi_conn_invalidate(ps);
     if (ps->run.wait_ev)
         event_free(ps->run.wait_ev);
     gen_release(ps->gen);
-    s->engine = NULL;
+    hc->engine = NULL;
     free(ps);
 }
+
+const struct hook_engine plugins_engine = { engine_hook, engine_cancel, engine_end };
+

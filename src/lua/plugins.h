@@ -1,12 +1,17 @@
-/* plugins.h — starting, reloading and stopping the plugin engine (the
- * per-hook calls are in hooks.h). */
+/* plugins.h — starting, reloading and stopping the plugin engine, and the
+ * engine itself as the SMTP session calls it (proto/hooks.h). */
 #ifndef KASI_PLUGINS_H
 #define KASI_PLUGINS_H
 
 #include <stddef.h>
 
+#include "proto/hooks.h"
+
 struct kasi_config;
 struct event_base;
+
+/* What main.c installs in the server (struct hook_engine). */
+extern const struct hook_engine plugins_engine;
 
 /* Load config/plugins into the first generation. 0, or -1 with err. */
 int plugins_init(struct kasi_config *cfg, struct event_base *base,

@@ -11,7 +11,7 @@
 #include <unistd.h>
 
 #include "msg/message.h"
-#include "smtp/session.h"
+#include "msg/envelope.h"
 
 int spool_prepare(const char *dir)
 {
@@ -52,7 +52,7 @@ static void json_addr(FILE *f, const struct smtp_addr *a)
     free(s);
 }
 
-static int write_envelope(FILE *f, const struct session *s, const struct txn *t)
+static int write_envelope(FILE *f, const struct conn *s, const struct txn *t)
 {
     fprintf(f, "{\"id\":");
     json_str(f, t->id);
@@ -82,7 +82,7 @@ static int write_envelope(FILE *f, const struct session *s, const struct txn *t)
 
 /* Write tmp, fsync, rename to final. body: 0 = envelope, 1 = message. */
 static int write_file(const char *dir, const char *id, const char *ext,
-                      const struct session *s, struct txn *t)
+                      const struct conn *s, struct txn *t)
 {
     char tmp[4096], final[4096];
     snprintf(tmp, sizeof tmp, "%s/.%s.%s.tmp", dir, id, ext);
@@ -112,7 +112,7 @@ static int write_file(const char *dir, const char *id, const char *ext,
     return -1;
 }
 
-int spool_write(const char *dir, const struct session *s, struct txn *t,
+int spool_write(const char *dir, const struct conn *s, struct txn *t,
                 char *err, size_t errlen)
 {
     if (write_file(dir, t->id, "eml", s, t) < 0 ||

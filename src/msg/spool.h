@@ -10,14 +10,14 @@
 
 #include <stddef.h>
 
-struct session;
+struct conn;
 struct txn;
 
 /* Create the directory (and parents) if missing. 0 or -1 (errno). */
 int spool_prepare(const char *dir);
 
-/* Write the transaction's message. 0, or -1 with a reason in err. */
-int spool_write(const char *dir, const struct session *s, struct txn *t,
+/* Write transaction t of connection c. 0, or -1 with a reason in err. */
+int spool_write(const char *dir, const struct conn *c, struct txn *t,
                 char *err, size_t errlen);
 
 #endif

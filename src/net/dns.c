@@ -28,8 +28,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
-#include "smtp/server.h"
-#include "smtp/session.h"
+#include "msg/envelope.h"
 #include "core/yaml_tree.h"
 
 /* ------------------------------------------------------------ state */
@@ -525,7 +524,7 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
 struct dns_query *dns_query(const char *name, int type, double timeout,
                             dns_cb cb, void *ud)
 {
-    if (!D.ready && dns_init(NULL, NULL, NULL, 0) < 0)
+    if (!D.ready)
         return NULL;
     struct dns_query *q = calloc(1, sizeof *q);
     if (!q || !(q->name = strdup(name)))
@@ -701,10 +700,6 @@ int dns_init(struct event_base *base, const char *confdir, char *err,
         err = ebuf;
         errlen = sizeof ebuf;
     }
-    if (!base && g_server)
-        base = g_server->base;
-    if (!confdir && g_server && g_server->cfg)
-        confdir = g_server->cfg->dir;
     if (!base) {
         snprintf(err, errlen, "dns: no event loop");
         return -1;
@@ -751,7 +746,7 @@ void dns_shutdown(void)
 /* ------------------------------------------------------------ rdns */
 
 struct dns_rdns {
-    struct session *s;
+    struct conn *c;
     struct dns_query *q;
     double deadline;
     char name[256];
@@ -761,15 +756,15 @@ struct dns_rdns {
 
 static void rdns_finish(struct dns_rdns *j, int confirmed)
 {
-    struct session *s = j->s;
+    struct conn *c = j->c;
     if (j->name[0]) {
-        free(s->rdns);
-        s->rdns = strdup(j->name);
+        free(c->rdns);
+        c->rdns = strdup(j->name);
     }
-    s->rdns_confirmed = confirmed && s->rdns;
-    s->rdns_job = NULL;
-    slog(s, LOG_LVL_DEBUG, "rdns %s %s", s->rdns ? s->rdns : "unknown",
-         s->rdns_confirmed ? "confirmed" : "not confirmed");
+    c->rdns_confirmed = confirmed && c->rdns;
+    c->rdns_job = NULL;
+    conn_log(c, LOG_LVL_DEBUG, "rdns %s %s", c->rdns ? c->rdns : "unknown",
+         c->rdns_confirmed ? "confirmed" : "not confirmed");
     void (*cb)(void *) = j->wcb;
     void *ud = j->wud;
     free(j);
@@ -792,7 +787,7 @@ static void rdns_forward_done(const struct dns_result *r, void *ud)
     int confirmed = 0;
     j->q = NULL;
     for (size_t i = 0; r->status == DNS_OK && i < r->n; i++)
-        if (same_ip(r->ans[i].text, j->s->remote_ip))
+        if (same_ip(r->ans[i].text, j->c->remote_ip))
             confirmed = 1;
     rdns_finish(j, confirmed);
 }
@@ -808,52 +803,52 @@ static void rdns_ptr_done(const struct dns_result *r, void *ud)
     }
     snprintf(j->name, sizeof j->name, "%s", r->ans[0].text);
     double left = j->deadline - clock_now();
-    int type = strchr(j->s->remote_ip, ':') ? DNS_T_AAAA : DNS_T_A;
+    int type = strchr(j->c->remote_ip, ':') ? DNS_T_AAAA : DNS_T_A;
     if (left > 0.01)
         j->q = dns_query(j->name, type, left, rdns_forward_done, j);
     if (!j->q)
         rdns_finish(j, 0);
 }
 
-void dns_rdns_start(struct session *s)
+void dns_rdns_start(struct conn *c)
 {
     char rev[128];
-    if (s->rdns_job || s->rdns ||
-        dns_reverse_name(s->remote_ip, NULL, rev, sizeof rev) < 0)
+    if (c->rdns_job || c->rdns ||
+        dns_reverse_name(c->remote_ip, NULL, rev, sizeof rev) < 0)
         return;
-    if (!D.ready && dns_init(NULL, NULL, NULL, 0) < 0)
+    if (!D.ready)
         return;
     struct dns_rdns *j = calloc(1, sizeof *j);
     if (!j)
         return;
-    j->s = s;
+    j->c = c;
     j->deadline = clock_now() + D.rdns_timeout;
     j->q = dns_query(rev, DNS_T_PTR, D.rdns_timeout, rdns_ptr_done, j);
     if (!j->q) {
         free(j);
         return;
     }
-    s->rdns_job = j;
+    c->rdns_job = j;
 }
 
-void dns_rdns_cancel(struct session *s)
+void dns_rdns_cancel(struct conn *c)
 {
-    struct dns_rdns *j = s->rdns_job;
+    struct dns_rdns *j = c->rdns_job;
     if (!j)
         return;
     dns_cancel(j->q);
     free(j);
-    s->rdns_job = NULL;
+    c->rdns_job = NULL;
 }
 
-int dns_rdns_done(const struct session *s)
+int dns_rdns_done(const struct conn *c)
 {
-    return s->rdns_job == NULL;
+    return c->rdns_job == NULL;
 }
 
-int dns_rdns_wait(struct session *s, void (*cb)(void *ud), void *ud)
+int dns_rdns_wait(struct conn *c, void (*cb)(void *ud), void *ud)
 {
-    struct dns_rdns *j = s->rdns_job;
+    struct dns_rdns *j = c->rdns_job;
     if (!j)
         return 1;
     j->wcb = cb;
@@ -861,9 +856,9 @@ int dns_rdns_wait(struct session *s, void (*cb)(void *ud), void *ud)
     return 0;
 }
 
-void dns_rdns_unwait(struct session *s)
+void dns_rdns_unwait(struct conn *c)
 {
-    struct dns_rdns *j = s->rdns_job;
+    struct dns_rdns *j = c->rdns_job;
     if (j) {
         j->wcb = NULL;
         j->wud = NULL;

@@ -9,7 +9,7 @@
 #include <stddef.h>
 
 struct event_base;
-struct session;
+struct conn;
 
 enum dns_type {
     DNS_T_A = 1, DNS_T_PTR = 12, DNS_T_MX = 15, DNS_T_TXT = 16, DNS_T_AAAA = 28
@@ -54,8 +54,8 @@ struct dns_query;
  *   tries: 2
  *   cache_size: 10000  answers kept (0: no cache)
  *   rdns_timeout: 5    seconds for a client's reverse DNS
- * Returns 0, or -1 with a message in err. Called lazily by the first query
- * when not called before. */
+ * Returns 0, or -1 with a message in err. The worker calls it once at
+ * start; queries before that fail. */
 int dns_init(struct event_base *base, const char *confdir, char *err,
              size_t errlen);
 /* Drop the channel and the cache (pending callbacks are not called). */
@@ -84,17 +84,17 @@ int dns_reverse_name(const char *ip, const char *zone, char *out, size_t outlen)
 
 /* ---- reverse DNS of a client (forward-confirmed) */
 
-/* Start the lookup for s->remote_ip; fills s->rdns and s->rdns_confirmed
+/* Start the lookup for c->remote_ip; fills c->rdns and c->rdns_confirmed
  * when done. Never delays the caller. */
-void dns_rdns_start(struct session *s);
+void dns_rdns_start(struct conn *c);
 /* Forget the lookup (the session goes away). */
-void dns_rdns_cancel(struct session *s);
-/* 1 when the lookup of s has finished (or never started), else 0. */
-int dns_rdns_done(const struct session *s);
-/* Have cb(ud) called when the lookup of s finishes. Returns 0 when
+void dns_rdns_cancel(struct conn *c);
+/* 1 when the lookup of c has finished (or never started), else 0. */
+int dns_rdns_done(const struct conn *c);
+/* Have cb(ud) called when the lookup of c finishes. Returns 0 when
  * registered, 1 when it has already finished (cb is not called). One
- * waiter per session. */
-int dns_rdns_wait(struct session *s, void (*cb)(void *ud), void *ud);
-void dns_rdns_unwait(struct session *s);
+ * waiter per connection. */
+int dns_rdns_wait(struct conn *c, void (*cb)(void *ud), void *ud);
+void dns_rdns_unwait(struct conn *c);
 
 #endif

@@ -84,7 +84,7 @@ void server_session_add(struct server *srv, struct session *s)
         srv->sessions->prev = s;
     srv->sessions = s;
     srv->nsessions++;
-    ip_add(srv, s->remote_ip, 1);
+    ip_add(srv, s->conn.remote_ip, 1);
 }
 
 void server_session_remove(struct server *srv, struct session *s)
@@ -96,7 +96,7 @@ void server_session_remove(struct server *srv, struct session *s)
     if (s->next)
         s->next->prev = s->prev;
     srv->nsessions--;
-    ip_add(srv, s->remote_ip, -1);
+    ip_add(srv, s->conn.remote_ip, -1);
     if (srv->shutting_down && srv->nsessions == 0)
         event_base_loopexit(srv->base, NULL);
 }
@@ -223,11 +223,13 @@ static void log_listener(int fd, const struct listen_cfg *lc)
 }
 
 int server_init(struct server *srv, struct event_base *base,
-                struct kasi_config *cfg, const int *fds)
+                struct kasi_config *cfg, const struct hook_engine *engine,
+                const int *fds)
 {
     memset(srv, 0, sizeof *srv);
     srv->base = base;
     srv->cfg = cfg;
+    srv->engine = engine;
     snprintf(srv->boot_id, sizeof srv->boot_id, "%08lX%04X",
              (unsigned long)time(NULL), (unsigned)getpid() & 0xffff);
     srv->ipbuckets = calloc(IP_BUCKETS, sizeof *srv->ipbuckets);

@@ -10,6 +10,7 @@
 struct kasi_config;
 struct listen_cfg;
 struct session;
+struct hook_engine;
 
 /* What a listener's accept callback needs. */
 struct server_listener {
@@ -20,6 +21,7 @@ struct server_listener {
 struct server {
     struct event_base *base;
     struct kasi_config *cfg;
+    const struct hook_engine *engine;  /* the plugin engine (installed by main.c) */
     struct evconnlistener **listeners;
     struct server_listener *lctx;  /* one per listener */
     size_t nlisteners;
@@ -41,7 +43,8 @@ int server_bind(const struct kasi_config *cfg, int *fds);
 
 /* Serve the bound sockets fds (one per listener) on base. 0 or -1. */
 int server_init(struct server *srv, struct event_base *base,
-                struct kasi_config *cfg, const int *fds);
+                struct kasi_config *cfg, const struct hook_engine *engine,
+                const int *fds);
 void server_free(struct server *srv);
 
 /* Stop accepting, give sessions `grace` seconds, then 421 them. */

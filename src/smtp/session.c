@@ -44,18 +44,6 @@ static int auth_offered(const struct session *s);
 
 /* ---------------------------------------------------------------- logging */
 
-void slog(const struct session *s, int level, const char *fmt, ...)
-{
-    char buf[1800];
-    va_list ap;
-    if (!log_enabled(level))
-        return;
-    va_start(ap, fmt);
-    vsnprintf(buf, sizeof buf, fmt, ap);
-    va_end(ap);
-    log_msg(level, "[%s] %s", s->id, buf);
-}
-
 /* ---------------------------------------------------------------- replies */
 
 /* One reply line, built in a buffer and added in one piece. The text never
@@ -204,12 +192,12 @@ static void run_hook(struct session *s, enum hook_id h, void *arg,
                      session_cont_fn cont)
 {
     struct hook_result r = { .rc = RC_NEXT };
-    if (plugins_hook(s, h, arg, &r)) {
+    if (s->srv->engine->hook(&s->hc, h, arg, &r)) {
         cont(s, &r);
         hook_result_clear(&r);
         return;
     }
-    s->hook_pending = 1;
+    s->hc.pending = 1;
     s->cont = cont;
     bufferevent_set_timeouts(s->bev, NULL, NULL);   /* the hook has its own budget */
 }
@@ -227,10 +215,14 @@ static void reset_timeout(struct session *s)
                        ? c->timeout_command : c->timeout_data_block);
 }
 
-void session_hook_done(struct session *s, struct hook_result *r)
+#define SESSION_OF(c) ((struct session *)((char *)(c) - offsetof(struct session, hc)))
+
+/* hook_ctx.done: the engine's late answer. */
+static void hook_done(struct hook_ctx *c, struct hook_result *r)
 {
+    struct session *s = SESSION_OF(c);
     session_cont_fn cont = s->cont;
-    s->hook_pending = 0;
+    s->hc.pending = 0;
     s->cont = NULL;
     if (s->state != SS_CLOSING)
         reset_timeout(s);
@@ -241,48 +233,22 @@ void session_hook_done(struct session *s, struct hook_result *r)
 
 /* ----------------------------------------------------------- transactions */
 
-static void txn_free(struct txn *t)
-{
-    if (!t)
-        return;
-    smtp_mail_clear(&t->mail);
-    for (size_t i = 0; i < t->nrcpt; i++)
-        smtp_rcpt_clear(&t->rcpt[i]);
-    free(t->rcpt);
-    msg_free(t->msg);
-    free(t);
-}
-
 static void txn_end(struct session *s)
 {
-    txn_free(s->txn);
-    s->txn = NULL;
+    txn_free(s->conn.txn);
+    s->conn.txn = NULL;
     if (s->state == SS_MAIL || s->state == SS_RCPT)
         s->state = SS_READY;
 }
 
-static struct txn *txn_new(struct session *s)
+static enum data_bare_policy bare_policy(const struct kasi_config *c)
 {
-    struct txn *t = calloc(1, sizeof *t);
-    if (!t)
-        return NULL;
-    snprintf(t->id, sizeof t->id, "%s.%u", s->id, ++s->ntxn);
-    return t;
+    return c->bare_lf_accept ? DATA_BARE_ACCEPT : DATA_BARE_REJECT;
 }
 
-static int txn_add_rcpt(struct txn *t, struct smtp_rcpt *r)
+static enum data_long_policy long_policy(const struct kasi_config *c)
 {
-    if (t->nrcpt == t->rcpt_cap) {
-        size_t cap = t->rcpt_cap ? t->rcpt_cap * 2 : 4;
-        struct smtp_rcpt *n = realloc(t->rcpt, cap * sizeof *n);
-        if (!n)
-            return -1;
-        t->rcpt = n;
-        t->rcpt_cap = cap;
-    }
-    t->rcpt[t->nrcpt++] = *r;
-    memset(r, 0, sizeof *r);
-    return 0;
+    return c->long_lines_wrap ? DATA_LONG_WRAP : DATA_LONG_REJECT;
 }
 
 static int txn_open_msg(struct session *s)
@@ -290,8 +256,8 @@ static int txn_open_msg(struct session *s)
     const struct kasi_config *c = s->srv->cfg;
     struct msg_store *st = msg_store_new(c->memory_buffer, c->spool_dir);
     if (st)
-        s->txn->msg = msg_new(st);
-    if (!s->txn->msg) {
+        s->conn.txn->msg = msg_new(st);
+    if (!s->conn.txn->msg) {
         msg_store_free(st);
         return -1;
     }
@@ -322,24 +288,24 @@ static const char *received_proto(const struct session *s)
         { { "SMTP", "SMTPA" }, { "SMTPS", "SMTPSA" } },
         { { "ESMTP", "ESMTPA" }, { "ESMTPS", "ESMTPSA" } },
     };
-    if (s->txn && s->txn->mail.smtputf8)
-        return s->tls ? (s->auth_user ? "UTF8SMTPSA" : "UTF8SMTPS")
-                      : (s->auth_user ? "UTF8SMTPA" : "UTF8SMTP");
-    return names[!!s->esmtp][!!s->tls][!!s->auth_user];
+    if (s->conn.txn && s->conn.txn->mail.smtputf8)
+        return s->conn.tls ? (s->conn.auth_user ? "UTF8SMTPSA" : "UTF8SMTPS")
+                      : (s->conn.auth_user ? "UTF8SMTPA" : "UTF8SMTP");
+    return names[!!s->conn.esmtp][!!s->conn.tls][!!s->conn.auth_user];
 }
 
 static void helo_done(struct session *s, struct hook_result *r)
 {
     const struct kasi_config *c = s->srv->cfg;
-    if (deny_reply(s, s->esmtp ? HOOK_EHLO : HOOK_HELO, r)) {
-        free(s->helo);          /* a refused greeting leaves the session ungreeted */
-        s->helo = NULL;
+    if (deny_reply(s, s->conn.esmtp ? HOOK_EHLO : HOOK_HELO, r)) {
+        free(s->conn.helo);          /* a refused greeting leaves the session ungreeted */
+        s->conn.helo = NULL;
         if (s->state != SS_CLOSING)
             s->state = SS_GREET;
         return;
     }
     s->state = SS_READY;
-    if (!s->esmtp) {
+    if (!s->conn.esmtp) {
         char text[600];
         snprintf(text, sizeof text, "%s", c->hostname);
         session_reply(s, 250, NULL, text);
@@ -349,7 +315,7 @@ static void helo_done(struct session *s, struct hook_result *r)
     snprintf(text, sizeof text,
              "%s Hello %.255s [%s]\nPIPELINING\nSIZE %zu\n8BITMIME\n"
              "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING%s%s",
-             c->hostname, s->helo, s->remote_ip, c->max_message_size,
+             c->hostname, s->conn.helo, s->conn.remote_ip, c->max_message_size,
              starttls_offered(s) ? "\nSTARTTLS" : "",
              auth_offered(s) ? "\nAUTH " AUTH_MECHANISMS : "");
     session_reply(s, 250, NULL, text);
@@ -363,14 +329,14 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *c)
         return;
     }
     txn_end(s);                 /* HELO/EHLO imply RSET */
-    free(s->helo);
-    s->helo = strndup(c->arg, c->arg_len);
-    s->esmtp = c->verb == SMTP_EHLO;
-    if (!s->helo) {
+    free(s->conn.helo);
+    s->conn.helo = strndup(c->arg, c->arg_len);
+    s->conn.esmtp = c->verb == SMTP_EHLO;
+    if (!s->conn.helo) {
         session_reply(s, 451, "4.3.0", "Out of memory");
         return;
     }
-    run_hook(s, s->esmtp ? HOOK_EHLO : HOOK_HELO, NULL, helo_done);
+    run_hook(s, s->conn.esmtp ? HOOK_EHLO : HOOK_HELO, NULL, helo_done);
 }
 
 /* ------------------------------------------------------------ MAIL / RCPT */
@@ -396,11 +362,11 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *c)
         proto_error(s, 503, "5.5.1", "Error: nested MAIL command");
         return;
     }
-    if (s->listen && s->listen->submission && !s->auth_user) {
+    if (s->listen && s->listen->submission && !s->conn.auth_user) {
         session_reply(s, 530, "5.7.0", "Authentication required");
         return;
     }
-    struct smtp_parse_opts o = { .esmtp = s->esmtp,
+    struct smtp_parse_opts o = { .esmtp = s->conn.esmtp,
                                  .max_size = (long long)cfg->max_message_size };
     struct smtp_mail m;
     smtp_status st;
@@ -408,13 +374,13 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *c)
         status_error(s, &st);
         return;
     }
-    s->txn = txn_new(s);
-    if (!s->txn) {
+    s->conn.txn = txn_new(&s->conn, ++s->ntxn);
+    if (!s->conn.txn) {
         smtp_mail_clear(&m);
         session_reply(s, 451, "4.3.0", "Out of memory");
         return;
     }
-    s->txn->mail = m;
+    s->conn.txn->mail = m;
     run_hook(s, HOOK_MAIL, NULL, mail_done);
 }
 
@@ -425,11 +391,11 @@ static void rcpt_ok_done(struct session *s, struct hook_result *r)
         deny_reply(s, HOOK_RCPT_OK, r);
 }
 
-/* The recipient under decision waits in s->txn->rcpt[nrcpt] (not counted
+/* The recipient under decision waits in s->conn.txn->rcpt[nrcpt] (not counted
  * until accepted). */
 static void rcpt_done(struct session *s, struct hook_result *r)
 {
-    struct txn *t = s->txn;
+    struct txn *t = s->conn.txn;
     struct smtp_rcpt *cand = &t->rcpt[t->nrcpt];
     if (deny_reply(s, HOOK_RCPT, r)) {
         smtp_rcpt_clear(cand);
@@ -448,12 +414,12 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *c)
         proto_error(s, 503, "5.5.1", "Error: need MAIL command");
         return;
     }
-    struct txn *t = s->txn;
+    struct txn *t = s->conn.txn;
     if (t->nrcpt >= cfg->max_recipients) {
         session_reply(s, 452, "4.5.3", "Error: too many recipients");
         return;
     }
-    struct smtp_parse_opts o = { .esmtp = s->esmtp, .smtputf8 = t->mail.smtputf8,
+    struct smtp_parse_opts o = { .esmtp = s->conn.esmtp, .smtputf8 = t->mail.smtputf8,
                                  .max_size = (long long)cfg->max_message_size };
     struct smtp_rcpt r;
     smtp_status st;
@@ -478,7 +444,7 @@ static void finish_message(struct session *s);
 static void data_emit(void *ctx, const char *p, size_t n)
 {
     struct session *s = ctx;
-    struct txn *t = s->txn;
+    struct txn *t = s->conn.txn;
     const struct kasi_config *c = s->srv->cfg;
     t->bytes += n;
     if (c->max_message_size && t->bytes > c->max_message_size)
@@ -496,7 +462,7 @@ static void data_done(struct session *s, struct hook_result *r)
         session_reply(s, 451, "4.3.0", "Out of memory");
         return;
     }
-    data_decoder_init(&s->dec, c->max_line_length, c->bare_lf, c->long_lines,
+    data_decoder_init(&s->dec, c->max_line_length, bare_policy(c), long_policy(c),
                       data_emit, s);
     s->input = IN_DATA;
     reset_timeout(s);
@@ -509,7 +475,7 @@ static void cmd_data(struct session *s, const struct smtp_cmd *c)
         proto_error(s, 501, "5.5.4", "Syntax: DATA");
         return;
     }
-    if (s->state == SS_MAIL || (s->state == SS_RCPT && s->txn->bdat)) {
+    if (s->state == SS_MAIL || (s->state == SS_RCPT && s->conn.txn->bdat)) {
         proto_error(s, 503, "5.5.1", s->state == SS_MAIL
                     ? "Error: need RCPT command"
                     : "Error: DATA not allowed after BDAT");
@@ -555,7 +521,7 @@ static void bdat_chunk_end(struct session *s)
     }
     if (!s->bdat_last) {
         char text[64];
-        snprintf(text, sizeof text, "%zu octets received", s->txn->bytes);
+        snprintf(text, sizeof text, "%zu octets received", s->conn.txn->bytes);
         session_reply(s, 250, "2.0.0", text);
         return;
     }
@@ -618,9 +584,9 @@ static void bdat_data_done(struct session *s, struct hook_result *r)
         txn_end(s);
         return;
     }
-    s->txn->bdat = 1;
+    s->conn.txn->bdat = 1;
     /* BDAT lines are not limited, but bare CR/LF follow the DATA policy */
-    data_decoder_init(&s->dec, s->srv->cfg->max_line_length, s->srv->cfg->bare_lf,
+    data_decoder_init(&s->dec, s->srv->cfg->max_line_length, bare_policy(s->srv->cfg),
                       DATA_LONG_WRAP, NULL, NULL);
     s->input = IN_BDAT;
     reset_timeout(s);
@@ -644,7 +610,7 @@ static void cmd_bdat(struct session *s, const struct smtp_cmd *c)
                      ? "Error: need RCPT command" : "Error: need MAIL command", 1);
         return;
     }
-    if (!s->txn->bdat) {        /* first chunk: the data hook decides */
+    if (!s->conn.txn->bdat) {        /* first chunk: the data hook decides */
         run_hook(s, HOOK_DATA, "BDAT", bdat_data_done);
         return;
     }
@@ -665,7 +631,7 @@ static void queue_ok_done(struct session *s, struct hook_result *r)
 
 static void queue_done(struct session *s, struct hook_result *r)
 {
-    struct txn *t = s->txn;
+    struct txn *t = s->conn.txn;
     if (r->rc == RC_OK) {
         char text[512];
         if (!r->msg)
@@ -702,7 +668,7 @@ static void data_post_done(struct session *s, struct hook_result *r)
 
 static int add_received(struct session *s)
 {
-    struct txn *t = s->txn;
+    struct txn *t = s->conn.txn;
     const struct kasi_config *c = s->srv->cfg;
     char date[64], buf[2048];
     time_t now = time(NULL);
@@ -711,13 +677,13 @@ static int add_received(struct session *s)
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
     int n = snprintf(buf, sizeof buf, "Received: from %s (%s [%s])\r\n"
                      "\tby %s (kasi) with %s id %s",
-                     s->helo, s->rdns && s->rdns_confirmed ? s->rdns : "unknown", s->remote_ip,
+                     s->conn.helo, s->conn.rdns && s->conn.rdns_confirmed ? s->conn.rdns : "unknown", s->conn.remote_ip,
                      c->hostname, received_proto(s), t->id);
     if (n > (int)sizeof buf - 600)  /* a long HELO: keep room for the rest */
         n = (int)sizeof buf - 600;
-    if (s->tls)
+    if (s->conn.tls)
         n += snprintf(buf + n, sizeof buf - (size_t)n, "\r\n\t(version=%s cipher=%s)",
-                      s->tls_version, s->tls_cipher);
+                      s->conn.tls_version, s->conn.tls_cipher);
     if (t->nrcpt == 1 && t->rcpt[0].addr.local) {
         char *a = smtp_addr_format(&t->rcpt[0].addr);
         n += snprintf(buf + n, sizeof buf - (size_t)n, "\r\n\tfor <%s>", a ? a : "");
@@ -731,7 +697,7 @@ static int add_received(struct session *s)
 
 static void finish_message(struct session *s)
 {
-    struct txn *t = s->txn;
+    struct txn *t = s->conn.txn;
     int code;
     const char *enh;
     const char *why = data_decoder_verdict(&s->dec, &code, &enh);
@@ -762,13 +728,13 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg);
 static int starttls_offered(const struct session *s)
 {
     enum listen_tls m = s->listen ? s->listen->tls : LISTEN_TLS_DEFAULT;
-    return !s->tls && !s->tls_handshake && tls_available() &&
+    return !s->conn.tls && !s->tls_handshake && tls_available() &&
            (m == LISTEN_TLS_STARTTLS || m == LISTEN_TLS_DEFAULT);
 }
 
 static int auth_offered(const struct session *s)
 {
-    return s->listen && s->listen->auth && (s->tls || s->listen->auth_plaintext);
+    return s->listen && s->listen->auth && (s->conn.tls || s->listen->auth_plaintext);
 }
 
 /* Point the session at a (new) bufferevent. */
@@ -786,13 +752,13 @@ static void session_attach(struct session *s, struct bufferevent *bev)
 static void starttls_reset(struct session *s)
 {
     txn_end(s);
-    free(s->helo);
-    s->helo = NULL;
-    s->esmtp = 0;
-    if (s->auth_user) {
-        free(s->auth_user);
-        s->auth_user = NULL;
-        s->relaying = 0;
+    free(s->conn.helo);
+    s->conn.helo = NULL;
+    s->conn.esmtp = 0;
+    if (s->conn.auth_user) {
+        free(s->conn.auth_user);
+        s->conn.auth_user = NULL;
+        s->conn.relaying = 0;
     }
 }
 
@@ -802,7 +768,7 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
         proto_error(s, 501, "5.5.4", "Syntax: STARTTLS");
         return;
     }
-    if (s->tls) {
+    if (s->conn.tls) {
         proto_error(s, 503, "5.5.1", "Error: TLS already active");
         return;
     }
@@ -842,11 +808,11 @@ static void tls_established(struct session *s)
 {
     int implicit = s->tls_handshake == 2;
     s->tls_handshake = 0;
-    s->tls = 1;
-    tls_info(s->bev, s->tls_version, sizeof s->tls_version, s->tls_cipher,
-             sizeof s->tls_cipher, s->tls_sni, sizeof s->tls_sni);
+    s->conn.tls = 1;
+    tls_info(s->bev, s->conn.tls_version, sizeof s->conn.tls_version, s->conn.tls_cipher,
+             sizeof s->conn.tls_cipher, s->conn.tls_sni, sizeof s->conn.tls_sni);
     slog(s, LOG_LVL_INFO, "TLS established: version=%s cipher=%s sni=%s",
-         s->tls_version, s->tls_cipher, s->tls_sni[0] ? s->tls_sni : "-");
+         s->conn.tls_version, s->conn.tls_cipher, s->conn.tls_sni[0] ? s->conn.tls_sni : "-");
     reset_timeout(s);
     if (implicit) {
         start_banner(s);
@@ -862,7 +828,7 @@ static void tls_established(struct session *s)
 static int auth_ip_limited(const struct session *s)
 {
     const struct kasi_config *c = s->srv->cfg;
-    return auth_ip_blocked(s->remote_ip, clock_now(), c->auth_max_failures_per_ip,
+    return auth_ip_blocked(s->conn.remote_ip, clock_now(), c->auth_max_failures_per_ip,
                            c->auth_failure_window);
 }
 
@@ -913,7 +879,7 @@ static void auth_failed(struct session *s, char *msg)
 {
     unsigned n = ++s->auth_failures;
     const struct kasi_config *c = s->srv->cfg;
-    auth_ip_failed(s->remote_ip, clock_now(), c->auth_failure_window);
+    auth_ip_failed(s->conn.remote_ip, clock_now(), c->auth_failure_window);
     free(s->auth_fail_msg);
     s->auth_fail_msg = msg;
     struct timeval tv = { (time_t)1 << (n < 6 ? n - 1 : 5), 0 };
@@ -934,13 +900,13 @@ static void auth_done(struct session *s, struct hook_result *r)
     slog(s, LOG_LVL_INFO, "auth: user=%s mechanism=%s %s", user, a->creds.mechanism,
          r->rc == RC_OK ? "ok" : hook_rc_name(r->rc));
     if (r->rc == RC_OK) {
-        s->auth_user = strdup(a->user);
+        s->conn.auth_user = strdup(a->user);
         auth_clear(a);
-        if (!s->auth_user) {
+        if (!s->conn.auth_user) {
             session_reply(s, 454, "4.3.0", "Out of memory");
             return;
         }
-        s->relaying = 1;
+        s->conn.relaying = 1;
         session_reply(s, 235, "2.7.0", r->msg ? r->msg : "Authentication successful");
         return;
     }
@@ -978,13 +944,13 @@ static int auth_refused(struct session *s)
     const char *why = NULL;
     if (!s->listen || !s->listen->auth)
         why = "Error: authentication not enabled";
-    else if (!s->tls && !s->listen->auth_plaintext) {
+    else if (!s->conn.tls && !s->listen->auth_plaintext) {
         proto_error(s, 538, "5.7.11",
                     "Encryption required for requested authentication mechanism");
         return 1;
-    } else if (s->state == SS_GREET || !s->esmtp)
+    } else if (s->state == SS_GREET || !s->conn.esmtp)
         why = "Error: send EHLO first";
-    else if (s->auth_user)
+    else if (s->conn.auth_user)
         why = "Error: already authenticated";
     else if (s->state != SS_READY)
         why = "Error: MAIL transaction in progress";
@@ -1211,7 +1177,7 @@ static void session_process(struct session *s)
 {
     struct evbuffer *in;
     /* s->bev changes at STARTTLS: look it up each turn */
-    while (!s->hook_pending && !s->paused && s->state != SS_CLOSING &&
+    while (!s->hc.pending && !s->paused && s->state != SS_CLOSING &&
            s->state != SS_NEW && evbuffer_get_length(in = bufferevent_get_input(s->bev)) > 0) {
         int more;
         switch (s->input) {
@@ -1317,7 +1283,7 @@ static void close_when_flushed(struct session *s)
         close_soon(s);
         return;
     }
-    if (s->tls && !s->tls_closing) {
+    if (s->conn.tls && !s->tls_closing) {
         s->tls_closing = 1;
         tls_close_notify(s->bev);
     }
@@ -1337,9 +1303,9 @@ void session_close(struct session *s)
 {
     if (s->state == SS_CLOSING)
         return;
-    if (s->hook_pending) {          /* its answer would come too late */
-        plugins_session_end(s);
-        s->hook_pending = 0;
+    if (s->hc.pending) {          /* its answer would come too late */
+        s->srv->engine->cancel(&s->hc);
+        s->hc.pending = 0;
     }
     s->state = SS_CLOSING;
     bufferevent_disable(s->bev, EV_READ);
@@ -1361,24 +1327,25 @@ static void session_summary(struct session *s)
     slog(s, LOG_LVL_INFO,
          "disconnect ip=%s port=%d helo=%s tls=%s auth=%s txns=%u msgs=%u "
          "rcpts=%u bytes=%llu result=%s",
-         s->remote_ip, s->remote_port, s->helo ? s->helo : "-",
-         s->tls ? s->tls_version : "no", s->auth_user ? s->auth_user : "-", s->ntxn,
+         s->conn.remote_ip, s->conn.remote_port, s->conn.helo ? s->conn.helo : "-",
+         s->conn.tls ? s->conn.tls_version : "no", s->conn.auth_user ? s->conn.auth_user : "-", s->ntxn,
          s->nmsgs, s->nrcpts, s->nbytes, s->last_result ? s->last_result : "-");
 }
 
 void session_destroy(struct session *s)
 {
-    if (s->hook_pending)
-        plugins_session_end(s);     /* cancels the pending hook */
-    s->hook_pending = 0;
+    const struct hook_engine *eng = s->srv->engine;
+    if (s->hc.pending)
+        eng->cancel(&s->hc);
+    s->hc.pending = 0;
     struct hook_result r = { .rc = RC_NEXT };
-    plugins_hook(s, HOOK_DISCONNECT, NULL, &r);   /* a late answer is dropped */
+    eng->hook(&s->hc, HOOK_DISCONNECT, NULL, &r);   /* a late answer is dropped */
     hook_result_clear(&r);
-    plugins_session_end(s);
+    eng->end(&s->hc);
     if (s->close_ev)
         event_free(s->close_ev);
     session_summary(s);
-    txn_free(s->txn);
+    txn_free(s->conn.txn);
     hook_result_clear(&s->bdat_reply);
     if (s->auth_delay_ev)
         event_free(s->auth_delay_ev);
@@ -1390,14 +1357,14 @@ void session_destroy(struct session *s)
     if (s->below_cb)
         evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(s->bev)),
                                  s->below_cb);
-    if (s->tls && s->state == SS_CLOSING && !s->tls_closing)
+    if (s->conn.tls && s->state == SS_CLOSING && !s->tls_closing)
         tls_close_notify(s->bev);   /* implicit TLS: straight to the socket */
     bufferevent_free(s->bev);
     server_session_remove(s->srv, s);
-    dns_rdns_cancel(s);
-    free(s->helo);
-    free(s->rdns);
-    free(s->auth_user);
+    dns_rdns_cancel(&s->conn);
+    free(s->conn.helo);
+    free(s->conn.rdns);
+    free(s->conn.auth_user);
     free(s);
 }
 
@@ -1417,6 +1384,13 @@ static void addr_to_str(const struct sockaddr *sa, char *ip, size_t iplen, int *
     }
 }
 
+/* hook_ctx.input_pending */
+static size_t input_pending(const struct hook_ctx *c)
+{
+    const struct session *s = SESSION_OF(c);
+    return evbuffer_get_length(bufferevent_get_input(s->bev));
+}
+
 struct session *session_new(struct server *srv, const struct listen_cfg *lc, int fd,
                             const struct sockaddr *sa, socklen_t salen)
 {
@@ -1427,13 +1401,16 @@ struct session *session_new(struct server *srv, const struct listen_cfg *lc, int
     s->srv = srv;
     s->listen = lc;
     s->fd = fd;
-    snprintf(s->id, sizeof s->id, "%s%06llX", srv->boot_id, ++srv->next_conn);
-    addr_to_str(sa, s->remote_ip, sizeof s->remote_ip, &s->remote_port);
+    s->hc.conn = &s->conn;
+    s->hc.done = hook_done;
+    s->hc.input_pending = input_pending;
+    snprintf(s->conn.id, sizeof s->conn.id, "%s%06llX", srv->boot_id, ++srv->next_conn);
+    addr_to_str(sa, s->conn.remote_ip, sizeof s->conn.remote_ip, &s->conn.remote_port);
     struct sockaddr_storage local;
     socklen_t ll = sizeof local;
     if (getsockname(fd, (struct sockaddr *)&local, &ll) == 0)
-        addr_to_str((struct sockaddr *)&local, s->local_ip, sizeof s->local_ip,
-                    &s->local_port);
+        addr_to_str((struct sockaddr *)&local, s->conn.local_ip, sizeof s->conn.local_ip,
+                    &s->conn.local_port);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
@@ -1454,9 +1431,9 @@ struct session *session_new(struct server *srv, const struct listen_cfg *lc, int
     s->input = IN_CMD;
     reset_timeout(s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-    slog(s, LOG_LVL_INFO, "connect ip=%s port=%d local=%s:%d%s", s->remote_ip,
-         s->remote_port, s->local_ip, s->local_port, s->tls_handshake ? " tls" : "");
-    dns_rdns_start(s);          /* in the background: the banner does not wait */
+    slog(s, LOG_LVL_INFO, "connect ip=%s port=%d local=%s:%d%s", s->conn.remote_ip,
+         s->conn.remote_port, s->conn.local_ip, s->conn.local_port, s->tls_handshake ? " tls" : "");
+    dns_rdns_start(&s->conn);          /* in the background: the banner does not wait */
     if (!s->tls_handshake)
         start_banner(s);
     return s;

@@ -8,11 +8,13 @@
 #include <stddef.h>
 #include <sys/socket.h>
 
+#include "msg/envelope.h"
 #include "proto/hooks.h"
 #include "core/log.h"
 #include "proto/smtp_data.h"
 #include "proto/smtp_parse.h"
 
+struct session;
 struct bufferevent;
 struct evbuffer_cb_entry;
 struct event;
@@ -20,20 +22,6 @@ struct server;
 struct msg;
 struct listen_cfg;
 struct auth_sasl;
-struct dns_rdns;
-
-/* One mail transaction: MAIL, RCPTs, message. */
-struct txn {
-    char id[48];                /* "<conn id>.<n>", also the queue id */
-    struct smtp_mail mail;
-    struct smtp_rcpt *rcpt;
-    size_t nrcpt, rcpt_cap;
-    struct msg *msg;            /* created at DATA / first BDAT */
-    size_t bytes;               /* message bytes received (unstuffed) */
-    int too_big;                /* over max_message_size: read on, reject */
-    int bdat;                   /* CHUNKING in use */
-    int engine_ref;             /* plugin engine's handle (notes), 0 none */
-};
 
 enum session_state {
     SS_NEW,          /* banner not sent yet (connect hook running) */
@@ -53,26 +41,14 @@ struct session {
     struct server *srv;
     struct bufferevent *bev;
     int fd;
-    char id[32];                       /* connection id */
+    struct conn conn;                  /* what plugins see as `conn` (msg/envelope.h) */
+    struct hook_ctx hc;                /* the session as the plugin engine sees it */
     unsigned ntxn;                     /* transactions started */
 
-    char remote_ip[64], local_ip[64];
-    int remote_port, local_port;
-    char *rdns;                        /* reverse DNS name, NULL unknown */
-    int rdns_confirmed;                /* rdns resolves back to remote_ip */
-    struct dns_rdns *rdns_job;         /* lookup in progress (dns.c), NULL done */
-    char *helo;                        /* accepted HELO/EHLO argument */
-    int esmtp;                         /* greeted with EHLO */
-    int tls;                           /* TLS active */
     int tls_handshake;                 /* handshake in progress: 1 STARTTLS, 2 implicit */
     int tls_closing;                   /* close_notify sent */
     struct evbuffer_cb_entry *below_cb; /* STARTTLS close: watching the plain layer drain */
-    char tls_version[16];              /* "TLSv1.3" once TLS is up */
-    char tls_cipher[64];               /* "TLS_AES_256_GCM_SHA384" */
-    char tls_sni[256];                 /* server name the client asked for, "" none */
     const struct listen_cfg *listen;   /* the listener that accepted it */
-    char *auth_user;                   /* authenticated user, NULL none */
-    int relaying;                      /* allowed to relay */
     struct auth_sasl *sasl;            /* AUTH exchange in progress, else NULL */
     unsigned auth_failures;            /* failed AUTH attempts */
     int paused;                        /* input held (AUTH failure delay) */
@@ -81,7 +57,6 @@ struct session {
 
     enum session_state state;
     enum session_input input;
-    struct txn *txn;
     unsigned errors;                   /* protocol errors so far */
     double partial_since;              /* first byte of an unfinished command line */
 
@@ -91,10 +66,7 @@ struct session {
     int bdat_discard;                  /* read and drop the chunk */
     struct hook_result bdat_reply;     /* reply after a discarded chunk */
 
-    int hook_pending;                  /* waiting on the engine */
     session_cont_fn cont;              /* what to do with the answer */
-    void *engine;                      /* plugin engine's per-session state */
-    int engine_ref;                    /* plugin engine's handle */
 
     unsigned nmsgs, nrcpts;            /* for the summary line */
     unsigned long long nbytes;
@@ -121,7 +93,6 @@ void session_destroy(struct session *s);
 void session_kick(struct session *s, const char *reason);
 
 /* Log with the connection id. */
-void slog(const struct session *s, int level, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
+#define slog(s, ...) conn_log(&(s)->conn, __VA_ARGS__)
 
 #endif

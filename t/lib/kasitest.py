@@ -28,6 +28,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 
@@ -50,6 +51,7 @@ class _Tap:
     count = 0
     failed = 0
     finished = False
+    lock = threading.RLock()
 
 
 def _out(line):
@@ -64,13 +66,15 @@ def diag(msg):
 
 
 def ok(cond, name="", *diags):
-    _Tap.count += 1
     name = name.replace("#", "\\#").replace("\n", " ")
-    if cond:
-        _out("ok %d - %s" % (_Tap.count, name))
-    else:
-        _Tap.failed += 1
-        _out("not ok %d - %s" % (_Tap.count, name))
+    with _Tap.lock:             # tests may report from several threads
+        _Tap.count += 1
+        if cond:
+            _out("ok %d - %s" % (_Tap.count, name))
+        else:
+            _Tap.failed += 1
+            _out("not ok %d - %s" % (_Tap.count, name))
+    if not cond:
         caller = traceback.extract_stack(limit=4)
         for fr in caller[:-1]:
             if fr.filename != __file__:

@@ -100,8 +100,8 @@ static void test_defaults(void)
     is_int(cfg.memory_buffer, 1 << 20, "defaults: memory_buffer");
     ok(cfg.timeout_command == 300 && cfg.timeout_data_block == 180 &&
        cfg.timeout_shutdown == 30, "defaults: timeouts");
-    is_int(cfg.bare_lf, DATA_BARE_REJECT, "defaults: bare_lf");
-    is_int(cfg.long_lines, DATA_LONG_REJECT, "defaults: long_lines");
+    is_int(cfg.bare_lf_accept, 0, "defaults: bare_lf");
+    is_int(cfg.long_lines_wrap, 0, "defaults: long_lines");
     is_str(cfg.spool_dir, spool, "defaults: spool_dir relative to dir");
     is_str(cfg.log_target, "stderr", "defaults: log target");
     is_int(cfg.log_level, 2, "defaults: log level info");
@@ -178,8 +178,8 @@ static void test_full(void)
     ok(cfg.timeout_command == 12.5, "full: timeouts.command 12.5");
     ok(cfg.timeout_data_block == 60, "full: timeouts.data_block");
     ok(cfg.timeout_shutdown == 2, "full: timeouts.shutdown");
-    is_int(cfg.bare_lf, DATA_BARE_ACCEPT, "full: bare_lf accept");
-    is_int(cfg.long_lines, DATA_LONG_WRAP, "full: long_lines wrap");
+    is_int(cfg.bare_lf_accept, 1, "full: bare_lf accept");
+    is_int(cfg.long_lines_wrap, 1, "full: long_lines wrap");
     is_str(cfg.spool_dir, "/var/spool/kasi", "full: absolute spool_dir kept");
     is_str(cfg.log_target, "syslog", "full: log target");
     is_int(cfg.log_level, 3, "full: log level debug");
