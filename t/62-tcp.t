@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 # kasi.tcp against a line echo server on loopback: a line, N bytes, until
-# close, a timeout, connection refused, a host name, a UNIX socket,
+# close, a timeout, connection refused, a host name (DNS and /etc/hosts),
+# a UNIX socket,
 # streaming the message with send_message, and sessions that go away while
 # their hook waits on a socket.
 import os
@@ -114,6 +115,9 @@ with Dns() as dns, Echo() as echo, Echo(unix_path=upath) as uecho:
                 'line "hello there" nil | after close: nil closed', "connect by host name")
             like(ask(r, "TCP LINE nope.test %d" % p), r"^connect cannot resolve nope\.test: NXDOMAIN",
                  "unknown host name")
+            is_(ask(r, "TCP LINE localhost %d" % p),
+                'line "hello there" nil | after close: nil closed',
+                "a name from /etc/hosts (the resolver reads it like getaddrinfo)")
             is_(ask(r, "TCP LINE %s 0" % upath),
                 'line "hello there" nil | after close: nil closed', "UNIX socket")
             like(ask(r, "TCP LINE /nonexistent/sock 0"), r"^connect .*No such file",

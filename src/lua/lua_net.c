@@ -33,6 +33,7 @@
 #include <openssl/x509v3.h>
 
 #include "net/dns.h"
+#include "net/tls.h"
 #include "lua/lua_async.h"
 #include "lua/lua_engine.h"
 #include "msg/message.h"
@@ -394,19 +395,6 @@ static void lsock_io_setup(struct lsock *s);
 static void lsock_try_recv(struct lsock *s);
 static void lsock_refill(struct lsock *s);
 
-static SSL_CTX *client_ctx(void)
-{
-    static SSL_CTX *ctx;
-    if (!ctx) {
-        ctx = SSL_CTX_new(TLS_client_method());
-        if (ctx) {
-            SSL_CTX_set_default_verify_paths(ctx);
-            SSL_CTX_set_min_proto_version(ctx, TLS1_2_VERSION);
-        }
-    }
-    return ctx;
-}
-
 static void lsock_drop_bev(struct lsock *s)
 {
     if (s->bev)
@@ -582,22 +570,11 @@ static void lsock_io_setup(struct lsock *s)
 /* Wrap the connection in TLS; completion comes as BEV_EVENT_CONNECTED. */
 static int lsock_start_tls(struct lsock *s)
 {
-    SSL_CTX *ctx = client_ctx();
-    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+    SSL *ssl = tls_client_new(s->host, s->tls_verify ? TLS_VERIFY_PEER : TLS_VERIFY_NONE);
     if (!ssl) {
         snprintf(s->err, sizeof s->err, "TLS setup failed");
         return -1;
     }
-    if (s->host && s->host[0] != '/') {
-        struct in6_addr tmp;
-        int is_ip = inet_pton(AF_INET, s->host, &tmp) == 1 ||
-                    inet_pton(AF_INET6, s->host, &tmp) == 1;
-        if (!is_ip)
-            SSL_set_tlsext_host_name(ssl, s->host);
-        if (s->tls_verify)
-            SSL_set1_host(ssl, s->host);
-    }
-    SSL_set_verify(ssl, s->tls_verify ? SSL_VERIFY_PEER : SSL_VERIFY_NONE, NULL);
     struct bufferevent *tb = bufferevent_openssl_filter_new(
         bufferevent_get_base(s->bev), s->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
         BEV_OPT_CLOSE_ON_FREE);
@@ -668,11 +645,6 @@ static void lsock_resolved(const struct dns_result *r, void *ud)
     if (r->status == DNS_OK && r->n > 0 &&
         lsock_connect_addr(s, r->ans[0].text, s->port) == 0)
         return;
-    if (r->status == DNS_NODATA && r->type == DNS_T_A) {
-        s->dq = dns_query(s->host, DNS_T_AAAA, s->timeout, lsock_resolved, s);
-        if (s->dq)
-            return;
-    }
     if (!s->err[0])
         snprintf(s->err, sizeof s->err, "cannot resolve %s: %s", s->host,
                  dns_status_str(r->status));
@@ -744,7 +716,7 @@ static int l_tcp_connect(lua_State *L)
     if (rc < 0)
         return push_fail(L, s->err);
     if (rc == 1) {
-        s->dq = dns_query(host, DNS_T_A, s->timeout, lsock_resolved, s);
+        s->dq = dns_query(host, DNS_T_ADDR, s->timeout, lsock_resolved, s);
         if (!s->dq)
             return push_fail(L, "cannot resolve");
     }

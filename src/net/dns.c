@@ -86,6 +86,7 @@ const char *dns_type_name(int type)
     case DNS_T_MX: return "MX";
     case DNS_T_TXT: return "TXT";
     case DNS_T_PTR: return "PTR";
+    case DNS_T_ADDR: return "ADDR";
     default: return "?";
     }
 }
@@ -502,6 +503,63 @@ static void on_ares_answer(void *arg, int status, int timeouts,
         query_free(q);
 }
 
+/* A getaddrinfo answer as a list of address strings. */
+static void addrinfo_result(const struct ares_addrinfo *ai, struct dns_result *r)
+{
+    char ip[INET6_ADDRSTRLEN];
+    r->status = DNS_NODATA;
+    r->ttl = 3600;
+    for (const struct ares_addrinfo_node *n = ai ? ai->nodes : NULL; n; n = n->ai_next) {
+        const void *a = n->ai_family == AF_INET6
+            ? (const void *)&((const struct sockaddr_in6 *)n->ai_addr)->sin6_addr
+            : (const void *)&((const struct sockaddr_in *)n->ai_addr)->sin_addr;
+        if (!inet_ntop(n->ai_family, a, ip, sizeof ip) ||
+            result_add(r, ip, strlen(ip), 0) < 0)
+            continue;
+        r->status = DNS_OK;
+        if (n->ai_ttl >= 0 && (unsigned)n->ai_ttl < r->ttl)
+            r->ttl = (unsigned)n->ai_ttl;
+    }
+}
+
+static void on_ares_addrinfo(void *arg, int status, int timeouts,
+                             struct ares_addrinfo *ai)
+{
+    struct dns_query *q = arg;
+    (void)timeouts;
+    q->in_ares = 0;
+    if (!q->done && status != ARES_EDESTRUCTION) {
+        struct dns_result r = { .type = q->type };
+        if (status == ARES_SUCCESS)
+            addrinfo_result(ai, &r);
+        else
+            r.status = map_status(status);
+        if (r.status == DNS_NXDOMAIN || r.status == DNS_NODATA)
+            r.ttl = 60;
+        cache_put(q->name, q->type, &r);
+        deliver(q, &r);
+        result_clear(&r);
+    }
+    if (ai)
+        ares_freeaddrinfo(ai);
+    if (q->done || status == ARES_EDESTRUCTION)
+        query_free(q);
+}
+
+static void start_ares(struct dns_query *q)
+{
+    q->in_ares = 1;
+    if (q->type == DNS_T_ADDR) {
+        struct ares_addrinfo_hints hints;
+        memset(&hints, 0, sizeof hints);
+        hints.ai_family = AF_UNSPEC;
+        hints.ai_socktype = SOCK_STREAM;
+        ares_getaddrinfo(D.ch, q->name, NULL, &hints, on_ares_addrinfo, q);
+    } else {
+        ares_query(D.ch, q->name, 1 /* class IN */, q->type, on_ares_answer, q);
+    }
+}
+
 static void on_deadline(evutil_socket_t fd, short what, void *arg)
 {
     struct dns_query *q = arg;
@@ -544,8 +602,7 @@ struct dns_query *dns_query(const char *name, int type, double timeout,
         timeout = D.timeout * D.tries;
     struct timeval tv = clock_tv(timeout);
     evtimer_add(q->deadline, &tv);
-    q->in_ares = 1;
-    ares_query(D.ch, name, 1 /* class IN */, type, on_ares_answer, q);
+    start_ares(q);
     if (q->in_ares)
         arm_timer();
     return q;   /* an immediate failure is delivered by the callback */

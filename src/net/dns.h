@@ -12,7 +12,11 @@ struct event_base;
 struct conn;
 
 enum dns_type {
-    DNS_T_A = 1, DNS_T_PTR = 12, DNS_T_MX = 15, DNS_T_TXT = 16, DNS_T_AAAA = 28
+    DNS_T_A = 1, DNS_T_PTR = 12, DNS_T_MX = 15, DNS_T_TXT = 16, DNS_T_AAAA = 28,
+    /* Not a record type: a host name's addresses the way getaddrinfo(3)
+     * finds them (/etc/hosts, then A and AAAA), IPv6 and IPv4 mixed in the
+     * order to try. A literal address answers itself. */
+    DNS_T_ADDR = 0x10000
 };
 
 enum dns_status {
@@ -27,8 +31,8 @@ enum dns_status {
 };
 
 struct dns_answer {
-    char *text;       /* A/AAAA: address; MX: exchange; TXT: the strings
-                         joined; PTR: the name */
+    char *text;       /* A/AAAA/ADDR: address; MX: exchange; TXT: the
+                         strings joined; PTR: the name */
     int pref;         /* MX preference, else 0 */
 };
 

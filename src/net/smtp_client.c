@@ -23,13 +23,14 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
-#include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/util.h>
 #include <openssl/evp.h>
 #include <openssl/ssl.h>
 
 #include "core/log.h"
+#include "net/dns.h"
+#include "net/tls.h"
 #include "msg/message.h"
 
 #define FWD_CHUNK      (64 * 1024)     /* message bytes read at once */
@@ -204,6 +205,7 @@ struct fwd_conn {
     int tls, tls_skip, reused;
     int in_read, dead;              /* freed after the read callback */
     struct fwd_job *job;
+    struct dns_query *dq;           /* resolving the host name, NULL none */
     char *rtext;                    /* reply being collected */
     size_t rlen;
     int rlines;
@@ -254,8 +256,6 @@ struct fwd_pool {
 
 static struct {
     struct fwd_pool *pools;
-    struct evdns_base *dns;
-    SSL_CTX *ssl;
 } G;
 
 /* ---------------------------------------------------------- results, jobs */
@@ -409,6 +409,8 @@ static void conn_destroy(struct fwd_conn *c)
         c->next->prev = c->prev;
     if (c->tmo)
         event_free(c->tmo);
+    dns_cancel(c->dq);
+    c->dq = NULL;
     if (c->bev)
         bufferevent_free(c->bev);
     free(c->rtext);
@@ -520,38 +522,52 @@ static void conn_tmo(evutil_socket_t fd, short what, void *arg)
                                       : "timeout");
 }
 
-static struct evdns_base *dns_base(struct event_base *base)
+/* Connect to a literal address. 0, or -1 when ip is not one. */
+static int connect_ip(struct fwd_conn *c, const char *ip)
 {
-    if (!G.dns)
-        G.dns = evdns_base_new(base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
-    return G.dns;
-}
-
-/* Start connecting: literal addresses directly, names through evdns. */
-static int conn_connect(struct fwd_conn *c)
-{
-    struct fwd_pool *p = c->pool;
     union { struct sockaddr sa; struct sockaddr_in in; struct sockaddr_in6 in6; } a;
-    char *end;
-    long port = strtol(p->port, &end, 10);
-    if (*end || port <= 0 || port > 65535)
-        return -1;
+    long port = strtol(c->pool->port, NULL, 10);
     memset(&a, 0, sizeof a);
-    if (evutil_inet_pton(AF_INET, p->host, &a.in.sin_addr) == 1) {
+    if (evutil_inet_pton(AF_INET, ip, &a.in.sin_addr) == 1) {
         a.in.sin_family = AF_INET;
         a.in.sin_port = htons((uint16_t)port);
         return bufferevent_socket_connect(c->bev, &a.sa, sizeof a.in);
     }
-    if (evutil_inet_pton(AF_INET6, p->host, &a.in6.sin6_addr) == 1) {
+    if (evutil_inet_pton(AF_INET6, ip, &a.in6.sin6_addr) == 1) {
         a.in6.sin6_family = AF_INET6;
         a.in6.sin6_port = htons((uint16_t)port);
         return bufferevent_socket_connect(c->bev, &a.sa, sizeof a.in6);
     }
-    struct evdns_base *dns = dns_base(p->base);
-    if (!dns)
+    return -1;
+}
+
+static void conn_resolved(const struct dns_result *r, void *ud)
+{
+    struct fwd_conn *c = ud;
+    c->dq = NULL;
+    if (r->status != DNS_OK || r->n == 0) {
+        conn_fail(c, FWD_FAIL_CONNECT, r->status == DNS_TIMEOUT
+                  ? "cannot resolve the host name (timeout)"
+                  : "cannot resolve the host name");
+        return;
+    }
+    if (connect_ip(c, r->ans[0].text) < 0)
+        conn_fail(c, FWD_FAIL_CONNECT, "cannot connect");
+}
+
+/* Start connecting: literal addresses directly, names through the one
+ * resolver (net/dns.c: /etc/hosts, then DNS as dns.yaml says). */
+static int conn_connect(struct fwd_conn *c)
+{
+    struct fwd_pool *p = c->pool;
+    char *end;
+    long port = strtol(p->port, &end, 10);
+    if (*end || port <= 0 || port > 65535)
         return -1;
-    return bufferevent_socket_connect_hostname(c->bev, dns, AF_UNSPEC,
-                                               p->host, (int)port);
+    if (connect_ip(c, p->host) == 0)
+        return 0;
+    c->dq = dns_query(p->host, DNS_T_ADDR, p->t_connect, conn_resolved, c);
+    return c->dq ? 0 : -1;
 }
 
 static void conn_setup_bev(struct fwd_conn *c)
@@ -720,31 +736,15 @@ static void after_ehlo(struct fwd_conn *c)
     conn_ready(c);
 }
 
-static SSL_CTX *ssl_ctx(void)
-{
-    if (!G.ssl) {
-        G.ssl = SSL_CTX_new(TLS_client_method());
-        if (G.ssl) {
-            SSL_CTX_set_verify(G.ssl, SSL_VERIFY_NONE, NULL);
-            SSL_CTX_set_min_proto_version(G.ssl, TLS1_2_VERSION);
-        }
-    }
-    return G.ssl;
-}
-
 /* Returns 1 when the bufferevent was replaced (stop reading the old one). */
 static int start_tls(struct fwd_conn *c)
 {
     struct fwd_pool *p = c->pool;
-    unsigned char tmp[16];
     if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0) {
         conn_fail(c, FWD_FAIL_TLS, "data after the STARTTLS reply");
         return 1;
     }
-    SSL *ssl = ssl_ctx() ? SSL_new(G.ssl) : NULL;
-    if (ssl && evutil_inet_pton(AF_INET, p->host, tmp) != 1 &&
-        evutil_inet_pton(AF_INET6, p->host, tmp) != 1)
-        SSL_set_tlsext_host_name(ssl, p->host);
+    SSL *ssl = tls_client_new(p->host, TLS_VERIFY_NONE);
     struct bufferevent *tb = ssl ? bufferevent_openssl_filter_new(
         p->base, c->bev, ssl, BUFFEREVENT_SSL_CONNECTING,
         BEV_OPT_CLOSE_ON_FREE) : NULL;
@@ -1544,12 +1544,6 @@ void fwd_pool_shutdown(void)
             conn_destroy(p->conns);
         pool_free(p);
     }
-    if (G.dns)
-        evdns_base_free(G.dns, 0);
-    if (G.ssl)
-        SSL_CTX_free(G.ssl);
-    G.dns = NULL;
-    G.ssl = NULL;
 }
 
 void fwd_pool_stats(const struct fwd_dest *d, unsigned *open, unsigned *idle)

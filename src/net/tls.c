@@ -11,6 +11,7 @@
  * references, so they finish on the certificates they started with. */
 #include "net/tls.h"
 
+#include <arpa/inet.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -214,10 +215,55 @@ int tls_reload(void)
     return 0;
 }
 
+/* ------------------------------------------------------- client side */
+
+static SSL_CTX *client_ctx;
+
+static SSL_CTX *client_ctx_get(void)
+{
+    if (client_ctx)
+        return client_ctx;
+    client_ctx = SSL_CTX_new(TLS_client_method());
+    if (!client_ctx)
+        return NULL;
+    SSL_CTX_set_default_verify_paths(client_ctx);
+    SSL_CTX_set_min_proto_version(client_ctx, TLS1_2_VERSION);
+    SSL_CTX_set_mode(client_ctx, SSL_MODE_RELEASE_BUFFERS);
+    return client_ctx;
+}
+
+static int is_ip_literal(const char *host)
+{
+    unsigned char tmp[16];
+    return inet_pton(AF_INET, host, tmp) == 1 || inet_pton(AF_INET6, host, tmp) == 1;
+}
+
+SSL *tls_client_new(const char *host, enum tls_verify verify)
+{
+    SSL_CTX *ctx = client_ctx_get();
+    SSL *ssl = ctx ? SSL_new(ctx) : NULL;
+    if (!ssl)
+        return NULL;
+    int name = host && host[0] && host[0] != '/' && !is_ip_literal(host);
+    if (name)
+        SSL_set_tlsext_host_name(ssl, host);
+    SSL_set_verify(ssl, verify == TLS_VERIFY_PEER ? SSL_VERIFY_PEER : SSL_VERIFY_NONE,
+                   NULL);
+    if (verify == TLS_VERIFY_PEER && host && host[0] != '/' &&
+        (name ? SSL_set1_host(ssl, host) : X509_VERIFY_PARAM_set1_ip_asc(
+                    SSL_get0_param(ssl), host)) != 1) {
+        SSL_free(ssl);
+        return NULL;
+    }
+    return ssl;
+}
+
 void tls_free(void)
 {
     SSL_CTX_free(tls_state.cur);
     tls_state.cur = NULL;
+    SSL_CTX_free(client_ctx);
+    client_ctx = NULL;
 }
 
 int tls_available(void)

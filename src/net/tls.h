@@ -1,7 +1,9 @@
 /* tls.h — TLS for the SMTP listeners: the server contexts built from the
  * tls: section (one per certificate, chosen by SNI), their reload on SIGHUP,
  * and the bufferevents that carry a session over TLS (implicit TLS on
- * accept, or STARTTLS on top of the plain connection). */
+ * accept, or STARTTLS on top of the plain connection). Also the one client
+ * context of every outgoing TLS connection (the downstream SMTP/LMTP client,
+ * kasi.tcp), with the verify policy chosen per connection. */
 #ifndef KASI_TLS_H
 #define KASI_TLS_H
 
@@ -18,7 +20,8 @@ int tls_init(const struct kasi_config *cfg, char *err, size_t errlen);
 /* Load the certificate files again. On failure the contexts in use stay
  * (the error is logged) and -1 is returned. Open sessions are unaffected. */
 int tls_reload(void);
-/* Drop the contexts (sessions still open keep theirs alive). */
+/* Drop the contexts, server and client (sessions still open keep theirs
+ * alive). */
 void tls_free(void);
 /* 1 when contexts are loaded. */
 int tls_available(void);
@@ -29,6 +32,15 @@ int tls_available(void);
  * NULL on failure (nothing was taken over). */
 struct bufferevent *tls_wrap_socket(struct event_base *base, int fd);
 struct bufferevent *tls_wrap_filter(struct event_base *base, struct bufferevent *under);
+
+/* Outgoing TLS. TLS_VERIFY_NONE: encrypt without checking the peer (what
+ * MTAs do between hops unless told otherwise, RFC 7435); TLS_VERIFY_PEER:
+ * the certificate must chain to the system's trusted CAs and name host. */
+enum tls_verify { TLS_VERIFY_NONE = 0, TLS_VERIFY_PEER };
+
+/* A client SSL for a connection to host (a name or a literal address; a
+ * name is also sent as SNI). TLS 1.2 or later. NULL on failure. */
+struct ssl_st *tls_client_new(const char *host, enum tls_verify verify);
 
 /* After the handshake: protocol ("TLSv1.3"), cipher and the server name the
  * client asked for ("" when none). */
