@@ -65,7 +65,7 @@ test: deps check-layers
 	  prove $(PROVEFLAGS) $(UNITBIN) t/*.t
 
 asan:
-	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all" \
+	$(MAKE) BUILD=build-asan OPT="-O1 -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all -DKASI_ABORT_ON_CHECK" \
 	  LDFLAGS="-fsanitize=address,undefined" build-asan/kasi unit
 
 test-asan: deps asan

@@ -1,6 +1,6 @@
 -- kasi.lua — the Lua half of the `kasi` library that plugins use. The C
 -- engine has already put its primitives into the global table `kasi`
--- (answers, _log, sleep, spool_write, plugin, memory, and the method tables
+-- (answers, _log, sleep, spool_write, plugin, memory, hostname, and the method tables
 -- of the conn, txn and address objects); this file adds the friendly layer:
 -- answer constants as globals, logging with format strings, results.
 
@@ -66,5 +66,6 @@ kasi._txn_methods.result = result
 
 -- The local spool (a C primitive): kasi.spool.write(txn) -> true | nil, err
 kasi.spool = { write = kasi.spool_write }
+kasi.spool_write = nil                  -- one name per thing
 
 return kasi

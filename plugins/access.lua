@@ -78,7 +78,7 @@ end
 
 local function check_rdns(conn)
   if cfg.allow.rdns:empty() and cfg.deny.rdns:empty() then return nil end
-  local name, confirmed = kasi.dns.rdns()
+  local name, confirmed = kasi.dns.rdns(conn)
   if not name then return nil end
   name = name:gsub("%.$", "")
   local verdict, entry = judge("rdns", name)

@@ -18,7 +18,7 @@ local function private(ip)
 end
 
 function P.hook_connect(conn)
-  local name, confirmed = kasi.dns.rdns()
+  local name, confirmed = kasi.dns.rdns(conn)
   conn.notes.fcrdns = { name = name, confirmed = confirmed }
   if confirmed then
     conn:result { pass = name }

@@ -13,7 +13,7 @@
 -- talk from the server's own address, or that are in `skip_ips`, are not
 -- checked. See config/helo_checks.yaml.
 
-local hostname = require "kasi.hostname"
+local domain = require "kasi.domain"
 local match = require "kasi.match"
 local netmask = require "kasi.netmask"
 
@@ -53,7 +53,7 @@ function P.register(c)
     messages[name] = (c.messages or {})[name] or REASON[name]
   end
   local names = match.list(c.own_names or {})
-  if type(kasi.hostname) == "string" then names:add(kasi.hostname) end
+  names:add(kasi.hostname)
   cfg = {
     modes = modes,
     messages = messages,
@@ -72,17 +72,17 @@ end
 local test = {}
 
 function test.valid(helo)
-  return hostname.is_domain(helo) or hostname.literal(helo) ~= nil
+  return domain.is_domain(helo) or domain.literal(helo) ~= nil
 end
 
 function test.fqdn(helo)
   -- address literals are judged by the literal checks
-  return hostname.literal(helo) ~= nil or netmask.is_ip(helo)
-      or hostname.is_fqdn(helo)
+  return domain.literal(helo) ~= nil or netmask.is_ip(helo)
+      or domain.is_fqdn(helo)
 end
 
 function test.bare_ip(helo)
-  return hostname.literal(helo) ~= nil or not netmask.is_ip(helo)
+  return domain.literal(helo) ~= nil or not netmask.is_ip(helo)
 end
 
 function test.own_name(helo)
@@ -90,20 +90,20 @@ function test.own_name(helo)
 end
 
 function test.own_ip(helo, conn)
-  local ip = hostname.literal(helo) or (netmask.is_ip(helo) and helo)
+  local ip = domain.literal(helo) or (netmask.is_ip(helo) and helo)
   if not ip then return true end
   return not netmask.same(ip, conn.local_ip) and not cfg.own_ips:match(ip)
 end
 
 function test.literal_mismatch(helo, conn)
-  local ip = hostname.literal(helo)
+  local ip = domain.literal(helo)
   return not ip or netmask.same(ip, conn.remote_ip)
 end
 
 -- false only when DNS says there is no such name; failures pass
 function test.must_resolve(helo)
-  if not kasi.dns or hostname.literal(helo) or netmask.is_ip(helo) then return true end
-  if not hostname.is_domain(helo) then return true end
+  if not kasi.dns or domain.literal(helo) or netmask.is_ip(helo) then return true end
+  if not domain.is_domain(helo) then return true end
   local opts = cfg.dns_timeout > 0 and { timeout = cfg.dns_timeout } or nil
   local res = kasi.dns.query_many({ { helo, "A" }, { helo, "AAAA" } }, opts)
   for _, r in ipairs(res) do

@@ -52,7 +52,7 @@ local function scan(txn)
   if cfg.user then head = head .. "User: " .. cfg.user .. "\r\n" end
   local ok
   ok, err = sock:send(head .. "\r\n")
-  if ok then ok, err = sock:send_message() end
+  if ok then ok, err = sock:send_message(txn) end
   if not ok then sock:close(); return nil, "send: " .. tostring(err) end
   local status
   status, err = sock:receive("*l")

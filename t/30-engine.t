@@ -176,7 +176,7 @@ function P.register(c) cfg = c end
 function P.hook_connect(conn) conn.notes.seen = "connect"; leaked = "from edit" end
 function P.hook_mail(conn, txn, from)
   txn.notes.from = from.address
-  if from.user == "rewrite" then txn:set_mail_from("new.sender@from.test") end
+  if from.user == "rewrite" then txn.mail_from:set("new.sender@from.test") end
   txn:result { score = 7 }
 end
 function P.hook_rcpt(conn, txn, rcpt)

@@ -49,7 +49,7 @@ function P.hook_unrecognized_command(conn, txn, line)
     end
     return OK, table.concat(out, " ; ")
   elseif cmd == "RDNS" then
-    local name, confirmed = kasi.dns.rdns()
+    local name, confirmed = kasi.dns.rdns(conn)
     return OK, tostring(name) .. " " .. tostring(confirmed) .. " " .. tostring(conn.rdns)
   end
   return NEXT

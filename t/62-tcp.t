@@ -70,7 +70,7 @@ function P.hook_data_post(conn, txn)
   local s, err = kasi.tcp.connect("127.0.0.1", tonumber(port), { timeout = 2 })
   if not s then return DENYSOFT, "connect " .. tostring(err) end
   s:send("HUSH\r\n")
-  local n, e = s:send_message()
+  local n, e = s:send_message(txn)
   s:close()
   if not n then return DENYSOFT, "send_message " .. tostring(e) end
   txn:add_header("X-Sent", tostring(n) .. "/" .. tostring(txn.size))

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The Lua helper modules of the shipped plugins (kasi.netmask, kasi.match,
-kasi.hostname), run inside the server: a plugin evaluates the cases at
+kasi.domain), run inside the server: a plugin evaluates the cases at
 register() and answers them at EHLO."""
 import os
 import sys
@@ -11,7 +11,7 @@ from kasitest import *  # noqa: E402,F401,F403
 CASES = r'''
 local n = require "kasi.netmask"
 local m = require "kasi.match"
-local h = require "kasi.hostname"
+local h = require "kasi.domain"
 local out = {}
 local function t(c, name) out[#out + 1] = (c and "ok " or "not ok ") .. name end
 function register()

@@ -46,7 +46,10 @@ const char *lapi_plugin(void) { return cur_plugin; }
 
 /* ------------------------------------------------------- validity */
 
-static struct conn *conn_check(lua_State *L, int idx)
+/* The one liveness check of conn and txn handles (every binding uses
+ * these two): a handle of a connection that is gone, or of a transaction
+ * that ended, raises a clear error. */
+struct conn *lapi_check_conn(lua_State *L, int idx)
 {
     struct lconn_ud *u = luaL_checkudata(L, idx, MT_CONN);
     if (!u->ps)
@@ -61,7 +64,7 @@ static struct txn *txn_live(struct lconn_ud *c, unsigned serial)
     return c->ps->hc->conn->txn;
 }
 
-static struct txn *txn_check(lua_State *L, int idx, struct conn **sp)
+struct txn *lapi_check_txn(lua_State *L, int idx, struct conn **sp)
 {
     struct ltxn_ud *u = luaL_checkudata(L, idx, MT_TXN);
     struct txn *t = txn_live(u->c, u->serial);
@@ -127,7 +130,7 @@ static const char *const conn_fields[] = {
 
 static int conn_index(lua_State *L)
 {
-    struct conn *s = conn_check(L, 1);
+    struct conn *s = lapi_check_conn(L, 1);
     struct lconn_ud *u = lua_touserdata(L, 1);
     switch (field_id(L)) {
     case 0: return 1;
@@ -167,7 +170,7 @@ static int conn_index(lua_State *L)
 
 static int conn_newindex(lua_State *L)
 {
-    struct conn *s = conn_check(L, 1);
+    struct conn *s = lapi_check_conn(L, 1);
     const char *k = luaL_checkstring(L, 2);
     if (strcmp(k, "relaying") != 0)
         return luaL_error(L, "conn.%s is read-only", k);
@@ -177,7 +180,7 @@ static int conn_newindex(lua_State *L)
 
 static int conn_input_pending(lua_State *L)
 {
-    conn_check(L, 1);
+    lapi_check_conn(L, 1);
     struct lconn_ud *u = lua_touserdata(L, 1);
     lua_pushinteger(L, (lua_Integer)u->ps->hc->input_pending(u->ps->hc));
     return 1;
@@ -298,7 +301,7 @@ static void txn_addr(lua_State *L, int idx, int index)
 
 static int txn_index(lua_State *L)
 {
-    struct txn *t = txn_check(L, 1, NULL);
+    struct txn *t = lapi_check_txn(L, 1, NULL);
     switch (field_id(L)) {
     case 0: return 1;
     case TF_ID: lua_pushstring(L, t->id); break;
@@ -320,7 +323,7 @@ static int txn_index(lua_State *L)
 
 static struct msg *txn_msg(lua_State *L)
 {
-    struct txn *t = txn_check(L, 1, NULL);
+    struct txn *t = lapi_check_txn(L, 1, NULL);
     if (!t->msg)
         luaL_error(L, "no message yet (headers and body exist from data_post on)");
     return t->msg;
@@ -456,15 +459,6 @@ static int txn_body_chunks(lua_State *L)
     lua_pushinteger(L, chunk);
     lua_pushcclosure(L, body_chunk_next, 3);
     return 1;
-}
-
-static int txn_set_mail_from(lua_State *L)
-{
-    txn_check(L, 1, NULL);
-    lua_settop(L, 2);
-    txn_addr(L, 1, -1);
-    lua_replace(L, 1);
-    return addr_set(L);
 }
 
 static int txn_tostring(lua_State *L)
@@ -649,7 +643,7 @@ static int k_sleep(lua_State *L)
 static int k_spool_write(lua_State *L)
 {
     struct conn *s;
-    struct txn *t = txn_check(L, 1, &s);
+    struct txn *t = lapi_check_txn(L, 1, &s);
     char err[512];
     if (!t->msg) {
         lua_pushnil(L);
@@ -706,8 +700,7 @@ void lapi_open(lua_State *L, struct lgen *g)
         { "header", txn_header }, { "header_all", txn_header_all },
         { "add_header", txn_add_header }, { "prepend_header", txn_prepend_header },
         { "remove_header", txn_remove_header }, { "body", txn_body },
-        { "body_chunks", txn_body_chunks }, { "message", txn_message },
-        { "set_mail_from", txn_set_mail_from }, { NULL, NULL } };
+        { "body_chunks", txn_body_chunks }, { "message", txn_message }, { NULL, NULL } };
     static const luaL_Reg addr_m[] = { { "set", addr_set }, { NULL, NULL } };
     static const luaL_Reg kasi_f[] = {
         { "_log", k_log }, { "plugin", k_plugin }, { "sleep", k_sleep },
@@ -723,10 +716,8 @@ void lapi_open(lua_State *L, struct lgen *g)
     }
     lua_pushinteger(L, g->id);
     lua_setfield(L, -2, "generation");
-    if (g->serving) {                       /* not under kasi -t */
-        lua_pushstring(L, g->cfg->hostname);
-        lua_setfield(L, -2, "hostname");
-    }
+    lua_pushstring(L, g->cfg->hostname ? g->cfg->hostname : "localhost");
+    lua_setfield(L, -2, "hostname");
     new_class(L, MT_CONN, conn_fields, conn_index, conn_m, "_conn_methods");
     new_class(L, MT_TXN, txn_fields, txn_index, txn_m, "_txn_methods");
     new_class(L, MT_ADDR, addr_fields, addr_index, addr_m, "_addr_methods");

@@ -97,6 +97,12 @@ void lgen_thread_put(struct lgen *g, lua_State *co, int ref);
 
 /* ---- lua_api.c */
 void lapi_open(lua_State *L, struct lgen *g);
+struct conn;
+struct txn;
+/* The conn / txn object at idx, live; raises on a wrong type or a stale
+ * handle. lapi_check_txn also gives the transaction's connection (cp). */
+struct conn *lapi_check_conn(lua_State *L, int idx);
+struct txn *lapi_check_txn(lua_State *L, int idx, struct conn **cp);
 /* Objects of a session, created in the generation's state. */
 int lapi_conn_new(struct lsess *ps);                /* registry ref */
 void lapi_conn_invalidate(struct lsess *ps);

@@ -32,7 +32,6 @@
 #include "msg/envelope.h"
 #include "net/smtp_client.h"
 
-#define LFWD_MT_TXN "kasi.txn"
 #define LFWD_MAX_RCPT 100000
 
 struct lfwd_rcpt {
@@ -63,14 +62,12 @@ static const char *const lfwd_fail_names[] = {
 
 /* ------------------------------------------------------------ helpers */
 
-/* The transaction of the running hook; arg idx must be a txn object. */
+/* The connection of the txn object at idx (live, or this raises). */
 static struct conn *lfwd_session(lua_State *L, int idx, int need_msg)
 {
-    luaL_checkudata(L, idx, LFWD_MT_TXN);
-    struct conn *s = lrun_current ? lrun_current->hc->conn : NULL;
-    if (!s || !s->txn)
-        luaL_error(L, "transaction is over");
-    if (need_msg && !s->txn->msg)
+    struct conn *s;
+    struct txn *t = lapi_check_txn(L, idx, &s);
+    if (need_msg && !t->msg)
         luaL_error(L, "no message yet (the message exists from data_post on)");
     return s;
 }
@@ -275,7 +272,8 @@ static int lfwd_push(lua_State *L, void *ud)
     lua_setfield(L, -2, "code");
     set_string(L, "enh", op->enh);
     set_string(L, "text", op->text ? op->text : "");
-    set_string(L, "fail", lfwd_fail_names[op->fail]);
+    if (op->fail != FWD_OK)             /* nil when the downstream answered */
+        set_string(L, "fail", lfwd_fail_names[op->fail]);
     set_string(L, "queue_id", op->queue_id);
     lua_pushinteger(L, (lua_Integer)op->naccepted);
     lua_setfield(L, -2, "naccepted");
@@ -402,9 +400,8 @@ static int l_forward_pool(lua_State *L)
 
 /* ------------------------------------------------------------ chunks */
 
-/* The iterator's state: a userdata upvalue. */
+/* The iterator's state: a userdata upvalue (the txn is the second). */
 struct lfwd_chunks {
-    char id[48];                /* the transaction it belongs to */
     size_t off, chunk;
     int ended;
     struct fwd_stuffer st;
@@ -414,10 +411,10 @@ struct lfwd_chunks {
 static int lfwd_chunk_next(lua_State *L)
 {
     struct lfwd_chunks *c = lua_touserdata(L, lua_upvalueindex(1));
-    struct conn *s = lrun_current ? lrun_current->hc->conn : NULL;
-    if (!s || !s->txn || !s->txn->msg || strcmp(s->txn->id, c->id) != 0)
-        return luaL_error(L, "kasi.forward_chunks: transaction is over");
-    struct msg *m = s->txn->msg;
+    struct txn *t = lapi_check_txn(L, lua_upvalueindex(2), NULL);
+    if (!t->msg)
+        return luaL_error(L, "kasi.forward_chunks: the message is gone");
+    struct msg *m = t->msg;
     size_t size = msg_size(m);
     if (c->off >= size) {
         if (c->ended)
@@ -439,17 +436,17 @@ static int lfwd_chunk_next(lua_State *L)
 /* kasi.forward_chunks(txn [, size]) */
 static int l_forward_chunks(lua_State *L)
 {
-    struct conn *s = lfwd_session(L, 1, 1);
+    lfwd_session(L, 1, 1);
     lua_Integer chunk = luaL_optinteger(L, 2, 65536);
     luaL_argcheck(L, chunk > 0 && chunk <= (1 << 22), 2, "chunk size 1..4M");
     struct lfwd_chunks *c = lua_newuserdata(L, sizeof *c + 3 * (size_t)chunk);
     memset(c, 0, sizeof *c);
     c->in = (char *)(c + 1);
     c->out = c->in + chunk;
-    snprintf(c->id, sizeof c->id, "%s", s->txn->id);
     c->chunk = (size_t)chunk;
     fwd_stuffer_init(&c->st);
-    lua_pushcclosure(L, lfwd_chunk_next, 1);
+    lua_pushvalue(L, 1);                    /* the txn, checked at each step */
+    lua_pushcclosure(L, lfwd_chunk_next, 2);
     return 1;
 }
 

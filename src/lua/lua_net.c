@@ -14,6 +14,7 @@
  * Wake-ups are always deferred to an event of their own, so Lua never runs
  * inside a c-ares or bufferevent callback. */
 #include "lua/lua_net.h"
+#include "core/check.h"
 #include "core/clock.h"
 
 #include <arpa/inet.h>
@@ -292,7 +293,7 @@ static int l_dns_reverse(lua_State *L)
     return 1;
 }
 
-/* kasi.dns.rdns(): the client's reverse DNS, waiting for the lookup. */
+/* kasi.dns.rdns(conn): the client's reverse DNS, waiting for the lookup. */
 struct lrdns {
     struct lua_async *a;
     struct conn *s;
@@ -337,9 +338,7 @@ static void lrdns_cancel(void *ud)
 
 static int l_dns_rdns(lua_State *L)
 {
-    struct conn *s = lrun_current ? lrun_current->hc->conn : NULL;
-    if (!s)
-        return luaL_error(L, "kasi.dns.rdns: only inside a hook");
+    struct conn *s = lapi_check_conn(L, 1);
     if (dns_rdns_done(s)) {
         if (s->rdns)
             lua_pushstring(L, s->rdns);
@@ -725,11 +724,16 @@ static int l_tcp_connect(lua_State *L)
 
 /* ---- send / receive */
 
-static int lsock_usable(lua_State *L, struct lsock *s)
+/* NULL when the socket can take an operation now, else why not: "busy"
+ * (another hook's operation is in progress), the error, or "closed". A
+ * runtime condition, so the caller returns nil, why. */
+static const char *lsock_unusable(const struct lsock *s)
 {
     if (s->op != OP_NONE)
-        luaL_error(L, "socket busy (used by another hook)");
-    return s->bev != NULL && !(s->eof && s->err[0]);
+        return "busy";
+    if (!s->bev || (s->eof && s->err[0]))
+        return s->err[0] ? s->err : "closed";
+    return NULL;
 }
 
 static int l_sock_send(lua_State *L)
@@ -737,8 +741,9 @@ static int l_sock_send(lua_State *L)
     struct lsock *s = lsock_check(L);
     size_t len;
     const char *data = luaL_checklstring(L, 2, &len);
-    if (!lsock_usable(L, s))
-        return push_fail(L, s->err[0] ? s->err : "closed");
+    const char *why = lsock_unusable(s);
+    if (why)
+        return push_fail(L, why);
     lua_async_check(L);
     if (len == 0) {
         lua_pushinteger(L, 0);
@@ -814,7 +819,7 @@ static int l_sock_receive(lua_State *L)
             return luaL_argerror(L, 2, "'*l', '*a' or a size");
     }
     if (s->op != OP_NONE)
-        return luaL_error(L, "socket busy (used by another hook)");
+        return push_fail(L, "busy");
     if (!s->bev)
         return push_fail(L, s->err[0] ? s->err : "closed");
     lua_async_check(L);
@@ -855,20 +860,21 @@ static void lsock_refill(struct lsock *s)
     }
 }
 
-/* sock:send_message([txn]) -> bytes | nil, err: the current transaction's
- * message (headers as edited, then the body), read from the store in
- * chunks as the socket drains. */
+/* sock:send_message(txn) -> bytes | nil, err: the transaction's message
+ * (headers as edited, then the body), read from the store in chunks as
+ * the socket drains. */
 static int l_sock_send_message(lua_State *L)
 {
     struct lsock *s = lsock_check(L);
-    struct conn *ss = lrun_current ? lrun_current->hc->conn : NULL;
-    if (!ss || !ss->txn || !ss->txn->msg)
+    struct txn *t = lapi_check_txn(L, 2, NULL);
+    if (!t->msg)
         return push_fail(L, "no message");
-    if (!lsock_usable(L, s))
-        return push_fail(L, s->err[0] ? s->err : "closed");
+    const char *why = lsock_unusable(s);
+    if (why)
+        return push_fail(L, why);
     lua_async_check(L);
     lsock_begin(L, s, 1, OP_MSG);
-    s->m = ss->txn->msg;
+    s->m = t->msg;
     s->moff = 0;
     s->mlen = msg_size(s->m);
     s->res_len = s->mlen;
@@ -883,8 +889,9 @@ static int l_sock_send_message(lua_State *L)
 static int l_sock_starttls(lua_State *L)
 {
     struct lsock *s = lsock_check(L);
-    if (!lsock_usable(L, s))
-        return push_fail(L, s->err[0] ? s->err : "closed");
+    const char *why = lsock_unusable(s);
+    if (why)
+        return push_fail(L, why);
     if (s->tls_want)
         return push_fail(L, "TLS already active");
     if (lua_istable(L, 2)) {
@@ -913,7 +920,7 @@ static int l_sock_close(lua_State *L)
 {
     struct lsock *s = lsock_check(L);
     if (s->op != OP_NONE)
-        return luaL_error(L, "socket busy (used by another hook)");
+        return push_fail(L, "busy");
     lsock_drop_bev(s);
     snprintf(s->err, sizeof s->err, "closed");
     lua_pushboolean(L, 1);
@@ -927,7 +934,7 @@ static int l_sock_gc(lua_State *L)
     if (!s)
         return 0;
     u->s = NULL;
-    if (s->op != OP_NONE)       /* cannot happen: an operation holds a ref */
+    if (!CHECK(s->op == OP_NONE))   /* an operation holds a ref */
         return 0;
     lsock_drop_bev(s);
     dns_cancel(s->dq);

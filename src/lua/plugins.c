@@ -7,6 +7,7 @@
  * plugins_hook() answers at once. When a plugin waits (lua_async.h), the
  * chain continues from the event loop and ends in the session's hook_ctx.done(). */
 #include "proto/hooks.h"
+#include "core/check.h"
 #include "core/clock.h"
 #include "lua/plugins.h"
 #include "lua/lua_engine.h"
@@ -469,7 +470,7 @@ static int engine_hook(struct hook_ctx *hc, enum hook_id h, void *arg,
     memset(res, 0, sizeof *res);
     if (!ps || !ps->gen->nchain[h])
         return 1;
-    if (ps->run.active) {                   /* cannot happen: be safe */
+    if (!CHECK(!ps->run.active)) {          /* one hook at a time */
         lrun_abandon(ps);
         run_reset(ps);
     }

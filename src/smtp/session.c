@@ -28,6 +28,7 @@
 #include <event2/bufferevent.h>
 #include <event2/event.h>
 
+#include "core/check.h"
 #include "proto/auth.h"
 #include "core/config.h"
 #include "net/dns.h"
@@ -221,6 +222,10 @@ static void reset_timeout(struct session *s)
 static void hook_done(struct hook_ctx *c, struct hook_result *r)
 {
     struct session *s = SESSION_OF(c);
+    if (!CHECK(s->hc.pending && s->cont)) {     /* an answer nobody awaits */
+        hook_result_clear(r);
+        return;
+    }
     session_cont_fn cont = s->cont;
     s->hc.pending = 0;
     s->cont = NULL;

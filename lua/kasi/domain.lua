@@ -1,10 +1,11 @@
--- kasi/hostname.lua — syntax of host names and SMTP greetings.
+-- kasi/domain.lua — syntax of domain names and SMTP greetings (kasi.hostname
+-- is the server's own name, a string).
 --
---   local hostname = require "kasi.hostname"
---   hostname.is_domain("mx.example.com")  -> true  (RFC 5321 Domain)
---   hostname.is_fqdn("mx")                 -> false (needs a dot, TLD not numeric)
---   hostname.literal("[192.0.2.1]")        -> "192.0.2.1" (the address) | nil
---   hostname.literal("[IPv6:2001:db8::1]") -> "2001:db8::1"
+--   local domain = require "kasi.domain"
+--   domain.is_domain("mx.example.com")  -> true  (RFC 5321 Domain)
+--   domain.is_fqdn("mx")                 -> false (needs a dot, TLD not numeric)
+--   domain.literal("[192.0.2.1]")        -> "192.0.2.1" (the address) | nil
+--   domain.literal("[IPv6:2001:db8::1]") -> "2001:db8::1"
 
 local netmask = require "kasi.netmask"
 
