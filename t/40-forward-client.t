@@ -21,6 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 from kasitest import *  # noqa: E402,F401,F403
 import postfix  # noqa: E402
+from fakesmtp import ScriptedSmtp, greet, smtp_txn  # noqa: E402,F401
 
 REPO = os.path.dirname(HERE)
 HELPER = os.path.join(os.environ.get("KASI_UNIT") or os.path.join(REPO, "build", "t"),
@@ -225,100 +226,8 @@ with postfix.smtp_sink() as sink:
 
 # ------------------------------------------------------------ fake servers
 
-class Fake:
-    """A scripted SMTP/LMTP server on 127.0.0.1 handling connections one
-    after another in a thread. script(conn) gets a Conn."""
-
-    def __init__(self, script, conns=1):
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(8)
-        self.sock.settimeout(20)
-        self.port = self.sock.getsockname()[1]
-        self.log = []
-        self.errors = []
-        self.t = threading.Thread(target=self._run, args=(script, conns), daemon=True)
-        self.t.start()
-
-    def _run(self, script, conns):
-        for _ in range(conns):
-            try:
-                s, _a = self.sock.accept()
-            except OSError:
-                return
-            c = Conn(s, self.log)
-            try:
-                script(c)
-            except Exception as e:  # noqa: BLE001
-                self.errors.append(repr(e))
-            finally:
-                c.close()
-
-    def close(self):
-        self.t.join(timeout=20)
-        self.sock.close()
-
-
-class Conn:
-    def __init__(self, s, log):
-        self.s = s
-        self.s.settimeout(15)
-        self.buf = b""
-        self.log = log
-
-    def send(self, text):
-        self.s.sendall(text.encode() if isinstance(text, str) else text)
-
-    def line(self):
-        while b"\r\n" not in self.buf:
-            d = self.s.recv(65536)
-            if not d:
-                raise EOFError("client closed")
-            self.buf += d
-        l, _, self.buf = self.buf.partition(b"\r\n")
-        self.log.append(l.decode("utf-8", "replace"))
-        return l.decode("utf-8", "replace")
-
-    def data(self):
-        """Read up to the final dot; returns the unstuffed message."""
-        lines = []
-        while True:
-            l = self.line()
-            if l == ".":
-                break
-            lines.append(l[1:] if l.startswith(".") else l)
-        return ("\r\n".join(lines) + "\r\n").encode() if lines else b""
-
-    def close(self):
-        try:
-            self.s.close()
-        except OSError:
-            pass
-
-
-def greet(c, exts, lmtp=False):
-    c.send("220 fake ESMTP\r\n")
-    l = c.line()
-    assert l.upper().startswith("LHLO" if lmtp else "EHLO"), l
-    c.send("250-fake\r\n" + "".join("250-%s\r\n" % e for e in exts[:-1])
-           + "250 %s\r\n" % exts[-1])
-
-
-def smtp_txn(c, nrcpt, data_reply="250 2.0.0 Ok: queued as FAKE1"):
-    assert c.line().startswith("MAIL FROM:")
-    c.send("250 2.1.0 Ok\r\n")
-    for _ in range(nrcpt):
-        assert c.line().startswith("RCPT TO:")
-        c.send("250 2.1.5 Ok\r\n")
-    assert c.line() == "DATA"
-    c.send("354 go\r\n")
-    got = c.data()
-    c.send(data_reply + "\r\n")
-    return got
-
-
 def run_fake(name, script, extra, rcpts=("x@test.example",), conns=1, path=None):
-    f = Fake(script, conns)
+    f = ScriptedSmtp(script, conns)
     r, out, err = forward(f.port, path or msgfile("m1.eml", MSG), list(rcpts),
                           extra=["-t", "3"] + list(extra), timeout=60)
     f.close()
@@ -461,7 +370,7 @@ def slow_script(c):
     time.sleep(2)
 
 
-f = Fake(slow_script)
+f = ScriptedSmtp(slow_script)
 r, out, err = forward(f.port, msgfile("m1.eml", MSG), ["x@test.example"],
                       extra=["-k", "0.5", "-t", "5"])
 f.close()

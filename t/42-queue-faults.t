@@ -16,7 +16,7 @@ import time
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 from kasitest import *  # noqa: E402,F401,F403
-from fakeserver import FakeServer  # noqa: E402
+from fakesmtp import FakeSmtp  # noqa: E402
 import postfix  # noqa: E402
 
 why = postfix.available()
@@ -27,62 +27,12 @@ if why:
 MSG = b"From: alice@client.test\r\nSubject: fault\r\n\r\nbody\r\n.dot\r\n"
 
 
-class Fake(FakeServer):
-    """A scripted downstream on loopback. mode: 'ok' (accepts, records),
-    'drop' (closes after 100 bytes of DATA), 'mute' (never answers the
-    final dot). Each connection runs in a thread with a 30 s timeout."""
-
-    def __init__(self, mode):
-        self.mode = mode
-        self.got = []          # (rcpts, data) accepted
-        self.muted = threading.Event()    # "mute": a whole message arrived
-        super().__init__()
-
-    def serve(self, c):
-        c.settimeout(30)
-        f = c.makefile("rb")
-        try:
-            c.sendall(b"220 fake ESMTP\r\n")
-            rcpts = []
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                cmd = line.strip().upper()
-                if cmd.startswith(b"EHLO"):
-                    c.sendall(b"250-fake\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 0\r\n")
-                elif cmd.startswith(b"MAIL"):
-                    rcpts = []
-                    c.sendall(b"250 2.1.0 Ok\r\n")
-                elif cmd.startswith(b"RCPT"):
-                    rcpts.append(line.strip()[8:].strip(b"<>").decode())
-                    c.sendall(b"250 2.1.5 Ok\r\n")
-                elif cmd == b"DATA":
-                    c.sendall(b"354 go\r\n")
-                    if self.mode == "drop":
-                        f.read(100)
-                        return
-                    data = b""
-                    while True:
-                        line = f.readline()
-                        if not line or line == b".\r\n":
-                            break
-                        data += line
-                    if self.mode == "mute":     # never answer the final dot
-                        self.muted.set()
-                        self.stopped.wait(30)
-                        return
-                    self.got.append((rcpts, data))
-                    c.sendall(b"250 2.0.0 Ok: queued as FAKE%d\r\n" % len(self.got))
-                elif cmd == b"QUIT":
-                    c.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    c.sendall(b"250 Ok\r\n")
-        except OSError:
-            pass
-        finally:
-            c.close()
+def Fake(mode):
+    """The scripted downstream: 'ok' (accepts, records), 'drop' (closes
+    after 100 bytes of DATA), 'mute' (never answers the final dot)."""
+    return FakeSmtp(ehlo=["PIPELINING", "8BITMIME", "SIZE 0"],
+                    data="DROP" if mode == "drop" else None,
+                    dot="MUTE" if mode == "mute" else None)
 
 
 def kasi_for(port, extra="", plugins="queue/smtp_forward\n"):
@@ -94,8 +44,8 @@ def kasi_for(port, extra="", plugins="queue/smtp_forward\n"):
 
 
 def count(pf_or_fake, user="bob"):
-    if isinstance(pf_or_fake, Fake):
-        return len(pf_or_fake.got)
+    if isinstance(pf_or_fake, FakeSmtp):
+        return len(pf_or_fake.txns)
     return len(pf_or_fake.messages(user))
 
 
@@ -152,7 +102,7 @@ for mode in ("drop", "mute"):
         code, lines = send_message(k.port, "alice@client.test", ["bob@test.example"], MSG)
         is_(code, 451, "%s: 451 (%.1f s)" % (mode, time.time() - t0))
         like(" ".join(lines), r"^4\.4\.2 ", "%s: 4.4.2" % mode)
-        tally[mode] = (1, int(code == 250), len(fk.got))
+        tally[mode] = (1, int(code == 250), len(fk.txns))
     fk.stop()
 
 # 4. Postfix's smtpd killed with SIGKILL while a 20 MB message streams
@@ -204,7 +154,7 @@ k.kill()
 code, lines = r.read_reply(timeout=5)
 ok(code != 250, "kasi SIGKILLed mid-transaction: the client never saw 250 (%r)" % (code,))
 r.close()
-tally["kasi-killed"] = (1, int(code == 250), len(fk.got))
+tally["kasi-killed"] = (1, int(code == 250), len(fk.txns))
 k.cleanup()
 fk.stop()
 
@@ -215,12 +165,12 @@ with kasi_for(fk.port, "routes:\n  down.example:\n    port: %d\n" % postfix.free
     code, lines = send_message(k.port, "alice@client.test",
                                ["bob@test.example", "x@down.example"], MSG)
     is_(code, 451, "route down: 451 for the message")
-    is_(len(fk.got), 1, "route down: the first route got its copy")
-    is_(fk.got and fk.got[0][0], ["bob@test.example"], "route down: only its own recipient")
+    is_(len(fk.txns), 1, "route down: the first route got its copy")
+    is_(fk.txns and fk.txns[0]["rcpt"], ["bob@test.example"], "route down: only its own recipient")
     ok(k.wait_log(r"some routes accepted"), "route down: logged loudly")
     code, lines = send_message(k.port, "alice@client.test", ["a@one.example", "b@two.example"], MSG)
     is_(code, 250, "one route, two domains: 250")
-    is_(fk.got[-1][0], ["a@one.example", "b@two.example"], "one route: one transaction")
+    is_(fk.txns[-1]["rcpt"], ["a@one.example", "b@two.example"], "one route: one transaction")
 fk.stop()
 
 # 7. the hook's budget runs out while the downstream is mute: the engine
@@ -241,7 +191,7 @@ with Kasi(files={"config/plugins": "queue/smtp_forward timeout=1\n",
     ok(fk.muted.wait(scaled(10)), "client gone mid-forward: the forward had started")
     r.close()
     ok(k.wait_log(r"disconnect ip=127\.0\.0\.1 .*msgs=0"), "client gone mid-forward: session ends")
-    tally["budget"] = (1, int(code == 250), len(fk.got))
+    tally["budget"] = (1, int(code == 250), len(fk.txns))
 fk.stop()
 
 for name, (sent, acc, delivered) in tally.items():

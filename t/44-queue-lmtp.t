@@ -8,69 +8,23 @@ import os
 import re
 import socket
 import sys
-import threading
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(HERE, "lib"))
 from kasitest import *  # noqa: E402,F401,F403
-from fakeserver import FakeServer  # noqa: E402
+from fakesmtp import FakeSmtp  # noqa: E402
 
 MSG = b"Subject: lmtp\r\n\r\nhello\r\n.dot\r\n"
 FATE = {"bob": b"250 2.1.5 Saved", "carol": b"452 4.2.2 Mailbox full",
         "dave": b"550 5.1.1 No such user", "erin": b"250 2.1.5 Saved"}
 
 
-class Lmtp(FakeServer):
-    def __init__(self):
-        self.seen = []
-        self.cmds = []
-        super().__init__(backlog=8)
-
-    def serve(self, c):
-        c.settimeout(20)
-        f = c.makefile("rb")
-        try:
-            c.sendall(b"220 lmtp ready\r\n")
-            rcpts = []
-            while True:
-                line = f.readline()
-                if not line:
-                    return
-                cmd = line.strip()
-                self.cmds.append(cmd.split(b" ")[0].upper())
-                u = cmd.upper()
-                if u.startswith(b"LHLO"):
-                    c.sendall(b"250-lmtp\r\n250-PIPELINING\r\n250 8BITMIME\r\n")
-                elif u.startswith(b"MAIL"):
-                    rcpts = []
-                    c.sendall(b"250 2.1.0 Ok\r\n")
-                elif u.startswith(b"RCPT"):
-                    rcpts.append(cmd[8:].strip(b"<>").decode().split("@")[0])
-                    c.sendall(b"250 2.1.5 Ok\r\n")
-                elif u == b"DATA":
-                    c.sendall(b"354 go\r\n")
-                    data = b""
-                    while True:
-                        line = f.readline()
-                        if not line or line == b".\r\n":
-                            break
-                        data += line
-                    for r in rcpts:
-                        self.seen.append((r, data))
-                        c.sendall(FATE[r] + b"\r\n")
-                elif u == b"QUIT":
-                    c.sendall(b"221 bye\r\n")
-                    return
-                else:
-                    c.sendall(b"250 Ok\r\n")
-        except OSError:
-            pass
-        finally:
-            c.close()
+def lmtp_fate(t):
+    """One reply per accepted recipient, by the recipient's local part."""
+    return [FATE[r.split("@")[0]].decode() for r in t["rcpt"]]
 
 
-
-lm = Lmtp()
+lm = FakeSmtp(lmtp=True, ehlo=["PIPELINING", "8BITMIME"], dot=lmtp_fate)
 with Kasi(files={"config/plugins": "queue/lmtp\n",
                  "config/queue/lmtp.yaml": "port: %d\n" % lm.port}) as k:
     def send(rcpts):
@@ -78,8 +32,8 @@ with Kasi(files={"config/plugins": "queue/lmtp\n",
 
     code, lines = send(["bob", "erin"])
     is_(code, 250, "all delivered: 250")
-    ok(b"LHLO" in lm.cmds and b"EHLO" not in lm.cmds, "spoke LHLO")
-    got = [d for r, d in lm.seen if r == "bob"]
+    ok(b"LHLO" in lm.verbs() and b"EHLO" not in lm.verbs(), "spoke LHLO")
+    got = [t["raw"] for t in lm.txns if "bob@x.test" in t["rcpt"]]
     ok(got and got[0].endswith(b"hello\r\n..dot\r\n") and b"Subject: lmtp\r\n" in got[0],
        "bytes arrive dot-stuffed, intact", got)
 
