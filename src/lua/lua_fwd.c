@@ -153,6 +153,9 @@ static void lfwd_dest(lua_State *L, int idx, struct fwd_dest *d,
     d->pool_max = pmax > 0 ? (unsigned)pmax : 0;
     double pidle = opt_number(L, idx, "pool_idle", 0);
     d->pool_idle = pidle > 0 ? pidle : 0;
+    lua_getfield(L, idx, "xforward");
+    d->no_xforward = lua_isboolean(L, -1) && !lua_toboolean(L, -1);
+    lua_pop(L, 1);
 }
 
 /* ------------------------------------------------------------ envelope */
@@ -450,6 +453,269 @@ static int l_forward_chunks(lua_State *L)
     return 1;
 }
 
+/* ------------------------------------------------------------ sessions
+ *
+ *   kasi.forward_open(dest) -> sess | nil, err
+ *   sess:mail(txn) / sess:rcpt(addr) / sess:data(txn) / sess:rset()
+ *       -> {code=, enh=, text=, queue_id=} | nil, err
+ *   sess:close(); sess.tls
+ *
+ * A lockstep session over the downstream client (smtp_client.h
+ * fwd_session_*): each method sends one command and suspends the hook
+ * until its reply. A reply of any code is a result; nil, err means the
+ * connection failed and the session is closed. */
+
+#define LFWD_MT_SESS "kasi.forward_session"
+
+struct lfsess {
+    struct fwd_job *job;        /* NULL once closed or failed */
+    struct lua_async *a;        /* the hook waiting for a step, NULL none */
+    struct event *wake_ev;
+    int code, tls, failed;
+    char enh[16];
+    char *text, *queue_id;
+    lua_State *gL;              /* the main state, for self_ref */
+    int self_ref;               /* anchors the object while it opens */
+};
+
+/* Drop the anchor of an opening session. */
+static void lfs_unref(struct lfsess *s)
+{
+    if (s->self_ref != LUA_NOREF)
+        luaL_unref(s->gL, LUA_REGISTRYINDEX, s->self_ref);
+    s->self_ref = LUA_NOREF;
+}
+
+static void lfs_clear(struct lfsess *s)
+{
+    free(s->text);
+    free(s->queue_id);
+    s->text = s->queue_id = NULL;
+}
+
+/* The step callback (smtp_client.h): copy, then wake the waiter. */
+static void lfs_step(void *arg, struct fwd_result *r)
+{
+    struct lfsess *s = arg;
+    lfs_clear(s);
+    s->code = r->code;
+    snprintf(s->enh, sizeof s->enh, "%s", r->enh);
+    s->text = strdup(r->text ? r->text : "");
+    s->queue_id = r->queue_id ? strdup(r->queue_id) : NULL;
+    s->tls = r->tls;
+    if (r->fail != FWD_OK) {
+        s->failed = 1;
+        s->job = NULL;              /* gone after this call */
+    }
+    if (s->a)
+        event_active(s->wake_ev, EV_TIMEOUT, 0);
+}
+
+static int lfs_push(lua_State *L, void *ud)
+{
+    struct lfsess *s = ud;
+    if (s->self_ref != LUA_NOREF && !s->failed) {   /* opened: the object */
+        lua_rawgeti(L, LUA_REGISTRYINDEX, s->self_ref);
+        lfs_unref(s);
+        return 1;
+    }
+    lfs_unref(s);
+    if (s->failed) {
+        lua_pushnil(L);
+        lua_pushstring(L, s->text && *s->text ? s->text : "downstream failed");
+        return 2;
+    }
+    lua_createtable(L, 0, 4);
+    lua_pushinteger(L, s->code);
+    lua_setfield(L, -2, "code");
+    set_string(L, "enh", s->enh);
+    set_string(L, "text", s->text ? s->text : "");
+    set_string(L, "queue_id", s->queue_id);
+    return 1;
+}
+
+static void lfs_wake(evutil_socket_t fd, short what, void *arg)
+{
+    struct lfsess *s = arg;
+    struct lua_async *a = s->a;
+    (void)fd;
+    (void)what;
+    s->a = NULL;
+    lua_async_wake(a, lfs_push, s);
+}
+
+/* The hook gave up waiting: the step's outcome is unknown, so the
+ * session cannot go on. */
+static void lfs_cancel(void *ud)
+{
+    struct lfsess *s = ud;
+    s->a = NULL;
+    fwd_session_close(s->job);
+    s->job = NULL;
+    s->failed = 1;
+    lfs_unref(s);
+}
+
+static struct lfsess *lfs_check(lua_State *L)
+{
+    return luaL_checkudata(L, 1, LFWD_MT_SESS);
+}
+
+/* Wait for the step just started (rc from fwd_session_*). */
+static int lfs_wait(lua_State *L, struct lfsess *s, int rc)
+{
+    if (rc < 0) {
+        lua_pushnil(L);
+        lua_pushstring(L, s->failed ? "downstream failed" : s->job ? "busy" : "closed");
+        return 2;
+    }
+    return lua_async_wait(L, &s->a, lfs_cancel, s);
+}
+
+/* Usable for a new step? Pushes nil, err and returns 2 when not. */
+static int lfs_unusable(lua_State *L, struct lfsess *s)
+{
+    if (s->job && !s->a)
+        return 0;
+    lua_pushnil(L);
+    lua_pushstring(L, s->a ? "busy" : s->failed ? "downstream failed" : "closed");
+    return 2;
+}
+
+/* kasi.forward_open(dest) */
+static int l_forward_open(lua_State *L)
+{
+    struct fwd_dest d;
+    char port[16];
+    lfwd_dest(L, 1, &d, port, sizeof port);
+    lua_async_check(L);
+    struct lfsess *s = lua_newuserdata(L, sizeof *s);
+    memset(s, 0, sizeof *s);
+    s->self_ref = LUA_NOREF;
+    luaL_getmetatable(L, LFWD_MT_SESS);
+    lua_setmetatable(L, -2);
+    s->wake_ev = evtimer_new(lua_async_base(), lfs_wake, s);
+    s->job = s->wake_ev ? fwd_session_open(lua_async_base(), &d, lfs_step, s) : NULL;
+    if (!s->job)
+        return luaL_error(L, "out of memory");
+    s->gL = lrun_current->gen->L;
+    s->self_ref = luaL_ref(L, LUA_REGISTRYINDEX);    /* pops the object */
+    return lua_async_wait(L, &s->a, lfs_cancel, s);
+}
+
+static int l_sess_mail(lua_State *L)
+{
+    struct lfsess *s = lfs_check(L);
+    struct conn *c;
+    struct txn *t = lapi_check_txn(L, 2, &c);
+    if (lfs_unusable(L, s))
+        return 2;
+    lua_async_check(L);
+    char *from = smtp_addr_format(&t->mail.addr);
+    struct fwd_envelope e;
+    memset(&e, 0, sizeof e);
+    e.mail_from = from ? from : "";
+    e.body = t->mail.body;
+    e.smtputf8 = t->mail.smtputf8;
+    lfwd_xforward(c, &e);
+    int rc = from ? fwd_session_mail(s->job, &e, t->mail.size) : -1;
+    free(from);
+    return lfs_wait(L, s, rc);
+}
+
+/* sess:rcpt(addr): an address object or "user@host". */
+static int l_sess_rcpt(lua_State *L)
+{
+    struct lfsess *s = lfs_check(L);
+    if (!lua_isstring(L, 2) && !luaL_callmeta(L, 2, "__tostring"))
+        return luaL_argerror(L, 2, "an address or a string");
+    const char *addr = lua_tostring(L, -1);
+    if (!addr || strpbrk(addr, "\r\n<>"))
+        return luaL_argerror(L, 2, "not an address");
+    if (lfs_unusable(L, s))
+        return 2;
+    lua_async_check(L);
+    return lfs_wait(L, s, fwd_session_rcpt(s->job, addr));
+}
+
+static int l_sess_data(lua_State *L)
+{
+    struct lfsess *s = lfs_check(L);
+    struct txn *t = lapi_check_txn(L, 2, NULL);
+    if (!t->msg)
+        return luaL_error(L, "no message yet (the message exists from data_post on)");
+    if (lfs_unusable(L, s))
+        return 2;
+    lua_async_check(L);
+    return lfs_wait(L, s, fwd_session_data(s->job, t->msg));
+}
+
+static int l_sess_rset(lua_State *L)
+{
+    struct lfsess *s = lfs_check(L);
+    if (lfs_unusable(L, s))
+        return 2;
+    lua_async_check(L);
+    return lfs_wait(L, s, fwd_session_rset(s->job));
+}
+
+static int l_sess_close(lua_State *L)
+{
+    struct lfsess *s = lfs_check(L);
+    if (s->a)                       /* another hook waits on it */
+        return 0;
+    fwd_session_close(s->job);
+    s->job = NULL;
+    return 0;
+}
+
+static int l_sess_gc(lua_State *L)
+{
+    struct lfsess *s = lfs_check(L);
+    fwd_session_close(s->job);
+    s->job = NULL;
+    lfs_unref(s);
+    if (s->wake_ev)
+        event_free(s->wake_ev);
+    s->wake_ev = NULL;
+    lfs_clear(s);
+    return 0;
+}
+
+static int l_sess_index(lua_State *L)
+{
+    struct lfsess *s = lfs_check(L);
+    const char *k = luaL_checkstring(L, 2);
+    if (strcmp(k, "tls") == 0) {
+        lua_pushboolean(L, s->tls);
+        return 1;
+    }
+    if (strcmp(k, "open") == 0) {
+        lua_pushboolean(L, s->job != NULL);
+        return 1;
+    }
+    luaL_getmetatable(L, LFWD_MT_SESS);
+    lua_getfield(L, -1, "methods");
+    lua_getfield(L, -1, k);
+    return 1;
+}
+
+static void lfs_class(lua_State *L)
+{
+    static const luaL_Reg m[] = {
+        { "mail", l_sess_mail }, { "rcpt", l_sess_rcpt }, { "data", l_sess_data },
+        { "rset", l_sess_rset }, { "close", l_sess_close }, { NULL, NULL } };
+    luaL_newmetatable(L, LFWD_MT_SESS);
+    lua_newtable(L);
+    luaL_register(L, NULL, m);
+    lua_setfield(L, -2, "methods");
+    lua_pushcfunction(L, l_sess_index);
+    lua_setfield(L, -2, "__index");
+    lua_pushcfunction(L, l_sess_gc);
+    lua_setfield(L, -2, "__gc");
+    lua_pop(L, 1);
+}
+
 /* ------------------------------------------------------------ open */
 
 void lfwd_open(lua_State *L)
@@ -457,8 +723,9 @@ void lfwd_open(lua_State *L)
     static const luaL_Reg f[] = {
         { "forward", l_forward }, { "forward_envelope", l_forward_envelope },
         { "forward_chunks", l_forward_chunks }, { "forward_pool", l_forward_pool },
-        { NULL, NULL } };
+        { "forward_open", l_forward_open }, { NULL, NULL } };
     luaL_register(L, NULL, f);
+    lfs_class(L);
 }
 
 void lfwd_shutdown(void)

@@ -59,6 +59,9 @@ struct dns_query {
     int done;              /* answered or cancelled */
     int in_ares;           /* c-ares still holds it */
     int cached;            /* answer from the cache, delivered by timer */
+    int starting;          /* inside ares_query/ares_getaddrinfo */
+    int has_early;         /* c-ares answered while starting: early */
+    struct dns_result early;
     struct event *deadline;
 };
 
@@ -467,6 +470,7 @@ static void parse_answer(int type, const unsigned char *buf, int len,
 
 static void query_free(struct dns_query *q)
 {
+    result_clear(&q->early);
     if (q->deadline)
         event_free(q->deadline);
     free(q->name);
@@ -479,6 +483,20 @@ static void deliver(struct dns_query *q, const struct dns_result *r)
     if (q->deadline)
         event_del(q->deadline);
     q->cb(r, q->ud);
+}
+
+/* An answer that c-ares gives from inside the call that starts the query
+ * (/etc/hosts, an immediate failure) is held and delivered from the
+ * event loop: callbacks never run inside dns_query(). Takes r. */
+static void deliver_or_hold(struct dns_query *q, struct dns_result *r)
+{
+    if (q->starting) {
+        q->early = *r;
+        q->has_early = 1;
+        return;
+    }
+    deliver(q, r);
+    result_clear(r);
 }
 
 static void on_ares_answer(void *arg, int status, int timeouts,
@@ -496,8 +514,7 @@ static void on_ares_answer(void *arg, int status, int timeouts,
         if (r.status == DNS_NXDOMAIN || r.status == DNS_NODATA)
             r.ttl = 60;           /* negative answers: a short while */
         cache_put(q->name, q->type, &r);
-        deliver(q, &r);
-        result_clear(&r);
+        deliver_or_hold(q, &r);
     }
     if (q->done || status == ARES_EDESTRUCTION)
         query_free(q);
@@ -537,8 +554,7 @@ static void on_ares_addrinfo(void *arg, int status, int timeouts,
         if (r.status == DNS_NXDOMAIN || r.status == DNS_NODATA)
             r.ttl = 60;
         cache_put(q->name, q->type, &r);
-        deliver(q, &r);
-        result_clear(&r);
+        deliver_or_hold(q, &r);
     }
     if (ai)
         ares_freeaddrinfo(ai);
@@ -567,7 +583,9 @@ static void on_deadline(evutil_socket_t fd, short what, void *arg)
     (void)what;
     if (q->done)
         return;
-    if (q->cached) {
+    if (q->has_early) {
+        deliver(q, &q->early);
+    } else if (q->cached) {
         const struct dns_result *c = dns_cache_get(q->name, q->type);
         struct dns_result miss = { .status = DNS_ERROR, .type = q->type };
         deliver(q, c ? c : &miss);
@@ -602,10 +620,14 @@ struct dns_query *dns_query(const char *name, int type, double timeout,
         timeout = D.timeout * D.tries;
     struct timeval tv = clock_tv(timeout);
     evtimer_add(q->deadline, &tv);
+    q->starting = 1;
     start_ares(q);
-    if (q->in_ares)
+    q->starting = 0;
+    if (q->has_early)
+        event_active(q->deadline, EV_TIMEOUT, 0);
+    else if (q->in_ares)
         arm_timer();
-    return q;   /* an immediate failure is delivered by the callback */
+    return q;   /* an answer given at once is delivered from the loop */
 fail:
     if (q)
         free(q->name);

@@ -191,7 +191,9 @@ struct fwd_caps {
 
 enum conn_state { CS_CONNECT, CS_GREET, CS_EHLO, CS_HELO, CS_STARTTLS,
                   CS_TLS, CS_AUTH, CS_IDLE, CS_TXN, CS_DATA, CS_DOT,
-                  CS_RSET, CS_QUIT };
+                  CS_RSET, CS_QUIT,
+                  CS_HELD,      /* lockstep session: between its steps */
+                  CS_STEP };    /* lockstep session: a command's reply due */
 
 struct fwd_pool;
 
@@ -212,7 +214,9 @@ struct fwd_conn {
     char renh[16];
 };
 
-enum job_phase { J_NEW, J_WAIT, J_RUN, J_DONE };
+/* J_STEP: a lockstep session's step answered; its callback is due and
+ * the job lives on (J_DONE: the last callback, then the job is freed). */
+enum job_phase { J_NEW, J_WAIT, J_RUN, J_STEP, J_DONE };
 
 struct fwd_job {
     struct fwd_pool *pool;
@@ -240,6 +244,9 @@ struct fwd_job {
     size_t *acc;                    /* indices of recipients taken at RCPT */
     struct fwd_reply mail;
     int got_reply;
+    int lockstep;                   /* a fwd_session_*() session */
+    int step_data;                  /* the step in progress is DATA */
+    char *mailcmd;                  /* lockstep: the MAIL line, after XFORWARD */
 };
 
 struct fwd_pool {
@@ -250,6 +257,8 @@ struct fwd_pool {
     enum fwd_tls starttls;
     double t_connect, t_cmd, t_data, idle;
     unsigned max;
+    int lockstep;                   /* sessions hold their connection */
+    int no_xforward;
     struct fwd_conn *conns;
     struct fwd_job *whead, *wtail;
 };
@@ -326,6 +335,7 @@ static void job_reset_txn(struct fwd_job *j)
 static void job_free(struct fwd_job *j)
 {
     job_reset_txn(j);
+    free(j->mailcmd);
     if (j->timer)
         event_free(j->timer);
     free(j->from);
@@ -769,7 +779,7 @@ static int xf_build(struct fwd_conn *c, struct fwd_job *j)
 {
     char cmd[FWD_XF_MAXCMD + 64] = "";
     size_t len = 0;
-    for (int i = 0; i < XF_N; i++) {
+    for (int i = 0; i < XF_N && !c->pool->no_xforward; i++) {
         if (!(c->caps.xf & (1u << i)) || (i == XF_LOGIN && !j->xf[i]))
             continue;
         char *v = j->xf[i] ? fwd_xtext(j->xf[i]) : strdup("[UNAVAILABLE]");
@@ -859,9 +869,16 @@ static const char *ext_missing(struct fwd_conn *c, struct fwd_job *j,
     return NULL;
 }
 
+static void step_ready(struct fwd_conn *c);
+static void step_reply(struct fwd_conn *c, int code, const char *text);
+
 static void txn_start(struct fwd_conn *c)
 {
     struct fwd_job *j = c->job;
+    if (j->lockstep) {
+        step_ready(c);
+        return;
+    }
     int code;
     const char *enh, *why = ext_missing(c, j, &code, &enh);
     j->res.tls = c->tls;
@@ -1062,6 +1079,10 @@ static void lmtp_overall(struct fwd_job *j)
 static void dot_reply(struct fwd_conn *c, int code, const char *text)
 {
     struct fwd_job *j = c->job;
+    if (j->lockstep) {
+        step_reply(c, code, text);
+        return;
+    }
     j->got_reply = 1;
     if (c->pool->lmtp) {
         reply_set(&j->res.rcpt[j->acc[j->lmtp_next++]], code, c->renh, text);
@@ -1176,7 +1197,10 @@ static void conn_reply(struct fwd_conn *c, int code, const char *text)
     case CS_QUIT:
         conn_destroy(c);
         break;
-    default:    /* CS_CONNECT, CS_TLS, CS_IDLE, CS_DATA */
+    case CS_STEP:
+        step_reply(c, code, text);
+        break;
+    default:    /* CS_CONNECT, CS_TLS, CS_IDLE, CS_DATA, CS_HELD */
         conn_unexpected(c, code, text);
         break;
     }
@@ -1289,6 +1313,96 @@ static void conn_eventcb(struct bufferevent *bev, short what, void *arg)
                                      : FWD_FAIL_DROPPED, detail);
 }
 
+/* ------------------------------------------------------ lockstep steps
+ *
+ * A lockstep session (fwd_session_*, for queue/smtp_proxy) holds one
+ * connection and sends one command at a time when its caller says so; each
+ * reply goes back through the job's callback as it came (code, enhanced
+ * code, text), without the mapping fwd_send() applies. */
+
+/* Report a step's outcome from the job's timer; the job lives on. */
+static void step_report(struct fwd_job *j, int code, const char *enh,
+                        const char *text)
+{
+    static const struct timeval zero = { 0, 0 };
+    free(j->res.text);
+    j->res.text = strdup(text ? text : "");
+    j->res.code = code;
+    j->res.fail = FWD_OK;
+    snprintf(j->res.enh, sizeof j->res.enh, "%s", enh ? enh : "");
+    j->phase = J_STEP;
+    evtimer_add(j->timer, &zero);
+}
+
+/* Set up (and, on a pooled connection, nothing else) is done. */
+static void step_ready(struct fwd_conn *c)
+{
+    struct fwd_job *j = c->job;
+    j->got_reply = 1;               /* never retried from here on */
+    j->res.tls = c->tls;
+    c->st = CS_HELD;
+    evtimer_del(c->tmo);
+    step_report(j, 220, "", "ready");
+}
+
+static void step_send(struct fwd_conn *c, const char *line, const char *arg,
+                      double tmo)
+{
+    c->st = CS_STEP;
+    conn_send(c, line, arg, NULL);
+    conn_arm(c, tmo);
+}
+
+static void step_reply(struct fwd_conn *c, int code, const char *text)
+{
+    struct fwd_job *j = c->job;
+    if (j->replied < j->nxf) {                  /* XFORWARD before MAIL */
+        if (code / 100 != 2)
+            log_msg(LOG_LVL_WARN, "forward %s:%s: XFORWARD refused: %d %s",
+                    c->pool->host, c->pool->port, code, text);
+        if (++j->replied < j->nxf)
+            step_send(c, "%s\r\n", j->xfcmd[j->replied], c->pool->t_cmd);
+        else
+            step_send(c, "%s\r\n", j->mailcmd, c->pool->t_cmd);
+        return;
+    }
+    if (j->step_data && code == 354 && c->st == CS_STEP) {
+        j->buf = malloc(FWD_CHUNK);
+        if (!j->buf) {
+            conn_fail(c, FWD_FAIL_MESSAGE, "out of memory");
+            return;
+        }
+        fwd_stuffer_init(&j->stuff);
+        j->off = 0;
+        c->st = CS_DATA;
+        conn_arm(c, c->pool->t_data);
+        data_fill(c);
+        return;
+    }
+    if (j->step_data && code / 100 == 2 && c->st == CS_DOT) {
+        free(j->res.queue_id);
+        j->res.queue_id = fwd_queue_id(text);
+    }
+    free(j->buf);
+    j->buf = NULL;
+    j->step_data = 0;
+    j->m = NULL;
+    c->st = CS_HELD;
+    evtimer_del(c->tmo);
+    step_report(j, code, c->renh, text);
+}
+
+/* The session's connection, ready for a step; NULL when it is not. */
+static struct fwd_conn *step_conn(struct fwd_job *j)
+{
+    if (!j || !j->lockstep || j->phase != J_RUN || !j->conn ||
+        j->conn->st != CS_HELD)
+        return NULL;
+    free(j->res.queue_id);
+    j->res.queue_id = NULL;
+    return j->conn;
+}
+
 /* ------------------------------------------------------------------ pools */
 
 static int pool_matches(const struct fwd_pool *p, struct event_base *base,
@@ -1297,8 +1411,16 @@ static int pool_matches(const struct fwd_pool *p, struct event_base *base,
     return p->base == base && strcmp(p->host, d->host) == 0 &&
            strcmp(p->port, d->port) == 0 && p->lmtp == !!d->lmtp &&
            p->starttls == d->starttls && streq0(p->auth_user, d->auth_user) &&
-           streq0(p->auth_pass, d->auth_pass) &&
+           streq0(p->auth_pass, d->auth_pass) && p->no_xforward == !!d->no_xforward &&
            strcmp(p->helo, d->helo ? d->helo : "localhost") == 0;
+}
+
+/* The pool of lockstep sessions to d: no cap (each client session holds
+ * one connection for as long as it lasts), nothing kept idle. */
+static int pool_matches_lockstep(const struct fwd_pool *p, struct event_base *base,
+                                 const struct fwd_dest *d, int lockstep)
+{
+    return p->lockstep == lockstep && pool_matches(p, base, d);
 }
 
 static void pool_config(struct fwd_pool *p, const struct fwd_dest *d)
@@ -1323,11 +1445,11 @@ static void pool_free(struct fwd_pool *p)
 }
 
 static struct fwd_pool *pool_get(struct event_base *base,
-                                 const struct fwd_dest *d)
+                                 const struct fwd_dest *d, int lockstep)
 {
     struct fwd_pool *p;
     for (p = G.pools; p; p = p->next)
-        if (pool_matches(p, base, d))
+        if (pool_matches_lockstep(p, base, d, lockstep))
             break;
     if (!p) {
         p = calloc(1, sizeof *p);
@@ -1341,6 +1463,8 @@ static struct fwd_pool *pool_get(struct event_base *base,
         p->auth_pass = xstrdup(d->auth_pass);
         p->lmtp = !!d->lmtp;
         p->starttls = d->starttls;
+        p->lockstep = lockstep;
+        p->no_xforward = !!d->no_xforward;
         if (!p->host || !p->port || !p->helo ||
             (d->auth_user && !p->auth_user) || (d->auth_pass && !p->auth_pass)) {
             pool_free(p);
@@ -1350,6 +1474,10 @@ static struct fwd_pool *pool_get(struct event_base *base,
         G.pools = p;
     }
     pool_config(p, d);
+    if (lockstep) {
+        p->max = 0;
+        p->idle = 0;
+    }
     return p;
 }
 
@@ -1441,6 +1569,10 @@ static void job_timer(evutil_socket_t fd, short what, void *arg)
         j->done(j->arg, &j->res);
         job_free(j);
         break;
+    case J_STEP:
+        j->phase = J_RUN;
+        j->done(j->arg, &j->res);     /* may start the next step */
+        break;
     case J_RUN:
         break;
     }
@@ -1487,7 +1619,7 @@ struct fwd_job *fwd_send(struct event_base *base, const struct fwd_dest *d,
     struct fwd_job *j = calloc(1, sizeof *j);
     if (!j)
         return NULL;
-    j->pool = pool_get(base, d);
+    j->pool = pool_get(base, d, 0);
     j->timer = evtimer_new(base, job_timer, j);
     if (!j->pool || !j->timer || job_copy_env(j, env) < 0) {
         job_free(j);
@@ -1559,3 +1691,128 @@ void fwd_pool_stats(const struct fwd_dest *d, unsigned *open, unsigned *idle)
         }
     }
 }
+
+/* ------------------------------------------------------ lockstep API */
+
+struct fwd_job *fwd_session_open(struct event_base *base, const struct fwd_dest *d,
+                                 fwd_done_fn step, void *arg)
+{
+    static const struct timeval zero = { 0, 0 };
+    struct fwd_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return NULL;
+    j->lockstep = 1;
+    j->want_fresh = 1;
+    j->pool = pool_get(base, d, 1);
+    j->timer = evtimer_new(base, job_timer, j);
+    if (!j->pool || !j->timer) {
+        job_free(j);
+        return NULL;
+    }
+    j->done = step;
+    j->arg = arg;
+    j->jnext = G_jobs;
+    if (G_jobs)
+        G_jobs->jprev = j;
+    G_jobs = j;
+    evtimer_add(j->timer, &zero);
+    return j;
+}
+
+/* The MAIL line for env with the parameters the downstream offers. */
+static char *mail_line(const struct fwd_conn *c, const struct fwd_envelope *env,
+                       long long size)
+{
+    char sz[32] = "";
+    if (c->caps.size >= 0 && size >= 0)
+        snprintf(sz, sizeof sz, " SIZE=%lld", size);
+    size_t n = strlen(env->mail_from ? env->mail_from : "") + 80;
+    char *line = malloc(n);
+    if (line)
+        snprintf(line, n, "MAIL FROM:<%s>%s%s%s", env->mail_from ? env->mail_from : "",
+                 sz, env->body == SMTP_BODY_8BITMIME ? " BODY=8BITMIME" : "",
+                 env->smtputf8 ? " SMTPUTF8" : "");
+    return line;
+}
+
+int fwd_session_mail(struct fwd_job *j, const struct fwd_envelope *env, long long size)
+{
+    struct fwd_conn *c = step_conn(j);
+    if (!c)
+        return -1;
+    int code;
+    const char *enh;
+    j->smtputf8 = env->smtputf8;
+    j->body = env->body;
+    const char *why = ext_missing(c, j, &code, &enh);
+    if (why) {
+        step_report(j, code, enh, why);
+        return 0;
+    }
+    job_reset_txn(j);
+    for (int i = 0; i < XF_N; i++) {
+        free(j->xf[i]);
+        j->xf[i] = NULL;
+    }
+    free(j->from);
+    free(j->rcpt);
+    free(j->res.rcpt);
+    j->from = NULL;
+    j->rcpt = NULL;
+    j->res.rcpt = NULL;
+    free(j->mailcmd);
+    j->mailcmd = mail_line(c, env, size);
+    struct fwd_envelope xf = *env;
+    xf.nrcpt = 0;
+    if (!j->mailcmd || job_copy_env(j, &xf) < 0 || xf_build(c, j) < 0)
+        return -1;
+    if (j->nxf)
+        step_send(c, "%s\r\n", j->xfcmd[0], c->pool->t_cmd);
+    else
+        step_send(c, "%s\r\n", j->mailcmd, c->pool->t_cmd);
+    return 0;
+}
+
+int fwd_session_rcpt(struct fwd_job *j, const char *addr)
+{
+    struct fwd_conn *c = step_conn(j);
+    if (!c)
+        return -1;
+    step_send(c, "RCPT TO:<%s>\r\n", addr, c->pool->t_cmd);
+    return 0;
+}
+
+int fwd_session_data(struct fwd_job *j, struct msg *m)
+{
+    struct fwd_conn *c = step_conn(j);
+    if (!c)
+        return -1;
+    j->m = m;
+    j->size = msg_size(m);
+    j->step_data = 1;
+    step_send(c, "DATA\r\n", NULL, c->pool->t_cmd);
+    return 0;
+}
+
+int fwd_session_rset(struct fwd_job *j)
+{
+    struct fwd_conn *c = step_conn(j);
+    if (!c)
+        return -1;
+    step_send(c, "RSET\r\n", NULL, c->pool->t_cmd);
+    return 0;
+}
+
+void fwd_session_close(struct fwd_job *j)
+{
+    if (!j)
+        return;
+    struct fwd_conn *c = j->conn;
+    if (c && c->st == CS_HELD) {
+        c->job = NULL;
+        conn_quit(c);                       /* polite: QUIT, then close */
+        j->conn = NULL;
+    }
+    fwd_cancel(j);
+}
+

@@ -69,6 +69,7 @@ struct fwd_dest {
                                   0 = no limit */
     double pool_idle;          /* keep idle connections this long; 0 = no
                                   pool (QUIT after every transaction) */
+    int no_xforward;           /* never send XFORWARD */
 };
 
 #define FWD_DEFAULT_CONNECT 10.0
@@ -148,6 +149,36 @@ struct fwd_job *fwd_send(struct event_base *base, const struct fwd_dest *d,
  * A connection in the middle of this job is closed (the downstream drops
  * the unfinished transaction). Not allowed once done has been called. */
 void fwd_cancel(struct fwd_job *j);
+
+/* ---- lockstep sessions (queue/smtp_proxy's before-queue proxy) ----
+ *
+ * One downstream connection held by one client session and driven a
+ * command at a time, so the downstream's answer to each RCPT can be the
+ * client's. fwd_session_open() connects (EHLO, STARTTLS, AUTH as d says;
+ * never a pooled connection, never kept idle after); then each step sends
+ * one command and `step` is called once with its reply: r->code, r->enh
+ * and r->text exactly as the downstream sent them (r->fail == FWD_OK; for
+ * the open step 220 "ready"; for DATA the reply to the final dot, or the
+ * refusal of DATA itself, with r->queue_id when given). When the
+ * connection fails (timeout, drop, garbled reply, refused set-up), `step`
+ * gets r->fail != FWD_OK with a 451 in r->code, and the job is gone after
+ * that call. A step function returns -1 (nothing sent) unless the session
+ * is between steps. fwd_session_close() ends it at any time (QUIT when
+ * between steps, else the connection is closed) and `step` is not called
+ * again. step runs from the event loop, never inside these calls. */
+struct fwd_job *fwd_session_open(struct event_base *base, const struct fwd_dest *d,
+                                 fwd_done_fn step, void *arg);
+/* XFORWARD (the attributes the downstream lists, from env's xf_*), then
+ * MAIL FROM env->mail_from with SIZE=size (size < 0: unknown, none sent),
+ * BODY= and SMTPUTF8 as needed;
+ * a missing SMTPUTF8/8BITMIME is answered locally (550 5.6.7 / 451 4.6.3). */
+int fwd_session_mail(struct fwd_job *j, const struct fwd_envelope *env,
+                     long long size);
+int fwd_session_rcpt(struct fwd_job *j, const char *addr);
+/* DATA, then m dot-stuffed (m must stay valid until step runs). */
+int fwd_session_data(struct fwd_job *j, struct msg *m);
+int fwd_session_rset(struct fwd_job *j);
+void fwd_session_close(struct fwd_job *j);
 
 /* Close every pooled connection and free the pools (process exit). Jobs
  * still running are dropped without their callback. */
