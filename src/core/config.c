@@ -4,6 +4,7 @@
  * or an out-of-range value is an error naming file, line and dotted key. */
 #include "core/config.h"
 #include "core/yaml_tree.h"
+#include "core/paths.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -827,7 +828,7 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->auth_max_failures_per_ip = 10;
     cfg->auth_failure_window = 600;
     cfg->dir = strdup(dir);
-    cfg->spool_dir = cfg_join(dir, "spool");
+    cfg->spool_dir = paths_default_spool(dir);
     cfg->log_target = strdup("stderr");
     return cfg->dir && cfg->spool_dir && cfg->log_target ? 0 : -1;
 }
