@@ -25,6 +25,12 @@ build = os.path.join(tmp, "build")
 root = os.path.join(tmp, "root")
 
 
+# under make test-asan the installed binary is a sanitizer build too
+SAN = (["OPT=-O1 -fno-omit-frame-pointer -fsanitize=address,undefined "
+        "-fno-sanitize-recover=all", "LDFLAGS=-fsanitize=address,undefined"]
+       if os.environ.get("KASI_ASAN") else [])
+
+
 def path(*parts):
     return os.path.join(root, *parts)
 
@@ -44,12 +50,17 @@ def serve_one(binary, confdir, cwd, spool, subject, name):
         ids = wait_spooled(spool, subject)
         is_(len(ids), 1, "%s: message in %s" % (name, spool))
         is_(s.stop(), 0, "%s: exits 0 on SIGTERM" % name)
+        no_sanitizer(s.log(), name)
         return s
+
+
+def no_sanitizer(text, name):
+    unlike(text, "|".join(SANITIZER_MARKS), "%s: no sanitizer report" % name)
 
 
 # ---- make install DESTDIR=root PREFIX=/usr ---------------------------------
 
-r = make("install", "BUILD=" + build, "DESTDIR=" + root, "PREFIX=/usr")
+r = make("install", *SAN, "BUILD=" + build, "DESTDIR=" + root, "PREFIX=/usr")
 ok(r.returncode == 0, "make install DESTDIR=... PREFIX=/usr")
 for rel in ("usr/sbin/kasi", "usr/share/kasi/lua/kasi.lua",
             "usr/share/kasi/plugins/queue/spool.lua", "usr/share/kasi/config/smtp.yaml",
@@ -89,7 +100,7 @@ serve_one(kasi, os.path.join(site, "config"), site, os.path.join(site, "spool"),
 relay = path("etc/kasi/relay.yaml")
 with open(relay, "a") as f:
     f.write("# changed by the admin\n")
-r = make("install", "BUILD=" + build, "DESTDIR=" + root, "PREFIX=/usr")
+r = make("install", *SAN, "BUILD=" + build, "DESTDIR=" + root, "PREFIX=/usr")
 ok(r.returncode == 0, "make install again")
 like(r.stdout, r"kept .*/etc/kasi/relay\.yaml \(changed\)", "it says it kept relay.yaml")
 with open(relay) as f:
@@ -110,7 +121,7 @@ ok(os.path.isfile(relay) and os.path.isdir(path("var/spool/kasi")),
 
 prefix = os.path.join(tmp, "p")
 spool = os.path.join(prefix, "spool")
-r = make("install", "BUILD=" + build, "PREFIX=" + prefix, "SPOOLDIR=" + spool,
+r = make("install", *SAN, "BUILD=" + build, "PREFIX=" + prefix, "SPOOLDIR=" + spool,
          "SYSCONFDIR=" + os.path.join(prefix, "etc"))
 ok(r.returncode == 0, "make install PREFIX=<tmp> (rebuilds only the paths)")
 like(r.stdout, r"paths\.o", "the compiled-in paths were rebuilt")
@@ -186,8 +197,10 @@ with Server(kasi, os.path.join(dep, "config"), dep) as s:
     code, text = send(s.port, "bob@example.com", "bob")
     is_((code, text), (550, "5.7.1 No bob here"), "the site plugin in DIR/plugins runs")
     is_(s.stop(), 0, "init'ed deployment exits 0")
+    no_sanitizer(s.log(), "init'ed deployment")
 
 r = run([kasi, "init", dep])
+no_sanitizer(r.stderr, "kasi init")
 ok(r.returncode == 1 and "not empty" in r.stderr, "init refuses a non-empty DIR", r.stderr)
 empty = os.path.join(tmp, "empty")
 os.makedirs(empty)
