@@ -115,7 +115,7 @@ install: $(BUILD)/kasi
 	contrib/install.sh conf $(BUILD)/sysconf $(DESTDIR)$(SYSCONFDIR)
 	install -d -m 0750 $(DESTDIR)$(SPOOLDIR)
 	$(if $(SYSTEMDUNITDIR),contrib/install.sh units contrib/systemd $(DESTDIR)$(SYSTEMDUNITDIR) \
-	  '$(SBINDIR)' '$(SYSCONFDIR)' '$(SPOOLDIR)')
+	  '$(SBINDIR)' '$(SYSCONFDIR)' '$(SPOOLDIR)' '$(DOCDIR)')
 
 uninstall:
 	rm -f $(DESTDIR)$(SBINDIR)/kasi

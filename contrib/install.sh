@@ -11,7 +11,7 @@
 #   install.sh conf SRC DEST        install the configuration SRC into DEST
 #                                   without replacing a file the admin changed:
 #                                   the new default goes beside it as FILE.dist
-#   install.sh units SRC DEST SBINDIR SYSCONFDIR SPOOLDIR
+#   install.sh units SRC DEST SBINDIR SYSCONFDIR SPOOLDIR DOCDIR
 #                                   the systemd units with the install paths
 #   install.sh changelog VERSION    a debian/changelog entry for VERSION
 set -e
@@ -86,11 +86,12 @@ conf() {
 }
 
 units() {
-    [ $# -eq 5 ] || die "usage: units SRC DEST SBINDIR SYSCONFDIR SPOOLDIR"
+    [ $# -eq 6 ] || die "usage: units SRC DEST SBINDIR SYSCONFDIR SPOOLDIR DOCDIR"
     install -d "$2"
     for u in kasi.service kasi.socket; do
         sed -e "s|/usr/sbin/kasi|$3/kasi|g" -e "s|/etc/kasi|$4|g" \
-            -e "s|/var/spool/kasi|$5|g" "$1/$u" > "$2/$u"
+            -e "s|/var/spool/kasi|$5|g" -e "s|/usr/share/doc/kasi|$6|g" \
+            "$1/$u" > "$2/$u"
         chmod 0644 "$2/$u"
     done
 }

@@ -145,6 +145,10 @@ def check_installed():
        "kasi.socket installed, not enabled")
     with open("/etc/kasi/smtp.yaml") as f:
         like(f.read(), r"\nuser: kasi\n", "the packaged smtp.yaml says user: kasi")
+    with open(UNITS + "/kasi.service") as f:
+        doc = re.search(r"\nDocumentation=file:(\S+)", f.read())
+    ok(doc and os.path.isfile(doc.group(1)), "the unit's Documentation= file exists",
+       doc and doc.group(1))
 
 
 def check_units():
@@ -242,6 +246,10 @@ try:
         r = dpkg("-i", deb)
         ok(r.returncode == 0, "dpkg -i", r.stdout + r.stderr)
         check_installed()
+        r = dpkg("-i", deb)
+        ok(r.returncode == 0 and dpkg_status() == "install ok installed",
+           "dpkg -i again (the upgrade path: user and files already there)",
+           r.stdout + r.stderr)
         check_units()
         by_hand()
         check_removed(files, conf)
