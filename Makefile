@@ -27,8 +27,8 @@ UNIT    := $(wildcard t/unit/*.c)
 UNITBIN := $(UNIT:t/unit/%.c=$(BUILD)/t/%)
 VERSION := $(shell sed -n 's/^\#define KASI_VERSION "\(.*\)"$$/\1/p' src/core/version.h)
 
-# Installation layout (docs/install.md). DATADIR and SPOOLDIR are compiled
-# into build/core/paths.o; a change rebuilds that one object.
+# Installation layout (docs/install.md). DATADIR is compiled into
+# core/paths.o and SPOOLDIR into core/config.o; a change rebuilds those two.
 PREFIX     ?= /usr/local
 SBINDIR    ?= $(PREFIX)/sbin
 DATADIR    ?= $(PREFIX)/share/kasi
@@ -56,8 +56,9 @@ $(BUILD)/%.o: src/%.c | $(BUILD)
 	@mkdir -p $(@D)
 	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
-$(BUILD)/core/paths.o: CPPFLAGS += -DKASI_DATADIR='"$(DATADIR)"' -DKASI_SPOOLDIR='"$(SPOOLDIR)"'
-$(BUILD)/core/paths.o: $(BUILD)/paths.stamp
+$(BUILD)/core/paths.o: CPPFLAGS += -DKASI_DATADIR='"$(DATADIR)"'
+$(BUILD)/core/config.o: CPPFLAGS += -DKASI_SPOOLDIR='"$(SPOOLDIR)"'
+$(BUILD)/core/paths.o $(BUILD)/core/config.o: $(BUILD)/paths.stamp
 $(BUILD)/paths.stamp: FORCE | $(BUILD)
 	@echo '$(DATADIR) $(SPOOLDIR)' | cmp -s - $@ || echo '$(DATADIR) $(SPOOLDIR)' > $@
 

@@ -1,11 +1,9 @@
-/* paths.c — search roots of the shipped data directory and the compiled-in
- * defaults (see paths.h). KASI_DATADIR and KASI_SPOOLDIR come from the
- * Makefile (PREFIX, SPOOLDIR) and are only seen by this file. */
+/* paths.c — search roots of the shipped data directory (see paths.h).
+ * KASI_DATADIR comes from the Makefile (PREFIX) and only this file sees it. */
 #include "core/paths.h"
 
 #include <limits.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
@@ -50,18 +48,4 @@ int paths_find_shipped(const char *rel, char *out, size_t outlen)
             return 0;
     }
     return -1;
-}
-
-char *paths_default_spool(const char *confdir)
-{
-#ifdef KASI_SPOOLDIR
-    (void)confdir;
-    return strdup(KASI_SPOOLDIR);
-#else
-    size_t len = strlen(confdir) + sizeof "/spool";
-    char *p = malloc(len);
-    if (p)
-        snprintf(p, len, "%s/spool", confdir);
-    return p;
-#endif
 }
