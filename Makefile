@@ -58,13 +58,14 @@ $(BUILD)/%.o: src/%.c | $(BUILD)
 
 $(BUILD)/core/paths.o: CPPFLAGS += -DKASI_DATADIR='"$(DATADIR)"'
 $(BUILD)/core/config.o: CPPFLAGS += -DKASI_SPOOLDIR='"$(SPOOLDIR)"'
-$(BUILD)/core/paths.o $(BUILD)/core/config.o: $(BUILD)/paths.stamp
+$(BUILD)/t/config: CPPFLAGS += -DKASI_SPOOLDIR='"$(SPOOLDIR)"'
+$(BUILD)/core/paths.o $(BUILD)/core/config.o $(BUILD)/t/config: $(BUILD)/paths.stamp
 $(BUILD)/paths.stamp: FORCE | $(BUILD)
 	@echo '$(DATADIR) $(SPOOLDIR)' | cmp -s - $@ || echo '$(DATADIR) $(SPOOLDIR)' > $@
 
 $(BUILD)/t/%: t/unit/%.c $(LIBOBJ) t/unit/tap.h | $(BUILD)
 	@mkdir -p $(BUILD)/t
-	$(CC) $(CFLAGS) -It/unit -o $@ $< $(LIBOBJ) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -It/unit -o $@ $< $(LIBOBJ) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD):
 	mkdir -p $(BUILD)

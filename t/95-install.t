@@ -13,14 +13,13 @@ import os
 import re
 import shutil
 import sys
-import tempfile
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import kasitest  # noqa: E402
 from kasitest import *  # noqa: E402,F401,F403
-from installtest import make, Server, send, wait_spooled  # noqa: E402
+from installtest import tempdir, make, Server, send, wait_spooled  # noqa: E402
 
-tmp = tempfile.mkdtemp(prefix="kasi-t-install-")
+tmp = tempdir("install")
 build = os.path.join(tmp, "build")
 root = os.path.join(tmp, "root")
 

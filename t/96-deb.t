@@ -18,13 +18,12 @@ import re
 import shutil
 import signal
 import sys
-import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import kasitest  # noqa: E402
 from kasitest import *  # noqa: E402,F401,F403
-from installtest import make, todo_ok, Server, send, spooled  # noqa: E402
+from installtest import tempdir, make, todo_ok, Server, send, spooled  # noqa: E402
 
 LOCK = "/run/lock/kasi-deb-test.lock"
 UNITS = "/lib/systemd/system"
@@ -92,7 +91,7 @@ def terminate(signum, frame):
 signal.signal(signal.SIGTERM, terminate)
 signal.signal(signal.SIGHUP, terminate)
 
-tmp = tempfile.mkdtemp(prefix="kasi-t-deb-")
+tmp = tempdir("deb")
 build = os.path.join(tmp, "build")
 lock = take_lock()
 if present():

@@ -11,10 +11,24 @@ import os
 import re
 import smtplib
 import subprocess
+import tempfile
 import time
 
 import kasitest
 from kasitest import REPO, ok, diag, scaled, stop_process
+
+
+def tempdir(tag):
+    """A fresh directory for one test file, under the tree's build/ (these
+    tests run for tens of seconds; a directory there is not swept away by
+    a clean-up of the shared /tmp meanwhile), or in /tmp when build/ is not
+    writable."""
+    base = os.path.join(REPO, "build")
+    try:
+        os.makedirs(base, exist_ok=True)
+        return tempfile.mkdtemp(prefix="t-%s-" % tag, dir=base)
+    except OSError:
+        return tempfile.mkdtemp(prefix="kasi-t-%s-" % tag)
 
 
 def make(*args, timeout=300):
