@@ -7,6 +7,9 @@
 #   make test-asan  the suite against the sanitizer build
 #   make bench      benchmarks (see contrib/bench/)
 #   make check-layers  fail on an include that points up (see src/README)
+#   make install    install under PREFIX (and DESTDIR); see docs/install.md
+#   make uninstall  remove what make install put under PREFIX (not config, spool)
+#   make deb        build a Debian package into $(BUILD)/deb/ (debian/)
 
 CC      ?= cc
 PKGS    := libevent_core libevent_extra libevent_openssl luajit yaml-0.1 openssl libcares
@@ -22,9 +25,22 @@ OBJ     := $(SRC:src/%.c=$(BUILD)/%.o)
 LIBOBJ  := $(filter-out $(BUILD)/main.o,$(OBJ))
 UNIT    := $(wildcard t/unit/*.c)
 UNITBIN := $(UNIT:t/unit/%.c=$(BUILD)/t/%)
+VERSION := $(shell sed -n 's/^\#define KASI_VERSION "\(.*\)"$$/\1/p' src/core/version.h)
+
+# Installation layout (docs/install.md). DATADIR is compiled into
+# core/paths.o and SPOOLDIR into core/config.o; a change rebuilds those two.
+PREFIX     ?= /usr/local
+SBINDIR    ?= $(PREFIX)/sbin
+DATADIR    ?= $(PREFIX)/share/kasi
+DOCDIR     ?= $(PREFIX)/share/doc/kasi
+SYSCONFDIR ?= /etc/kasi
+SPOOLDIR   ?= /var/spool/kasi
+SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
+KASI_USER  ?=
 
 
-.PHONY: all run test unit asan test-asan deps bench clean check-layers
+.PHONY: all run test unit asan test-asan deps bench clean check-layers \
+        install uninstall deb FORCE
 
 all: kasi
 
@@ -38,11 +54,18 @@ $(BUILD)/kasi: $(OBJ)
 
 $(BUILD)/%.o: src/%.c | $(BUILD)
 	@mkdir -p $(@D)
-	$(CC) $(CFLAGS) -c -o $@ $<
+	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/core/paths.o: CPPFLAGS += -DKASI_DATADIR='"$(DATADIR)"'
+$(BUILD)/core/config.o: CPPFLAGS += -DKASI_SPOOLDIR='"$(SPOOLDIR)"'
+$(BUILD)/t/config: CPPFLAGS += -DKASI_SPOOLDIR='"$(SPOOLDIR)"'
+$(BUILD)/core/paths.o $(BUILD)/core/config.o $(BUILD)/t/config: $(BUILD)/paths.stamp
+$(BUILD)/paths.stamp: FORCE | $(BUILD)
+	@echo '$(DATADIR) $(SPOOLDIR)' | cmp -s - $@ || echo '$(DATADIR) $(SPOOLDIR)' > $@
 
 $(BUILD)/t/%: t/unit/%.c $(LIBOBJ) t/unit/tap.h | $(BUILD)
 	@mkdir -p $(BUILD)/t
-	$(CC) $(CFLAGS) -It/unit -o $@ $< $(LIBOBJ) $(LDFLAGS) $(LDLIBS)
+	$(CC) $(CPPFLAGS) $(CFLAGS) -It/unit -o $@ $< $(LIBOBJ) $(LDFLAGS) $(LDLIBS)
 
 $(BUILD):
 	mkdir -p $(BUILD)
@@ -78,6 +101,43 @@ $(BUILD)/hook_cost: contrib/bench/hook_cost.c $(LIBOBJ) | $(BUILD)
 
 bench: deps kasi $(BUILD)/hook_cost
 	contrib/bench/run.sh
+
+# make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc/kasi]
+#   [SPOOLDIR=/var/spool/kasi] [SYSTEMDUNITDIR=$(PREFIX)/lib/systemd/system]
+#   [KASI_USER=]: the configuration is installed only where missing; a
+#   changed file is kept and the new default put beside it as FILE.dist.
+install: $(BUILD)/kasi
+	install -d $(DESTDIR)$(SBINDIR) $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+	install -m 0755 $(BUILD)/kasi $(DESTDIR)$(SBINDIR)/kasi
+	contrib/install.sh tree lua plugins config $(DESTDIR)$(DATADIR)
+	contrib/install.sh tree README.md docs/*.md $(DESTDIR)$(DOCDIR)
+	contrib/install.sh tree contrib/postfix $(DESTDIR)$(DOCDIR)/examples
+	rm -rf $(BUILD)/sysconf
+	contrib/install.sh sysconf config $(BUILD)/sysconf '$(SPOOLDIR)' '$(KASI_USER)'
+	contrib/install.sh conf $(BUILD)/sysconf $(DESTDIR)$(SYSCONFDIR)
+	install -d -m 0750 $(DESTDIR)$(SPOOLDIR)
+	$(if $(SYSTEMDUNITDIR),contrib/install.sh units contrib/systemd $(DESTDIR)$(SYSTEMDUNITDIR) \
+	  '$(SBINDIR)' '$(SYSCONFDIR)' '$(SPOOLDIR)' '$(DOCDIR)')
+
+uninstall:
+	rm -f $(DESTDIR)$(SBINDIR)/kasi
+	rm -rf $(DESTDIR)$(DATADIR) $(DESTDIR)$(DOCDIR)
+	$(if $(SYSTEMDUNITDIR),rm -f $(DESTDIR)$(SYSTEMDUNITDIR)/kasi.service $(DESTDIR)$(SYSTEMDUNITDIR)/kasi.socket)
+
+# make deb: the tree is copied to $(BUILD)/deb/kasi-VERSION, its changelog
+# written with the version of src/core/version.h, and dpkg-buildpackage
+# builds $(BUILD)/deb/kasi_VERSION_ARCH.deb there (the tree itself is not
+# touched).
+DEBDIR := $(BUILD)/deb
+deb:
+	rm -rf $(DEBDIR)
+	mkdir -p $(DEBDIR)/kasi-$(VERSION)
+	tar -cf - Makefile README.md src lua plugins config contrib docs debian \
+	  | tar -xf - -C $(DEBDIR)/kasi-$(VERSION)
+	contrib/install.sh changelog $(VERSION) > $(DEBDIR)/kasi-$(VERSION)/debian/changelog
+	cd $(DEBDIR)/kasi-$(VERSION) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
+	  DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -b -us -uc
+	@ls $(DEBDIR)/kasi_$(VERSION)_*.deb
 
 clean:
 	rm -rf build build-asan kasi

@@ -4,7 +4,8 @@
 set -e
 PKGS="build-essential pkg-config libevent-dev libluajit2-5.1-dev libyaml-dev
 libssl-dev libcrypt-dev python3 swaks postfix clang openssl
-libc-ares-dev dnsmasq-base spamassassin spamd spamc testssl.sh"
+libc-ares-dev dnsmasq-base spamassassin spamd spamc testssl.sh
+debhelper dpkg-dev"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

@@ -27,6 +27,7 @@
 #include "net/tls.h"
 #include "core/version.h"
 #include "core/watchdog.h"
+#include "init.h"
 
 struct options {
     const char *confdir;
@@ -41,6 +42,7 @@ static void usage(FILE *f)
     fprintf(f,
             "usage: kasi [-c DIR] [-t] [--listen HOST:PORT]... [-V]\n"
             "       kasi passwd FILE USER   (add a user for auth/flat_file)\n"
+            "       kasi init DIR           (create a deployment in DIR)\n"
             "  -c, --config DIR     configuration directory (default ./config)\n"
             "  -t, --test           check the configuration and exit\n"
             "  -l, --listen H:P     listen on H:P instead of the configured\n"
@@ -347,6 +349,8 @@ int main(int argc, char **argv)
 
     if (argc > 1 && !strcmp(argv[1], "passwd"))
         return passwd_main(argc - 1, argv + 1);
+    if (argc > 1 && !strcmp(argv[1], "init"))
+        return init_main(argc - 1, argv + 1);
     if (parse_args(argc, argv, &o) < 0) {
         free(o.listen);
         return 2;

@@ -805,6 +805,19 @@ static int cfg_walk(struct cfg_ctx *c, const struct ynode *map, const char *pref
 
 /* ---- loading ----------------------------------------------------------- */
 
+/* Without spool_dir in smtp.yaml: the Makefile's SPOOLDIR (compiled in, so
+ * an installed kasi spools to /var/spool/kasi whatever its -c), else
+ * DIR/spool. */
+static char *cfg_default_spool(const char *dir)
+{
+#ifdef KASI_SPOOLDIR
+    (void)dir;
+    return strdup(KASI_SPOOLDIR);
+#else
+    return cfg_join(dir, "spool");
+#endif
+}
+
 static int cfg_defaults(struct kasi_config *cfg, const char *dir)
 {
     memset(cfg, 0, sizeof *cfg);
@@ -827,7 +840,7 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->auth_max_failures_per_ip = 10;
     cfg->auth_failure_window = 600;
     cfg->dir = strdup(dir);
-    cfg->spool_dir = cfg_join(dir, "spool");
+    cfg->spool_dir = cfg_default_spool(dir);
     cfg->log_target = strdup("stderr");
     return cfg->dir && cfg->spool_dir && cfg->log_target ? 0 : -1;
 }

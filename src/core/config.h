@@ -61,8 +61,9 @@ struct kasi_config {
     int bare_lf_accept;            /* bare_lf: "reject" (default, 0) | "accept" (1) */
     int long_lines_wrap;           /* long_lines: "reject" (default, 0) | "wrap" (1) */
 
-    char *spool_dir;               /* default "spool"; a relative path is taken
-                                      relative to dir (stored joined: "DIR/spool") */
+    char *spool_dir;               /* default: the compiled-in SPOOLDIR;
+                                      a relative path is taken relative to dir
+                                      (stored joined: "DIR/../spool") */
     char *log_target;              /* "stderr" (default) | "syslog" */
     int log_level;                 /* 0 error .. 3 debug, default 2 (info) */
 

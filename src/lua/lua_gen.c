@@ -19,6 +19,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/paths.h"
 #include "core/yaml_tree.h"
 
 #define LGEN_MAX_PLUGINS 256
@@ -45,41 +46,16 @@ static void *lgen_alloc(void *ud, void *p, size_t osize, size_t nsize)
 
 /* ------------------------------------------------------- search roots */
 
-/* Roots, in order: the directory holding the config directory (a site's
- * own plugins/ and lua/), then the shipped tree next to the binary
- * (<bindir>/.. , for build/kasi), then KASI_DATADIR when compiled in. */
-static size_t lgen_roots(const struct kasi_config *cfg, char roots[][PATH_MAX])
-{
-    size_t n = 0;
-    char exe[PATH_MAX - 64];
-    snprintf(roots[n++], PATH_MAX, "%s/..", cfg->dir ? cfg->dir : "config");
-    ssize_t len = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (len > 0) {
-        exe[len] = '\0';
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = '\0';
-            snprintf(roots[n++], PATH_MAX, "%s/..", exe);
-            snprintf(roots[n++], PATH_MAX, "%s", exe);
-        }
-    }
-#ifdef KASI_DATADIR
-    snprintf(roots[n++], PATH_MAX, "%s", KASI_DATADIR);
-#endif
-    return n;
-}
-
+/* First the directory holding the config directory (a site's own plugins/
+ * and lua/ override the shipped ones), then the shipped data directory
+ * (core/paths.h: next to the binary, then the compiled-in one). */
 int lgen_find(const struct kasi_config *cfg, const char *rel, char *out,
               size_t outlen)
 {
-    char roots[4][PATH_MAX];
-    size_t n = lgen_roots(cfg, roots);
-    for (size_t i = 0; i < n; i++) {
-        snprintf(out, outlen, "%s/%s", roots[i], rel);
-        if (access(out, R_OK) == 0)
-            return 0;
-    }
-    return -1;
+    int len = snprintf(out, outlen, "%s/../%s", cfg->dir ? cfg->dir : "config", rel);
+    if (len > 0 && (size_t)len < outlen && access(out, R_OK) == 0)
+        return 0;
+    return paths_find_shipped(rel, out, outlen);
 }
 
 /* ------------------------------------------------------- YAML to Lua */
