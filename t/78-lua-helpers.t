@@ -1,20 +1,23 @@
 #!/usr/bin/env python3
 """The Lua helper modules of the shipped plugins (kasi.netmask, kasi.match,
-kasi.domain), run inside the server: a plugin evaluates the cases at
-register() and answers them at EHLO."""
+kasi.domain) are plain Lua: the cases run in luajit directly, with the
+library directory on package.path, and print TAP."""
 import os
+import subprocess
 import sys
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
-from kasitest import *  # noqa: E402,F401,F403
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+LUAJIT = "/usr/bin/luajit"
+if not os.access(LUAJIT, os.X_OK):
+    print("1..0 # SKIP luajit not installed")
+    sys.exit(0)
 
 CASES = r'''
 local n = require "kasi.netmask"
 local m = require "kasi.match"
 local h = require "kasi.domain"
 local out = {}
-local function t(c, name) out[#out + 1] = (c and "ok " or "not ok ") .. name end
-function register()
+local function t(c, name) out[#out + 1] = (c and "ok " or "not ok ") .. (#out + 1) .. " - " .. name end
   t(n.normalize("::ffff:1.2.3.4") == "1.2.3.4", "IPv4-mapped address unmapped")
   t(n.normalize("2001:0DB8:0:0:0:0:0:1") == "2001:db8::1", "IPv6 compressed")
   t(n.normalize("1:0:0:2:0:0:0:3") == "1:0:0:2::3", "longest zero run compressed")
@@ -48,16 +51,14 @@ function register()
   t(not h.is_domain(string.rep("a", 64) .. ".com"), "label over 63")
   t(h.literal("[1.2.3.4]") == "1.2.3.4" and h.literal("[IPv6:::1]") == "::1", "literals")
   t(h.literal("[::1]") == nil and h.literal("[1.2.3]") == nil, "bad literals")
-end
-function hook_ehlo() return DENY, out end
+for _, line in ipairs(out) do print(line) end
+print("1.." .. #out)
 '''
 
-with Kasi(files={"config/plugins": "cases\n", "plugins/cases.lua": CASES}) as k:
-    with Raw(k.port, banner=True) as r:
-        code, lines = r.cmd("EHLO client.test")
-        ok(len(lines) > 25, "cases ran", repr(lines))
-        for line in lines:
-            text = line.split(" ", 1)[1] if line.startswith("5.7.1 ") else line
-            ok(text.startswith("ok "), text)
-
-done()
+p = subprocess.run([LUAJIT, "-e", "package.path = %r" % (os.path.join(ROOT, "lua", "?.lua") + ";;"),
+                    "-"], input=CASES, capture_output=True, text=True, timeout=60)
+sys.stdout.write(p.stdout)
+if p.returncode != 0 or p.stderr:
+    print("not ok - luajit failed: %s" % p.stderr.replace("\n", " "))
+    sys.exit(1)
+sys.exit(1 if "not ok" in p.stdout else 0)

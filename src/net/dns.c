@@ -447,8 +447,8 @@ static enum dns_status map_status(int st)
     }
 }
 
-static void parse_answer(int type, const unsigned char *buf, int len,
-                         struct dns_result *r)
+void dns_parse_answer(int type, const unsigned char *buf, int len,
+                      struct dns_result *r)
 {
     int st;
     switch (type) {
@@ -508,7 +508,7 @@ static void on_ares_answer(void *arg, int status, int timeouts,
     if (!q->done && status != ARES_EDESTRUCTION) {
         struct dns_result r = { .type = q->type };
         if (status == ARES_SUCCESS)
-            parse_answer(q->type, buf, len, &r);
+            dns_parse_answer(q->type, buf, len, &r);
         else
             r.status = map_status(status);
         if (r.status == DNS_NXDOMAIN || r.status == DNS_NODATA)

@@ -86,6 +86,12 @@ const struct dns_result *dns_cache_get(const char *name, int type);
  * instead (DNSBL form, RFC 5782). Returns 0, -1 if ip is not an address. */
 int dns_reverse_name(const char *ip, const char *zone, char *out, size_t outlen);
 
+/* A DNS response (wire format) as a result of the given type: status,
+ * answers in the documented shape (MX sorted by preference, TXT strings
+ * of one record joined), the smallest TTL. Pure; exposed for the tests. */
+void dns_parse_answer(int type, const unsigned char *buf, int len,
+                      struct dns_result *r);
+
 /* ---- reverse DNS of a client (forward-confirmed) */
 
 /* Start the lookup for c->remote_ip; fills c->rdns and c->rdns_confirmed
