@@ -198,6 +198,24 @@ static int lfwd_rcpts(lua_State *L, int idx, const struct txn *t,
     return 0;
 }
 
+static void lfwd_xforward(const struct conn *s, struct fwd_envelope *e);
+
+/* The one envelope builder: the downstream envelope of transaction t on
+ * connection c, recipients left to the caller. Returns the formatted
+ * sender that e->mail_from points to (the caller frees it), NULL when out
+ * of memory. */
+static char *lfwd_envelope(const struct conn *c, const struct txn *t,
+                           struct fwd_envelope *e)
+{
+    char *from = smtp_addr_format(&t->mail.addr);
+    memset(e, 0, sizeof *e);
+    e->mail_from = from ? from : "";
+    e->body = t->mail.body;
+    e->smtputf8 = t->mail.smtputf8;
+    lfwd_xforward(c, e);
+    return from;
+}
+
 static void lfwd_xforward(const struct conn *s, struct fwd_envelope *e)
 {
     e->xf_addr = s->remote_ip;
@@ -233,12 +251,9 @@ static int l_forward_envelope(lua_State *L)
     struct conn *s = lfwd_session(L, 1, 0);
     struct txn *t = s->txn;
     struct fwd_envelope e;
-    memset(&e, 0, sizeof e);
-    lfwd_xforward(s, &e);
+    char *from = lfwd_envelope(s, t, &e);
     lua_createtable(L, 0, 6);
-    char *from = smtp_addr_format(&t->mail.addr);
-    set_string(L, "mail_from", from ? from : "");
-    free(from);
+    set_string(L, "mail_from", e.mail_from);
     lua_createtable(L, (int)t->nrcpt, 0);
     for (size_t i = 0; i < t->nrcpt; i++) {
         char *a = smtp_addr_format(&t->rcpt[i].addr);
@@ -262,6 +277,7 @@ static int l_forward_envelope(lua_State *L)
     set_string(L, "ident", e.xf_ident);
     set_string(L, "login", e.xf_login);
     lua_setfield(L, -2, "xforward");
+    free(from);
     return 1;
 }
 
@@ -369,15 +385,10 @@ static int l_forward(lua_State *L)
     if (!lua_async_base())
         return luaL_error(L, "kasi.forward: no event loop");
     struct lfwd_op *op = lfwd_op_new(L, t);
-    char *from = smtp_addr_format(&t->mail.addr);
     struct fwd_envelope e;
-    memset(&e, 0, sizeof e);
-    e.mail_from = from ? from : "";
+    char *from = lfwd_envelope(s, t, &e);
     e.rcpt = (const char *const *)op->addr;
     e.nrcpt = op->naddr;
-    e.body = t->mail.body;
-    e.smtputf8 = t->mail.smtputf8;
-    lfwd_xforward(s, &e);
     op->job = from ? fwd_send(lua_async_base(), &d, &e, t->msg, lfwd_done, op)
                    : NULL;
     free(from);
@@ -611,13 +622,8 @@ static int l_sess_mail(lua_State *L)
     if (lfs_unusable(L, s))
         return 2;
     lua_async_check(L);
-    char *from = smtp_addr_format(&t->mail.addr);
     struct fwd_envelope e;
-    memset(&e, 0, sizeof e);
-    e.mail_from = from ? from : "";
-    e.body = t->mail.body;
-    e.smtputf8 = t->mail.smtputf8;
-    lfwd_xforward(c, &e);
+    char *from = lfwd_envelope(c, t, &e);
     int rc = from ? fwd_session_mail(s->job, &e, t->mail.size) : -1;
     free(from);
     return lfs_wait(L, s, rc);
