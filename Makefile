@@ -63,6 +63,9 @@ $(BUILD)/core/paths.o $(BUILD)/core/config.o $(BUILD)/t/config: $(BUILD)/paths.s
 $(BUILD)/paths.stamp: FORCE | $(BUILD)
 	@echo '$(DATADIR) $(SPOOLDIR)' | cmp -s - $@ || echo '$(DATADIR) $(SPOOLDIR)' > $@
 
+# the page is embedded with .incbin: rebuild when it changes
+$(BUILD)/net/http_assets.o: $(wildcard src/www/*)
+
 $(BUILD)/t/%: t/unit/%.c $(LIBOBJ) t/unit/tap.h | $(BUILD)
 	@mkdir -p $(BUILD)/t
 	$(CC) $(CPPFLAGS) $(CFLAGS) -It/unit -o $@ $< $(LIBOBJ) $(LDFLAGS) $(LDLIBS)

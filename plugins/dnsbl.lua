@@ -168,6 +168,7 @@ local function hits(conn, zones, ip, v6)
       for _, a in ipairs(r.answers) do
         if code_counts(used[i], a) then
           out[#out + 1] = { z = used[i], code = a, name = qs[i][1] }
+          kasi.stats.incr("zone_hits", { zone = used[i].zone })
           break
         end
       end

@@ -132,6 +132,7 @@ function P.hook_data_post(conn, txn)
   add_verdict(txn, r)
   txn.notes.spamassassin = { spam = r.spam, score = r.score, required = r.required }
   txn:result { score = r.score, spam = r.spam }
+  kasi.stats.observe("score", r.score, { spam = r.spam and "yes" or "no" })
   local limit = cfg.reject_threshold
   if conn.relaying and cfg.relay_reject_threshold then limit = cfg.relay_reject_threshold end
   if limit and r.score >= limit then

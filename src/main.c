@@ -18,7 +18,9 @@
 #include <event2/event.h>
 
 #include "core/config.h"
+#include "core/stats.h"
 #include "net/dns.h"
+#include "net/http.h"
 #include "core/log.h"
 #include "core/passwd.h"
 #include "lua/plugins.h"
@@ -28,6 +30,7 @@
 #include "core/version.h"
 #include "core/watchdog.h"
 #include "init.h"
+#include "top.h"
 
 struct options {
     const char *confdir;
@@ -35,7 +38,11 @@ struct options {
     int no_supervisor;  /* run the worker in this process */
     char **listen;      /* --listen values */
     size_t nlisten;
+    int top;            /* kasi top */
 };
+
+static int http_fd = -1;        /* the stats listener, bound by the supervisor */
+static char *stats_path;        /* the history file in the spool directory */
 
 static void usage(FILE *f)
 {
@@ -43,6 +50,7 @@ static void usage(FILE *f)
             "usage: kasi [-c DIR] [-t] [--listen HOST:PORT]... [-V]\n"
             "       kasi passwd FILE USER   (add a user for auth/flat_file)\n"
             "       kasi init DIR           (create a deployment in DIR)\n"
+            "       kasi [-c DIR] top       (the plugin table of a running kasi)\n"
             "  -c, --config DIR     configuration directory (default ./config)\n"
             "  -t, --test           check the configuration and exit\n"
             "  -l, --listen H:P     listen on H:P instead of the configured\n"
@@ -80,6 +88,10 @@ static int parse_args(int argc, char **argv, struct options *o)
         case 'S': o->no_supervisor = 1; break;
         default: usage(stderr); return -1;
         }
+    }
+    if (optind < argc && !strcmp(argv[optind], "top")) {
+        o->top = 1;
+        optind++;
     }
     if (optind < argc) {
         fprintf(stderr, "kasi: unexpected argument '%s'\n", argv[optind]);
@@ -175,7 +187,9 @@ static int run_worker(struct kasi_config *cfg, const int *fds)
     signal(SIGPIPE, SIG_IGN);
     if (dns_init(base, cfg->dir, err, sizeof err) < 0)
         err[0] = '\0';         /* logged; lookups fail until a reload */
+    struct http_server *web = NULL;
     if (server_init(&srv, base, cfg, &plugins_engine, fds) == 0 &&
+        (http_fd < 0 || (web = http_start(base, http_fd, cfg))) &&
         plugins_init(cfg, base, err, sizeof err) == 0) {
         sigs[0] = evsignal_new(base, SIGTERM, on_stop, &srv);
         sigs[1] = evsignal_new(base, SIGINT, on_stop, &srv);
@@ -190,6 +204,7 @@ static int run_worker(struct kasi_config *cfg, const int *fds)
     } else if (err[0]) {
         log_msg(LOG_LVL_ERROR, "%s", err);
     }
+    http_free(web);
     server_free(&srv);
     plugins_free();
     dns_shutdown();
@@ -235,6 +250,7 @@ static pid_t spawn_worker(struct kasi_config *cfg, const int *fds)
     pid_t pid = fork();
     if (pid == 0) {
         sup_signals(SIG_DFL);
+        stats_worker_attach(0);
         int rc = run_worker(cfg, fds);
         config_free(cfg);
         fflush(NULL);
@@ -244,6 +260,7 @@ static pid_t spawn_worker(struct kasi_config *cfg, const int *fds)
         log_msg(LOG_LVL_ERROR, "fork: %s", strerror(errno));
     else
         log_msg(LOG_LVL_INFO, "worker %d started", (int)pid);
+    stats_worker_state(0, pid > 0 ? pid : 0);
     return pid;
 }
 
@@ -270,11 +287,14 @@ static int supervise(struct kasi_config *cfg, int *fds)
         return 1;
     for (;;) {
         nanosleep(&tick, NULL);
+        stats_tick(time(NULL), stats_path);
         if (sup_term) {
             int sig = sup_term;
             sup_term = 0;
-            if (!stopping)      /* no new connections may queue up */
+            if (!stopping) {    /* no new connections may queue up */
                 close_fds(fds, cfg->nlisten);
+                close_fds(&http_fd, http_fd >= 0);
+            }
             stopping = 1;
             kill(child, sig);
         }
@@ -284,6 +304,7 @@ static int supervise(struct kasi_config *cfg, int *fds)
             kill(child, SIGHUP);
         }
         if (waitpid(child, &status, WNOHANG) == child) {
+            stats_worker_state(0, 0);
             int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
             if (stopping)
                 return code == 0 ? 0 : 1;
@@ -320,6 +341,31 @@ static void raise_fd_limit(void)
     }
 }
 
+/* The statistics region and its history, made before the first fork so
+ * that every worker (and each restart) shares them. */
+static void stats_start(const struct kasi_config *cfg)
+{
+    if (stats_region_create(1) < 0) {
+        log_msg(LOG_LVL_WARN, "statistics off: %s", strerror(errno));
+        return;
+    }
+    stats_path = malloc(strlen(cfg->spool_dir) + sizeof "/kasi.stats");
+    if (stats_path)
+        sprintf(stats_path, "%s/kasi.stats", cfg->spool_dir);
+    if (stats_history_load(stats_path) < 0)
+        log_msg(LOG_LVL_WARN, "%s: not a statistics file, starting afresh", stats_path);
+    stats_tick(time(NULL), NULL);
+}
+
+static void stats_stop(void)
+{
+    if (stats_path && stats_history_save(stats_path) < 0)
+        log_msg(LOG_LVL_WARN, "%s: %s", stats_path, strerror(errno));
+    stats_region_free();
+    free(stats_path);
+    stats_path = NULL;
+}
+
 static int serve(struct kasi_config *cfg, int no_supervisor)
 {
     raise_fd_limit();
@@ -329,13 +375,23 @@ static int serve(struct kasi_config *cfg, int no_supervisor)
         free(fds);
         return 1;
     }
+    http_fd = http_bind(cfg);
+    if (http_fd == -2) {
+        close_fds(fds, cfg->nlisten);
+        free(fds);
+        return 1;
+    }
+    stats_start(cfg);
     if (no_supervisor) {
+        stats_worker_attach(0);
         rc = run_worker(cfg, fds);
         rc = rc == WORKER_FATAL ? 1 : rc;
     } else {
         rc = supervise(cfg, fds);
         close_fds(fds, cfg->nlisten);
     }
+    close_fds(&http_fd, http_fd >= 0);
+    stats_stop();
     free(fds);
     return rc;
 }
@@ -364,6 +420,11 @@ int main(int argc, char **argv)
         return 1;
     }
     free(o.listen);
+    if (o.top) {
+        rc = top_main(&cfg);
+        config_free(&cfg);
+        return rc;
+    }
     if (tls_init(&cfg, err, sizeof err) < 0) {
         fprintf(stderr, "kasi: %s\n", err);
         config_free(&cfg);

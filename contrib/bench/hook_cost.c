@@ -16,6 +16,7 @@
 #include <event2/event.h>
 
 #include "core/config.h"
+#include "core/stats.h"
 #include "proto/hooks.h"
 #include "lua/plugins.h"
 #include "smtp/server.h"
@@ -91,10 +92,18 @@ int main(void)
                          "end\n");
     }
     struct event_base *base = event_base_new();
+    /* as in a worker: every call is counted (KASI_BENCH_STATS=0: not) */
+    const char *st = getenv("KASI_BENCH_STATS");
+    if (!st || strcmp(st, "0")) {
+        stats_region_create(1);
+        stats_worker_attach(0);
+    }
+    printf("statistics %s\n", stats_enabled() ? "on" : "off");
     bench(root, 0, base);
     bench(root, 1, base);
     bench(root, 5, base);
     event_base_free(base);
+    stats_region_free();
     char cmd[700];
     snprintf(cmd, sizeof cmd, "rm -rf %s", root);
     return system(cmd) == 0 ? 0 : 1;

@@ -5,6 +5,7 @@
 #include "core/config.h"
 #include "core/yaml_tree.h"
 
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
@@ -670,6 +671,64 @@ static int cfg_set_tls_list(struct cfg_ctx *c, const struct ynode *v, const char
     return cfg_replace(slot, s) < 0 ? cfg_oom(c) : 0;
 }
 
+/* ---- http ------------------------------------------------------------ */
+
+static int cfg_set_http_listen(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                               const struct cfg_key *k)
+{
+    const char *s = cfg_scalar(c, v, key, "an address \"HOST:PORT\"");
+    char why[256];
+    (void)k;
+    if (!s)
+        return -1;
+    free(c->cfg->http_host);
+    free(c->cfg->http_port);
+    if (config_parse_listen(s, &c->cfg->http_host, &c->cfg->http_port, why,
+                            sizeof why) < 0)
+        return cfg_fail(c, v->line, "%s: %s", key, why);
+    c->cfg->http_line = v->line;
+    return 0;
+}
+
+/* At least 16 printable characters, no spaces: it travels in a header. */
+static int cfg_set_http_token(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                              const struct cfg_key *k)
+{
+    const char *s = cfg_scalar(c, v, key, "a token (16 or more characters)");
+    (void)k;
+    if (!s)
+        return -1;
+    for (const char *p = s; *p; p++)
+        if (*p <= ' ' || *p > '~')
+            return cfg_fail(c, v->line, "%s: only printable characters, no spaces", key);
+    if (strlen(s) < 16)
+        return cfg_fail(c, v->line, "%s: must be 16 characters or more", key);
+    return cfg_replace(&c->cfg->http_token, s) < 0 ? cfg_oom(c) : 0;
+}
+
+static int cfg_loopback(const char *host)
+{
+    unsigned char a[16];
+    if (inet_pton(AF_INET, host, a) == 1)
+        return a[0] == 127;
+    if (inet_pton(AF_INET6, host, a) != 1)
+        return 0;
+    static const unsigned char one[16] = { [15] = 1 };
+    static const unsigned char v4mapped[12] = { [10] = 0xff, [11] = 0xff };
+    return !memcmp(a, one, 16) || (!memcmp(a, v4mapped, 12) && a[12] == 127);
+}
+
+/* The stats carry no secrets but a lot about the traffic: anything but
+ * loopback needs a token. */
+static int cfg_check_http(struct cfg_ctx *c)
+{
+    const struct kasi_config *cfg = c->cfg;
+    if (cfg->http_host && !cfg->http_token && !cfg_loopback(cfg->http_host))
+        return cfg_fail(c, cfg->http_line, "http.listen: %s is not a loopback address: "
+                        "set http.token", cfg->http_host);
+    return 0;
+}
+
 /* After the whole file: listener settings that depend on the tls section. */
 static int cfg_check_listen(struct cfg_ctx *c)
 {
@@ -760,6 +819,12 @@ static const struct cfg_key cfg_auth_keys[] = {
     { 0 }
 };
 
+static const struct cfg_key cfg_http_keys[] = {
+    CFG_FN("listen", cfg_set_http_listen),
+    CFG_FN("token", cfg_set_http_token),
+    { 0 }
+};
+
 static const struct cfg_key cfg_top_keys[] = {
     CFG_FN("hostname", cfg_set_hostname),
     CFG_FN("listen", cfg_set_listen),
@@ -770,6 +835,7 @@ static const struct cfg_key cfg_top_keys[] = {
     CFG_SECTION("log", cfg_log_keys),
     CFG_SECTION("tls", cfg_tls_keys),
     CFG_SECTION("auth", cfg_auth_keys),
+    CFG_SECTION("http", cfg_http_keys),
     { 0 }
 };
 
@@ -860,6 +926,8 @@ static int cfg_load_yaml(struct cfg_ctx *c)
     ytree_free(root);
     if (rc == 0)
         rc = cfg_check_listen(c);
+    if (rc == 0)
+        rc = cfg_check_http(c);
     return rc;
 }
 
@@ -978,5 +1046,8 @@ void config_free(struct kasi_config *cfg)
     free(cfg->hostname);
     free(cfg->spool_dir);
     free(cfg->log_target);
+    free(cfg->http_host);
+    free(cfg->http_port);
+    free(cfg->http_token);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -74,6 +74,11 @@ struct kasi_config {
     unsigned auth_max_failures_per_ip; /* per client address (IPv6: /64) within
                                           the window, default 10; 0 = no limit */
     double auth_failure_window;        /* seconds, default 600 */
+
+    /* the http: section — the stats page, /metrics, /stats.json */
+    char *http_host, *http_port;       /* NULL: no HTTP listener */
+    char *http_token;                  /* Bearer token, NULL: none */
+    int http_line;                     /* where http.listen is */
 };
 
 /* Load DIR/smtp.yaml and DIR/me. Returns 0, or -1 with "file:line: key: why"

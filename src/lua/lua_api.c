@@ -27,6 +27,7 @@
 #include "lua/lua_crypt.h"
 #include "lua/lua_fwd.h"
 #include "lua/lua_net.h"
+#include "lua/lua_stats.h"
 #include "msg/message.h"
 #include "msg/envelope.h"
 #include "msg/spool.h"
@@ -736,5 +737,6 @@ void lapi_open(lua_State *L, struct lgen *g)
     lnet_open(L);                           /* kasi.dns, kasi.tcp */
     lfwd_open(L);                           /* kasi.forward */
     lcrypt_open(L);                         /* kasi.crypt_verify, crypt_check */
+    lstats_open(L);                         /* kasi.stats.incr, observe */
     lua_setglobal(L, "kasi");
 }

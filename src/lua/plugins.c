@@ -12,6 +12,7 @@
 #include "lua/plugins.h"
 #include "lua/lua_engine.h"
 #include "lua/lua_fwd.h"
+#include "lua/lua_stats.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -85,6 +86,7 @@ int plugins_init(struct kasi_config *cfg, struct event_base *base,
         return -1;
     gen_add(g);
     gen_log(g, "loaded");
+    lstats_generation(g, 0);
     return 0;
 }
 
@@ -97,6 +99,7 @@ int plugins_reload(void)
     if (!g) {
         log_msg(LOG_LVL_ERROR, "plugin reload failed, generation %u stays: %s",
                 eng.current ? eng.current->id : 0, err);
+        lstats_generation(NULL, 1);
         return -1;
     }
     struct lgen *old = eng.current;
@@ -104,6 +107,7 @@ int plugins_reload(void)
     if (old)
         gen_release(old);
     gen_log(g, "reloaded");
+    lstats_generation(g, 1);
     return 0;
 }
 
@@ -373,6 +377,7 @@ static int call_result(struct lsess *ps, enum lcall how)
     struct hook_result res;
     int engine_made;
     call_answer(ps, how, &res, &engine_made);
+    lstats_call(ps, how, &res, engine_made);
     if (r->in_deny) {
         r->deny_pos++;
         if (res.rc == RC_OK) {          /* the rejection is overturned */
@@ -390,6 +395,9 @@ static int call_result(struct lsess *ps, enum lcall how)
     }
     if (res.rc != RC_NEXT && !engine_made)
         lapi_record(ps, ps->gen->plug[r->plugin].name, r->hook, &res);
+    if (res.rc >= RC_DENY && !engine_made)
+        conn_log(ps->hc->conn, LOG_LVL_INFO, "plugin %s: hook_%s answered %s",
+             ps->gen->plug[r->plugin].name, hook_name(r->hook), hook_rc_name(res.rc));
     if (res.rc == RC_NEXT) {
         r->pos++;
         return 0;

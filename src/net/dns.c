@@ -29,6 +29,7 @@
 #include "core/config.h"
 #include "core/log.h"
 #include "msg/envelope.h"
+#include "core/stats.h"
 #include "core/yaml_tree.h"
 
 /* ------------------------------------------------------------ state */
@@ -63,6 +64,7 @@ struct dns_query {
     int has_early;         /* c-ares answered while starting: early */
     struct dns_result early;
     struct event *deadline;
+    double started;        /* sent to the resolver (monotonic seconds) */
 };
 
 static void arm_timer(void);
@@ -480,6 +482,8 @@ static void query_free(struct dns_query *q)
 static void deliver(struct dns_query *q, const struct dns_result *r)
 {
     q->done = 1;
+    if (!q->cached)
+        stats_dns(clock_now() - q->started);
     if (q->deadline)
         event_del(q->deadline);
     q->cb(r, q->ud);
@@ -621,6 +625,7 @@ struct dns_query *dns_query(const char *name, int type, double timeout,
     struct timeval tv = clock_tv(timeout);
     evtimer_add(q->deadline, &tv);
     q->starting = 1;
+    q->started = clock_now();
     start_ares(q);
     q->starting = 0;
     if (q->has_early)

@@ -31,6 +31,7 @@
 #include "core/log.h"
 #include "net/dns.h"
 #include "net/tls.h"
+#include "core/stats.h"
 #include "msg/message.h"
 
 #define FWD_CHUNK      (64 * 1024)     /* message bytes read at once */
@@ -238,6 +239,7 @@ struct fwd_job {
     fwd_done_fn done;
     void *arg;
     struct fwd_result res;
+    double started;                 /* fwd_send (monotonic seconds) */
     /* transaction progress */
     char **xfcmd;
     size_t nxf, nsteps, sent, replied, lmtp_next;
@@ -1566,6 +1568,7 @@ static void job_timer(evutil_socket_t fd, short what, void *arg)
         break;
     case J_DONE:
         job_unlink(j);
+        stats_downstream(clock_now() - j->started);
         j->done(j->arg, &j->res);
         job_free(j);
         break;
@@ -1626,6 +1629,7 @@ struct fwd_job *fwd_send(struct event_base *base, const struct fwd_dest *d,
         return NULL;
     }
     j->m = m;
+    j->started = clock_now();
     j->size = msg_size(m);
     j->done = done;
     j->arg = arg;

@@ -21,6 +21,7 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/stats.h"
 #include "smtp/session.h"
 
 #define IP_BUCKETS 4096
@@ -105,6 +106,7 @@ void server_session_remove(struct server *srv, struct session *s)
 
 static void refuse(int fd, const char *text)
 {
+    stats_conn_refused();
     /* best effort, non-blocking: the socket buffer is empty */
     ssize_t w = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)w;

@@ -11,6 +11,7 @@
  * turn, which batches the replies to a pipelined group. */
 #include "smtp/session.h"
 #include "core/clock.h"
+#include "smtp/session_stats.h"
 
 #include <errno.h>
 #include <netinet/in.h>
@@ -178,6 +179,7 @@ static int deny_reply(struct session *s, enum hook_id h, struct hook_result *r)
     if (r->msg)
         text = r->msg;
     session_reply(s, code, enh, text);
+    sstats_deny(s, h, code);
     slog(s, LOG_LVL_INFO, "%s: %s %d %s %s", hook_name(h), hook_rc_name(r->rc),
          code, enh, text);
     /* a refused connection is closed whatever the answer */
@@ -240,6 +242,7 @@ static void hook_done(struct hook_ctx *c, struct hook_result *r)
 
 static void txn_end(struct session *s)
 {
+    sstats_txn_end(s);
     txn_free(s->conn.txn);
     s->conn.txn = NULL;
     if (s->state == SS_MAIL || s->state == SS_RCPT)
@@ -278,6 +281,7 @@ static void connect_done(struct session *s, struct hook_result *r)
     char banner[512];
     snprintf(banner, sizeof banner, "%s ESMTP kasi", s->srv->cfg->hostname);
     session_reply(s, 220, NULL, r->msg ? r->msg : banner);
+    sstats_greeted(s);
     s->state = SS_GREET;
 }
 
@@ -407,6 +411,7 @@ static void rcpt_done(struct session *s, struct hook_result *r)
         return;
     }
     t->nrcpt++;
+    sstats_rcpt_accepted(s);
     s->state = SS_RCPT;
     session_reply(s, 250, "2.1.5", r->msg ? r->msg : "Ok");
     run_hook(s, HOOK_RCPT_OK, &t->rcpt[t->nrcpt - 1], rcpt_ok_done);
@@ -581,11 +586,13 @@ static void bdat_data_done(struct session *s, struct hook_result *r)
         bdat_discard(s, r->code ? r->code : soft ? d->soft_code : d->deny_code,
                      r->enh[0] ? r->enh : soft ? d->soft_enh : d->deny_enh,
                      r->msg ? r->msg : soft ? d->soft_text : d->deny_text, 0);
+        sstats_verdict(s, s->bdat_reply.code);
         txn_end(s);
         return;
     }
     if (txn_open_msg(s) < 0) {
         bdat_discard(s, 451, "4.3.0", "Out of memory", 0);
+        sstats_verdict(s, 451);
         txn_end(s);
         return;
     }
@@ -643,6 +650,7 @@ static void queue_done(struct session *s, struct hook_result *r)
             snprintf(text, sizeof text, "Ok: queued as %s", t->id);
         session_reply(s, r->code ? r->code : 250, r->enh[0] ? r->enh : "2.0.0",
                       r->msg ? r->msg : text);
+        sstats_verdict(s, r->code ? r->code : 250);
         char *from = smtp_addr_format(&t->mail.addr);
         slog(s, LOG_LVL_INFO, "txn %s accepted: from=<%s> rcpts=%zu size=%zu",
              t->id, from ? from : "", t->nrcpt, msg_size(t->msg));
@@ -711,16 +719,17 @@ static void finish_message(struct session *s)
         slog(s, LOG_LVL_INFO, "txn %s rejected: %s", t->id, why);
         session_reply(s, code, enh, why);
     } else if (t->too_big) {
-        session_reply(s, 552, "5.3.4", "Message size exceeds fixed maximum message size");
+        session_reply(s, code = 552, "5.3.4", "Message size exceeds fixed maximum message size");
     } else if (msg_store_failed(t->msg->store)) {
         slog(s, LOG_LVL_ERROR, "txn %s: message store: %s", t->id, strerror(errno));
-        session_reply(s, 451, "4.3.0", "Error: local error storing the message");
+        session_reply(s, code = 451, "4.3.0", "Error: local error storing the message");
     } else if (msg_parse_headers(t->msg) < 0 || add_received(s) < 0) {
-        session_reply(s, 451, "4.3.0", "Out of memory");
+        session_reply(s, code = 451, "4.3.0", "Out of memory");
     } else {
         run_hook(s, HOOK_DATA_POST, NULL, data_post_done);
         return;
     }
+    sstats_verdict(s, code);
     txn_end(s);
 }
 
@@ -1350,6 +1359,8 @@ void session_destroy(struct session *s)
     if (s->close_ev)
         event_free(s->close_ev);
     session_summary(s);
+    sstats_txn_end(s);
+    sstats_conn_end(s);
     txn_free(s->conn.txn);
     hook_result_clear(&s->bdat_reply);
     if (s->auth_delay_ev)
@@ -1432,6 +1443,7 @@ struct session *session_new(struct server *srv, const struct listen_cfg *lc, int
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_READ_HIGH);
     server_session_add(srv, s);
+    sstats_conn_open(s);
     s->state = SS_NEW;
     s->input = IN_CMD;
     reset_timeout(s);

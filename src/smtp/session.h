@@ -71,6 +71,9 @@ struct session {
     unsigned nmsgs, nrcpts;            /* for the summary line */
     unsigned long long nbytes;
     const char *last_result;           /* e.g. "250" "quit" "timeout" */
+    int stats_conn;                    /* 1 + outcome of the connect decision */
+    int stats_verdict;                 /* the open transaction's final reply, 0 none */
+    int stats_refused;                 /* its last MAIL/RCPT refusal code, 0 none */
 
     struct event *close_ev;            /* deferred free after session_close */
     struct session *prev, *next;       /* server's list */

@@ -113,6 +113,12 @@ def unlike(s, regex, name=""):
               "    matches %r" % (regex,))
 
 
+def skip(name, reason):
+    """A test that cannot run here (a missing package), reported as skipped."""
+    _Tap.count += 1
+    _out("ok %d - %s # skip %s" % (_Tap.count, name.replace("#", "\\#"), reason))
+
+
 def _short(v, limit=600):
     if isinstance(v, (str, bytes)) and len(v) > limit:
         return v[:limit // 2] + (b"..." if isinstance(v, bytes) else "...") + v[-limit // 2:]
