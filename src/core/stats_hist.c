@@ -177,6 +177,7 @@ int stats_history_load(const char *path)
 {
     if (!stats_r || !path)
         return 0;
+    H->saved_at = (int64_t)time(NULL);     /* the first save is due in SAVE_EVERY */
     FILE *f = fopen(path, "r");
     if (!f)
         return 0;

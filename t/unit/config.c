@@ -214,7 +214,7 @@ static void test_shipped(void)
 }
 
 static const char known_top[] =
-    "known: hostname, listen, limits, timeouts, data, spool_dir, log, tls, auth";
+    "known: hostname, listen, limits, timeouts, data, spool_dir, log, tls, auth, http";
 
 static void test_errors(void)
 {
