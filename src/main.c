@@ -23,6 +23,7 @@
 #include "net/http.h"
 #include "core/log.h"
 #include "core/passwd.h"
+#include "core/shmcount.h"
 #include "lua/plugins.h"
 #include "smtp/server.h"
 #include "msg/spool.h"
@@ -251,6 +252,7 @@ static pid_t spawn_worker(struct kasi_config *cfg, const int *fds)
     if (pid == 0) {
         sup_signals(SIG_DFL);
         stats_worker_attach(0);
+        shmcount_attach(0);     /* the one worker is owner 0 of the counters */
         int rc = run_worker(cfg, fds);
         config_free(cfg);
         fflush(NULL);
@@ -306,6 +308,7 @@ static int supervise(struct kasi_config *cfg, int *fds)
         if (waitpid(child, &status, WNOHANG) == child) {
             stats_worker_state(0, 0);
             int code = WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+            shmcount_release_owner(0);  /* its connections are closed */
             if (stopping)
                 return code == 0 ? 0 : 1;
             if (code == WORKER_FATAL) {
@@ -366,19 +369,32 @@ static void stats_stop(void)
     stats_path = NULL;
 }
 
+/* The counters all workers share (connection limits, AUTH failures,
+ * kasi.counter), made before any fork so they outlive worker restarts and
+ * reloads: 8 gauge entries per allowed connection. */
+static int shared_counters(const struct kasi_config *cfg)
+{
+    if (shmcount_create(1, (size_t)cfg->max_connections * 8, cfg->counters) == 0)
+        return 0;
+    log_msg(LOG_LVL_ERROR, "shared counters: %s", strerror(errno));
+    return -1;
+}
+
 static int serve(struct kasi_config *cfg, int no_supervisor)
 {
     raise_fd_limit();
     int *fds = calloc(cfg->nlisten, sizeof *fds);
     int rc;
-    if (!fds || server_bind(cfg, fds) < 0) {
+    if (!fds || shared_counters(cfg) < 0 || server_bind(cfg, fds) < 0) {
         free(fds);
+        shmcount_destroy();
         return 1;
     }
     http_fd = http_bind(cfg);
     if (http_fd == -2) {
         close_fds(fds, cfg->nlisten);
         free(fds);
+        shmcount_destroy();
         return 1;
     }
     stats_start(cfg);
@@ -393,6 +409,7 @@ static int serve(struct kasi_config *cfg, int no_supervisor)
     close_fds(&http_fd, http_fd >= 0);
     stats_stop();
     free(fds);
+    shmcount_destroy();
     return rc;
 }
 

@@ -209,6 +209,8 @@ LIMIT = """auth:
   max_failures: 3
   max_failures_per_ip: 3
   failure_window: 60
+limits:
+  exempt: []       # loopback is exempt by default
 """
 k = start(tls_yaml("../spool", [{"auth": True, "auth_plaintext": True, "tls": "none"}],
                    [], extra=LIMIT), 1, start=False,

@@ -585,6 +585,45 @@ static int cfg_set_spool(struct cfg_ctx *c, const struct ynode *v, const char *k
 static int cfg_walk(struct cfg_ctx *c, const struct ynode *map, const char *prefix,
                     const struct cfg_key *table);
 
+/* limits.exempt: a list of "ADDR" or "ADDR/LEN"; it replaces the default. */
+static int cfg_set_exempt(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                          const struct cfg_key *k)
+{
+    struct netmask_list *l = &c->cfg->exempt;
+    (void)k;
+    netmask_list_free(l);
+    if (cfg_is_null(v))
+        return 0;
+    if (v->type != YNODE_SEQ)
+        return cfg_type_error(c, v, key, "a list of addresses or networks");
+    for (size_t i = 0; i < v->n; i++) {
+        char dotted[CFG_KEYLEN];
+        const char *why;
+        struct netmask m;
+        snprintf(dotted, sizeof dotted, "%s[%zu]", key, i);
+        const char *s = cfg_scalar(c, v->items[i], dotted, "an address or ADDRESS/LENGTH");
+        if (!s)
+            return -1;
+        if (netmask_parse(s, &m, &why) < 0)
+            return cfg_fail(c, v->items[i]->line, "%s: %s, got '%s'", dotted, why, s);
+        if (netmask_list_add(l, &m) < 0)
+            return cfg_oom(c);
+    }
+    return 0;
+}
+
+static int cfg_default_exempt(struct netmask_list *l)
+{
+    static const char *const nets[] = { "127.0.0.0/8", "::1", NULL };
+    for (int i = 0; nets[i]; i++) {
+        struct netmask m;
+        const char *why;
+        if (netmask_parse(nets[i], &m, &why) < 0 || netmask_list_add(l, &m) < 0)
+            return -1;
+    }
+    return 0;
+}
+
 /* ---- tls ------------------------------------------------------------- */
 
 /* A file path: relative ones are taken relative to the config directory. */
@@ -782,6 +821,10 @@ static const struct cfg_key cfg_limits_keys[] = {
     CFG_NUM("max_line_length", cfg_set_count, max_line_length, 78, 100000),
     CFG_NUM("max_command_length", cfg_set_count, max_command_length, 512, 65536),
     CFG_NUM("memory_buffer", cfg_set_size, memory_buffer, 1, CFG_GIB),
+    CFG_NUM("ipv4_prefix", cfg_set_uint, ipv4_prefix, 1, 32),
+    CFG_NUM("ipv6_prefix", cfg_set_uint, ipv6_prefix, 1, 128),
+    CFG_FN("exempt", cfg_set_exempt),
+    CFG_NUM("counters", cfg_set_uint, counters, 1024, 1U << 24),
     { 0 }
 };
 
@@ -895,6 +938,9 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->max_line_length = 998;
     cfg->max_command_length = 4096;
     cfg->memory_buffer = CFG_KIB * CFG_KIB;
+    cfg->ipv4_prefix = 32;
+    cfg->ipv6_prefix = 64;
+    cfg->counters = 16384;
     cfg->timeout_command = 300;
     cfg->timeout_data_block = 180;
     cfg->timeout_shutdown = 30;
@@ -908,6 +954,8 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->dir = strdup(dir);
     cfg->spool_dir = cfg_default_spool(dir);
     cfg->log_target = strdup("stderr");
+    if (cfg_default_exempt(&cfg->exempt) < 0)
+        return -1;
     return cfg->dir && cfg->spool_dir && cfg->log_target ? 0 : -1;
 }
 
@@ -1049,5 +1097,6 @@ void config_free(struct kasi_config *cfg)
     free(cfg->http_host);
     free(cfg->http_port);
     free(cfg->http_token);
+    netmask_list_free(&cfg->exempt);
     memset(cfg, 0, sizeof *cfg);
 }

@@ -7,6 +7,8 @@
 
 #include <stddef.h>
 
+#include "core/netmask.h"
+
 /* TLS on a listener. DEFAULT (a --listen address): STARTTLS when
  * certificates are configured, else none. */
 enum listen_tls {
@@ -52,6 +54,11 @@ struct kasi_config {
     size_t max_line_length;        /* DATA line limit without CRLF, default 998 */
     size_t max_command_length;     /* command line limit incl. CRLF, default 4096 */
     size_t memory_buffer;          /* message bytes kept in RAM before spilling, default 1 MiB */
+    unsigned ipv4_prefix;          /* clients are counted per network: IPv4 /32, */
+    unsigned ipv6_prefix;          /* IPv6 /64 by default */
+    struct netmask_list exempt;    /* networks no per-client limit applies to,
+                                      default 127.0.0.0/8 and ::1 */
+    unsigned counters;             /* entries of the shared rate table, default 16384 */
 
     /* timeouts in seconds (RFC 5321 §4.5.3.2 defaults) */
     double timeout_command;        /* 300 */

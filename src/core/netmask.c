@@ -116,6 +116,16 @@ void netmask_group(const unsigned char a[NETMASK_BYTES], unsigned v4bits,
     clear_host(out->addr, out->bits);
 }
 
+void netmask_key(const unsigned char a[NETMASK_BYTES], unsigned v4bits, unsigned v6bits,
+                 char tag, unsigned char key[NETMASK_KEY])
+{
+    struct netmask m;
+    netmask_group(a, v4bits, v6bits, &m);
+    key[0] = (unsigned char)tag;
+    memcpy(key + 1, m.addr, NETMASK_BYTES);
+    key[NETMASK_KEY - 1] = (unsigned char)m.bits;
+}
+
 int netmask_contains(const struct netmask *m, const unsigned char a[NETMASK_BYTES])
 {
     unsigned char masked[NETMASK_BYTES];

@@ -46,6 +46,11 @@ void netmask_format(const struct netmask *m, char *buf, size_t len);
  * ones by their first v6bits (0..128). */
 void netmask_group(const unsigned char a[NETMASK_BYTES], unsigned v4bits,
                    unsigned v6bits, struct netmask *out);
+/* A key for counting a's network (core/shmcount.h): tag, the network's
+ * 16 bytes, its prefix length. */
+#define NETMASK_KEY (NETMASK_BYTES + 2)
+void netmask_key(const unsigned char a[NETMASK_BYTES], unsigned v4bits, unsigned v6bits,
+                 char tag, unsigned char key[NETMASK_KEY]);
 /* 1 when a lies in m. */
 int netmask_contains(const struct netmask *m, const unsigned char a[NETMASK_BYTES]);
 

@@ -1,11 +1,9 @@
 /* auth.c — the SASL exchange of SMTP AUTH: PLAIN (RFC 4616) and LOGIN,
  * with or without an initial response. Decoded secrets live only in the
- * auth_sasl struct and are wiped by auth_clear(). Also the table of recent
- * failures per client address that limits password guessing. */
+ * auth_sasl struct and are wiped by auth_clear(). (Failures per client
+ * network are counted by the session in the shared counters.) */
 #include "proto/auth.h"
 
-#include <arpa/inet.h>
-#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -243,93 +241,4 @@ void auth_clear(struct auth_sasl *a)
     wipe_free(a->user);
     wipe_free(a->password);
     memset(a, 0, sizeof *a);
-}
-
-/* ------------------------------------------------- failures per address */
-
-#define AUTH_IP_WAYS 8          /* entries per bucket */
-
-struct auth_ip_entry {
-    unsigned char key[16];
-    unsigned count;             /* 0: free */
-    double first;               /* first failure of the current window */
-};
-
-static struct auth_ip_entry auth_ip_table[AUTH_IP_SLOTS];
-
-/* 16 bytes: an IPv4 address mapped into IPv6, or an IPv6 /64. */
-static int auth_ip_key(const char *ip, unsigned char key[16])
-{
-    memset(key, 0, 16);
-    if (inet_pton(AF_INET, ip, key + 12) == 1) {
-        key[10] = key[11] = 0xff;
-        return 0;
-    }
-    if (inet_pton(AF_INET6, ip, key) != 1)
-        return -1;
-    if (!memcmp(key, "\0\0\0\0\0\0\0\0\0\0\xff\xff", 12))
-        return 0;               /* ::ffff:a.b.c.d: the IPv4 client itself */
-    memset(key + 8, 0, 8);
-    return 0;
-}
-
-static struct auth_ip_entry *auth_ip_bucket(const unsigned char key[16])
-{
-    uint32_t h = 2166136261u;   /* FNV-1a */
-    for (int i = 0; i < 16; i++)
-        h = (h ^ key[i]) * 16777619u;
-    return &auth_ip_table[(h % (AUTH_IP_SLOTS / AUTH_IP_WAYS)) * AUTH_IP_WAYS];
-}
-
-static int auth_ip_live(const struct auth_ip_entry *e, double now, double window)
-{
-    return e->count && now - e->first < window;
-}
-
-static struct auth_ip_entry *auth_ip_find(const char *ip, unsigned char key[16])
-{
-    if (auth_ip_key(ip, key) < 0)
-        return NULL;
-    struct auth_ip_entry *b = auth_ip_bucket(key);
-    for (int i = 0; i < AUTH_IP_WAYS; i++)
-        if (b[i].count && !memcmp(b[i].key, key, 16))
-            return &b[i];
-    return NULL;
-}
-
-void auth_ip_failed(const char *ip, double now, double window)
-{
-    unsigned char key[16];
-    struct auth_ip_entry *e = auth_ip_find(ip, key);
-    if (e && auth_ip_live(e, now, window)) {
-        if (e->count < UINT32_MAX)
-            e->count++;
-        return;
-    }
-    if (!e) {
-        if (auth_ip_key(ip, key) < 0)
-            return;
-        struct auth_ip_entry *b = auth_ip_bucket(key);
-        e = &b[0];
-        for (int i = 0; i < AUTH_IP_WAYS && auth_ip_live(e, now, window); i++)
-            if (!auth_ip_live(&b[i], now, window) || b[i].first < e->first)
-                e = &b[i];
-    }
-    memcpy(e->key, key, 16);
-    e->count = 1;
-    e->first = now;
-}
-
-int auth_ip_blocked(const char *ip, double now, unsigned max, double window)
-{
-    unsigned char key[16];
-    if (!max)
-        return 0;
-    struct auth_ip_entry *e = auth_ip_find(ip, key);
-    return e && auth_ip_live(e, now, window) && e->count >= max;
-}
-
-void auth_ip_reset(void)
-{
-    memset(auth_ip_table, 0, sizeof auth_ip_table);
 }

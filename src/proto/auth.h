@@ -55,19 +55,4 @@ void auth_clear(struct auth_sasl *a);
  * NUL-terminated), or -1 on malformed input. */
 long auth_base64_decode(const char *in, size_t len, char *out);
 
-/* ---- failed attempts per client address
- *
- * A bounded table (AUTH_IP_SLOTS entries; when a bucket is full its oldest
- * entry makes room) of recent failures, keyed by the client's address (an
- * IPv6 client by its /64, which one host usually owns). `now` is monotonic
- * seconds; window: how long failures count. */
-#define AUTH_IP_SLOTS 4096
-
-/* Count one failure from ip. */
-void auth_ip_failed(const char *ip, double now, double window);
-/* 1 when ip has max or more failures within the window (max 0: never). */
-int auth_ip_blocked(const char *ip, double now, unsigned max, double window);
-/* Forget everything (tests). */
-void auth_ip_reset(void);
-
 #endif

@@ -1,8 +1,9 @@
 /* server.c — listeners, connection accounting and graceful shutdown.
  *
  * Each configured address gets an evconnlistener. A new connection is
- * counted globally and per client IP; over either limit it gets one
- * "421 4.7.0" line and is closed before a session is ever built. */
+ * counted globally and per client network, in counters shared by every
+ * worker process; over either limit it gets one "421 4.7.0" line and is
+ * closed before a session is ever built. */
 #include "smtp/server.h"
 #include "core/clock.h"
 
@@ -21,60 +22,78 @@
 
 #include "core/config.h"
 #include "core/log.h"
+#include "core/netmask.h"
+#include "core/shmcount.h"
 #include "core/stats.h"
 #include "smtp/session.h"
 
-#define IP_BUCKETS 4096
-
 struct server *g_server;
 
-/* ------------------------------------------------------ per-IP accounting */
+/* ------------------------------------------------ connection accounting
+ *
+ * Connections are counted in the shared counters (core/shmcount.h), so the
+ * limits hold for all worker processes together and across restarts:
+ * every session holds the global gauge (limits.max_connections) and,
+ * unless its address is in limits.exempt, the gauge of its network
+ * (max_connections_per_ip, grouped by limits.ipv4_prefix / ipv6_prefix).
+ * server_admit takes both, each check and hold in one step, before a
+ * session exists; server_session_remove gives them back. The holds of a
+ * worker that dies are given back by the supervisor. */
 
-struct ipcount {
-    struct ipcount *next;
-    unsigned count;
-    char ip[64];
-};
-
-static unsigned ip_hash(const char *ip)
+/* The key of ip's network, or 0 when ip's network is not counted. */
+static int net_key(const struct kasi_config *c, const unsigned char ip[NETMASK_BYTES],
+                   unsigned char key[NETMASK_KEY])
 {
-    unsigned h = 2166136261u;
-    for (; *ip; ip++)
-        h = (h ^ (unsigned char)*ip) * 16777619u;
-    return h % IP_BUCKETS;
+    if (!c->max_conn_per_ip || netmask_list_match(&c->exempt, ip))
+        return 0;
+    netmask_key(ip, c->ipv4_prefix, c->ipv6_prefix, 'N', key);
+    return 1;
 }
 
-static struct ipcount **ip_slot(struct server *srv, const char *ip)
+static const char *refuse_net(const struct kasi_config *c, enum shmcount_rc rc,
+                              const unsigned char bin[NETMASK_BYTES], const char *ip)
 {
-    struct ipcount **pp = &srv->ipbuckets[ip_hash(ip)];
-    while (*pp && strcmp((*pp)->ip, ip) != 0)
-        pp = &(*pp)->next;
-    return pp;
-}
-
-static unsigned ip_get(struct server *srv, const char *ip)
-{
-    struct ipcount *c = *ip_slot(srv, ip);
-    return c ? c->count : 0;
-}
-
-static void ip_add(struct server *srv, const char *ip, int delta)
-{
-    struct ipcount **pp = ip_slot(srv, ip);
-    if (!*pp) {
-        if (delta < 0)
-            return;
-        *pp = calloc(1, sizeof **pp);
-        if (!*pp)
-            return;
-        snprintf((*pp)->ip, sizeof (*pp)->ip, "%s", ip);
+    char text[64];
+    struct netmask net;
+    netmask_group(bin, c->ipv4_prefix, c->ipv6_prefix, &net);
+    netmask_format(&net, text, sizeof text);
+    if (rc == SHMCOUNT_OVER) {
+        log_msg(LOG_LVL_WARN, "per-network connection limit (%u) reached for %s (%s)",
+                c->max_conn_per_ip, ip, text);
+        return "421 4.7.0 Too many connections from your network, try again later\r\n";
     }
-    (*pp)->count += (unsigned)delta;
-    if ((*pp)->count == 0) {
-        struct ipcount *dead = *pp;
-        *pp = dead->next;
-        free(dead);
+    log_msg(LOG_LVL_ERROR, "shared counters: no room to count %s (%s), refusing it", ip,
+            text);
+    return "421 4.3.2 System busy, try again later\r\n";
+}
+
+const char *server_admit(struct server *srv, const unsigned char ip[NETMASK_BYTES],
+                         const char *ipstr)
+{
+    const struct kasi_config *c = srv->cfg;
+    unsigned char key[NETMASK_KEY];
+    enum shmcount_rc rc = shmcount_hold("", 0, c->max_connections, NULL);
+    if (rc != SHMCOUNT_OK) {
+        log_msg(LOG_LVL_WARN, "connection limit (%u) reached, refusing %s",
+                c->max_connections, ipstr);
+        return "421 4.7.0 Too many connections, try again later\r\n";
     }
+    if (!net_key(c, ip, key))
+        return NULL;
+    rc = shmcount_hold(key, sizeof key, c->max_conn_per_ip, NULL);
+    if (rc == SHMCOUNT_OK)
+        return NULL;
+    shmcount_drop("", 0);
+    return refuse_net(c, rc, ip, ipstr);
+}
+
+/* Give back what server_admit took for a client at ip. */
+static void server_release(struct server *srv, const unsigned char ip[NETMASK_BYTES])
+{
+    unsigned char key[NETMASK_KEY];
+    if (net_key(srv->cfg, ip, key))
+        shmcount_drop(key, sizeof key);
+    shmcount_drop("", 0);
 }
 
 void server_session_add(struct server *srv, struct session *s)
@@ -85,11 +104,11 @@ void server_session_add(struct server *srv, struct session *s)
         srv->sessions->prev = s;
     srv->sessions = s;
     srv->nsessions++;
-    ip_add(srv, s->conn.remote_ip, 1);
 }
 
 void server_session_remove(struct server *srv, struct session *s)
 {
+    unsigned char ip[NETMASK_BYTES];
     if (s->prev)
         s->prev->next = s->next;
     else
@@ -97,7 +116,8 @@ void server_session_remove(struct server *srv, struct session *s)
     if (s->next)
         s->next->prev = s->prev;
     srv->nsessions--;
-    ip_add(srv, s->conn.remote_ip, -1);
+    if (netmask_addr(s->conn.remote_ip, ip) == 0)
+        server_release(srv, ip);
     if (srv->shutting_down && srv->nsessions == 0)
         event_base_loopexit(srv->base, NULL);
 }
@@ -132,24 +152,23 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
 {
     struct server_listener *sl = arg;
     struct server *srv = sl->srv;
-    const struct kasi_config *c = srv->cfg;
     char ip[64];
+    unsigned char bin[NETMASK_BYTES];
     (void)l;
     sockaddr_ip(sa, ip, sizeof ip);
-    if (srv->nsessions >= c->max_connections) {
-        log_msg(LOG_LVL_WARN, "connection limit (%u) reached, refusing %s",
-                c->max_connections, ip);
-        refuse(fd, "421 4.7.0 Too many connections, try again later\r\n");
+    if (netmask_sockaddr(sa, bin) < 0) {     /* not IP: nothing to count it by */
+        log_msg(LOG_LVL_ERROR, "connection from a non-IP address refused");
+        refuse(fd, "421 4.3.0 Unsupported address family\r\n");
         return;
     }
-    if (c->max_conn_per_ip && ip_get(srv, ip) >= c->max_conn_per_ip) {
-        log_msg(LOG_LVL_WARN, "per-IP connection limit (%u) reached for %s",
-                c->max_conn_per_ip, ip);
-        refuse(fd, "421 4.7.0 Too many connections from your address\r\n");
+    const char *no = server_admit(srv, bin, ip);
+    if (no) {
+        refuse(fd, no);
         return;
     }
     if (!session_new(srv, sl->lc, fd, sa, (socklen_t)salen)) {
         log_msg(LOG_LVL_ERROR, "out of memory for a new session from %s", ip);
+        server_release(srv, bin);
         refuse(fd, "421 4.3.0 Out of memory\r\n");
     }
 }
@@ -234,10 +253,13 @@ int server_init(struct server *srv, struct event_base *base,
     srv->engine = engine;
     snprintf(srv->boot_id, sizeof srv->boot_id, "%08lX%04X",
              (unsigned long)time(NULL), (unsigned)getpid() & 0xffff);
-    srv->ipbuckets = calloc(IP_BUCKETS, sizeof *srv->ipbuckets);
+    if (!shmcount_ready()) {
+        log_msg(LOG_LVL_ERROR, "no shared counters: they are made before the worker starts");
+        return -1;
+    }
     srv->listeners = calloc(cfg->nlisten, sizeof *srv->listeners);
     srv->lctx = calloc(cfg->nlisten, sizeof *srv->lctx);
-    if (!srv->ipbuckets || !srv->listeners || !srv->lctx)
+    if (!srv->listeners || !srv->lctx)
         return -1;
     for (size_t i = 0; i < cfg->nlisten; i++) {
         srv->lctx[i] = (struct server_listener){ srv, &cfg->listen[i] };
@@ -270,16 +292,6 @@ void server_free(struct server *srv)
     close_listeners(srv);
     free(srv->listeners);
     free(srv->lctx);
-    if (srv->ipbuckets) {
-        for (size_t i = 0; i < IP_BUCKETS; i++) {
-            while (srv->ipbuckets[i]) {
-                struct ipcount *n = srv->ipbuckets[i]->next;
-                free(srv->ipbuckets[i]);
-                srv->ipbuckets[i] = n;
-            }
-        }
-    }
-    free(srv->ipbuckets);
     if (srv->grace_ev)
         event_free(srv->grace_ev);
     if (g_server == srv)

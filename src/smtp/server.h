@@ -1,6 +1,6 @@
 /* server.h — the process-wide state of a worker: event base, listeners,
- * live sessions, connection accounting (global and per client IP) and
- * graceful shutdown. */
+ * live sessions, connection accounting (global and per client network, in
+ * the shared counters of core/shmcount.h) and graceful shutdown. */
 #ifndef KASI_SERVER_H
 #define KASI_SERVER_H
 
@@ -27,7 +27,6 @@ struct server {
     size_t nlisteners;
     struct session *sessions;      /* doubly linked list of live sessions */
     unsigned nsessions;
-    struct ipcount **ipbuckets;    /* per-IP connection counts */
     int shutting_down;
     struct event *grace_ev;        /* end of the shutdown grace period */
     unsigned long long next_conn;  /* connection counter for ids */
@@ -49,6 +48,13 @@ void server_free(struct server *srv);
 
 /* Stop accepting, give sessions `grace` seconds, then 421 them. */
 void server_shutdown(struct server *srv);
+
+/* Count a new client at ip (16 bytes, core/netmask.h; ipstr for the log)
+ * against limits.max_connections and its network's limit, for all worker
+ * processes together: NULL when admitted (server_session_remove gives it
+ * back), else the "421 ..." line to refuse it with (logged). */
+const char *server_admit(struct server *srv, const unsigned char ip[16],
+                         const char *ipstr);
 
 /* Session bookkeeping, called by session.c. */
 void server_session_add(struct server *srv, struct session *s);

@@ -32,6 +32,8 @@
 #include "core/check.h"
 #include "proto/auth.h"
 #include "core/config.h"
+#include "core/netmask.h"
+#include "core/shmcount.h"
 #include "net/dns.h"
 #include "msg/message.h"
 #include "smtp/server.h"
@@ -838,12 +840,27 @@ static void tls_established(struct session *s)
 
 /* ----------------------------------------------------------------- AUTH */
 
-/* Too many recent failures from the client's address (auth: section). */
-static int auth_ip_limited(const struct session *s)
+/* AUTH failures are counted per client network (limits.ipv4_prefix /
+ * ipv6_prefix) over the last auth.failure_window seconds, in the shared
+ * counters: all workers see them and a restart keeps them. The key of
+ * the client's network, or 0 when it is exempt (limits.exempt). */
+static int auth_net_key(const struct session *s, unsigned char key[NETMASK_KEY])
 {
     const struct kasi_config *c = s->srv->cfg;
-    return auth_ip_blocked(s->conn.remote_ip, clock_now(), c->auth_max_failures_per_ip,
-                           c->auth_failure_window);
+    unsigned char ip[NETMASK_BYTES];
+    if (netmask_addr(s->conn.remote_ip, ip) < 0 || netmask_list_match(&c->exempt, ip))
+        return 0;
+    netmask_key(ip, c->ipv4_prefix, c->ipv6_prefix, 'A', key);
+    return 1;
+}
+
+/* Too many recent failures from the client's network (auth: section). */
+static int auth_ip_limited(const struct session *s)
+{
+    unsigned max = s->srv->cfg->auth_max_failures_per_ip;
+    unsigned char key[NETMASK_KEY];
+    return max && auth_net_key(s, key) &&
+           shmcount_count(key, sizeof key, clock_now()) >= max;
 }
 
 static void auth_close(struct session *s, const char *why)
@@ -892,8 +909,9 @@ static void auth_delay_cb(evutil_socket_t fd, short what, void *arg)
 static void auth_failed(struct session *s, char *msg)
 {
     unsigned n = ++s->auth_failures;
-    const struct kasi_config *c = s->srv->cfg;
-    auth_ip_failed(s->conn.remote_ip, clock_now(), c->auth_failure_window);
+    unsigned char key[NETMASK_KEY];
+    if (auth_net_key(s, key))
+        shmcount_add(key, sizeof key, 1, s->srv->cfg->auth_failure_window, clock_now());
     free(s->auth_fail_msg);
     s->auth_fail_msg = msg;
     struct timeval tv = { (time_t)1 << (n < 6 ? n - 1 : 5), 0 };

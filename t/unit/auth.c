@@ -1,5 +1,5 @@
 /* Unit tests for auth.c: strict base64, the PLAIN / LOGIN exchanges and
- * the table of failures per client address. */
+ * cancellation (failures per network: t/unit/shmcount.c). */
 #include <stdio.h>
 #include <string.h>
 
@@ -72,43 +72,10 @@ static void test_login(void)
     auth_clear(&a);
 }
 
-static void test_ip_limit(void)
-{
-    auth_ip_reset();
-    ok(!auth_ip_blocked("192.0.2.1", 0, 3, 60), "no failures: not blocked");
-    for (int i = 0; i < 2; i++)
-        auth_ip_failed("192.0.2.1", i, 60);
-    ok(!auth_ip_blocked("192.0.2.1", 2, 3, 60), "2 of 3: not blocked");
-    auth_ip_failed("192.0.2.1", 3, 60);
-    ok(auth_ip_blocked("192.0.2.1", 4, 3, 60), "3 of 3: blocked");
-    ok(auth_ip_blocked("::ffff:192.0.2.1", 4, 3, 60), "the same client as mapped IPv6");
-    ok(!auth_ip_blocked("192.0.2.2", 4, 3, 60), "another address: not blocked");
-    ok(!auth_ip_blocked("192.0.2.1", 4, 0, 60), "max 0: no limit");
-    ok(!auth_ip_blocked("192.0.2.1", 61, 3, 60), "after the window: not blocked");
-    auth_ip_failed("192.0.2.1", 61, 60);
-    ok(!auth_ip_blocked("192.0.2.1", 62, 2, 60), "a new window counts from 1");
-    for (int i = 0; i < 3; i++)
-        auth_ip_failed("2001:db8:1:2::1", 100, 60);
-    ok(auth_ip_blocked("2001:db8:1:2:ffff::9", 100, 3, 60), "IPv6: the /64 counts together");
-    ok(!auth_ip_blocked("2001:db8:1:3::1", 100, 3, 60), "IPv6: another /64 does not");
-    ok(!auth_ip_blocked("not an address", 100, 1, 60), "garbage: never blocked");
-    auth_ip_failed("not an address", 100, 60);
-    /* flood: many addresses make room, the table stays bounded */
-    char ip[32];
-    for (int i = 0; i < AUTH_IP_SLOTS * 4; i++) {
-        snprintf(ip, sizeof ip, "10.%d.%d.%d", i >> 16 & 255, i >> 8 & 255, i & 255);
-        auth_ip_failed(ip, 200, 60);
-    }
-    ok(auth_ip_blocked("10.0.63.255", 200, 1, 60), "a recent entry survives a flood");
-    auth_ip_reset();
-    ok(!auth_ip_blocked("10.0.63.255", 200, 1, 60), "reset forgets");
-}
-
 int main(void)
 {
     test_base64();
     test_plain();
     test_login();
-    test_ip_limit();
     return done_testing();
 }

@@ -102,6 +102,16 @@ static void test_defaults(void)
     is_int(cfg.max_line_length, 998, "defaults: max_line_length");
     is_int(cfg.max_command_length, 4096, "defaults: max_command_length");
     is_int(cfg.memory_buffer, 1 << 20, "defaults: memory_buffer");
+    is_int(cfg.ipv4_prefix, 32, "defaults: ipv4_prefix");
+    is_int(cfg.ipv6_prefix, 64, "defaults: ipv6_prefix");
+    is_int(cfg.counters, 16384, "defaults: counters");
+    unsigned char lo[16], lo6[16], other[16];
+    netmask_addr("127.0.0.9", lo);
+    netmask_addr("::1", lo6);
+    netmask_addr("192.0.2.1", other);
+    ok(cfg.exempt.n == 2 && netmask_list_match(&cfg.exempt, lo) &&
+       netmask_list_match(&cfg.exempt, lo6) && !netmask_list_match(&cfg.exempt, other),
+       "defaults: exempt is loopback (127.0.0.0/8, ::1)");
     ok(cfg.timeout_command == 300 && cfg.timeout_data_block == 180 &&
        cfg.timeout_shutdown == 30, "defaults: timeouts");
     is_int(cfg.bare_lf_accept, 0, "defaults: bare_lf");
@@ -140,6 +150,10 @@ static const char full_yaml[] =
     "  max_line_length: 2000\n"
     "  max_command_length: 1024\n"
     "  memory_buffer: 64K\n"
+    "  ipv4_prefix: 24\n"
+    "  ipv6_prefix: 48\n"
+    "  exempt: [192.0.2.0/24, \"2001:db8::/32\"]\n"
+    "  counters: 4096\n"
     "timeouts:\n"
     "  command: 12.5\n"
     "  data_block: 60\n"
@@ -177,6 +191,16 @@ static void test_full(void)
     is_int(cfg.max_errors, 3, "full: max_errors");
     is_int(cfg.max_message_size, 10 << 20, "full: max_message_size 10M");
     is_int(cfg.max_line_length, 2000, "full: max_line_length");
+    is_int(cfg.ipv4_prefix, 24, "full: ipv4_prefix");
+    is_int(cfg.ipv6_prefix, 48, "full: ipv6_prefix");
+    is_int(cfg.counters, 4096, "full: counters");
+    unsigned char in4[16], in6[16], lo[16];
+    netmask_addr("192.0.2.77", in4);
+    netmask_addr("2001:db8:ffff::1", in6);
+    netmask_addr("127.0.0.1", lo);
+    ok(cfg.exempt.n == 2 && netmask_list_match(&cfg.exempt, in4) &&
+       netmask_list_match(&cfg.exempt, in6) && !netmask_list_match(&cfg.exempt, lo),
+       "full: exempt replaces the loopback default");
     is_int(cfg.max_command_length, 1024, "full: max_command_length");
     is_int(cfg.memory_buffer, 64 << 10, "full: memory_buffer 64K");
     ok(cfg.timeout_command == 12.5, "full: timeouts.command 12.5");
@@ -187,6 +211,20 @@ static void test_full(void)
     is_str(cfg.spool_dir, "/var/spool/kasi", "full: absolute spool_dir kept");
     is_str(cfg.log_target, "syslog", "full: log target");
     is_int(cfg.log_level, 3, "full: log level debug");
+    config_free(&cfg);
+}
+
+static void test_exempt_none(void)
+{
+    struct kasi_config cfg;
+    char err[512];
+    is_int(load("limits:\n  exempt: []\n", NULL, &cfg, err, sizeof err), 0,
+           "exempt: [] loads");
+    is_int(cfg.exempt.n, 0, "exempt: [] exempts nobody");
+    config_free(&cfg);
+    is_int(load("limits:\n  exempt:\n", NULL, &cfg, err, sizeof err), 0,
+           "exempt: (nothing) loads");
+    is_int(cfg.exempt.n, 0, "exempt: (nothing) exempts nobody");
     config_free(&cfg);
 }
 
@@ -230,7 +268,29 @@ static void test_errors(void)
     load_fails("limits:\n  max_connections: 5\n  max_recipent: 5\n",
                "DIR/smtp.yaml:3: unknown key 'limits.max_recipent' (known: max_connections, "
                "max_connections_per_ip, max_recipients, max_errors, max_message_size, "
-               "max_line_length, max_command_length, memory_buffer)", "unknown nested key");
+               "max_line_length, max_command_length, memory_buffer, ipv4_prefix, ipv6_prefix, "
+               "exempt, counters)", "unknown nested key");
+    load_fails("limits:\n  ipv4_prefix: 33\n",
+               "DIR/smtp.yaml:2: limits.ipv4_prefix: must be between 1 and 32, got '33'",
+               "ipv4_prefix over 32");
+    load_fails("limits:\n  ipv6_prefix: 0\n",
+               "DIR/smtp.yaml:2: limits.ipv6_prefix: must be between 1 and 128, got '0'",
+               "ipv6_prefix 0");
+    load_fails("limits:\n  exempt: 127.0.0.1\n",
+               "DIR/smtp.yaml:2: limits.exempt: expected a list of addresses or networks, "
+               "got '127.0.0.1'", "exempt not a list");
+    load_fails("limits:\n  exempt:\n    - 10.0.0.0/8\n    - 10.0.0.1/8\n",
+               "DIR/smtp.yaml:4: limits.exempt[1]: address bits set after the prefix length, "
+               "got '10.0.0.1/8'", "exempt: host bits set");
+    load_fails("limits:\n  exempt: [\"::/200\"]\n",
+               "DIR/smtp.yaml:2: limits.exempt[0]: the prefix length of an IPv6 network is 0 "
+               "to 128, got '::/200'", "exempt: IPv6 length");
+    load_fails("limits:\n  exempt: [mx.example.org]\n",
+               "DIR/smtp.yaml:2: limits.exempt[0]: expected an address or ADDRESS/LENGTH, "
+               "got 'mx.example.org'", "exempt: a name");
+    load_fails("limits:\n  counters: 10\n",
+               "DIR/smtp.yaml:2: limits.counters: must be between 1024 and 16777216, got '10'",
+               "counters too small");
     load_fails("log:\n  lvl: info\n",
                "DIR/smtp.yaml:2: unknown key 'log.lvl' (known: target, level)",
                "unknown key in log");
@@ -491,6 +551,7 @@ static void test_tree(void)
 int main(void)
 {
     test_defaults();
+    test_exempt_none();
     test_full();
     test_shipped();
     test_errors();
