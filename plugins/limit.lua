@@ -1,25 +1,27 @@
 -- limit.lua — limits per client and per message:
 --   concurrency   simultaneous connections from one IP (or /prefix)
---   rate          connections from one IP (or /prefix) per minute
+--   rate          connections from one IP (or /prefix) in the last period
 --   recipients    RCPT TO accepted per message (452 4.5.3)
 --   messages      transactions (MAIL FROM) per connection
 --   rejections    refused commands per connection before it is closed
 --
--- Counters live in this plugin's memory in the worker process: a reload
--- (SIGHUP) starts the new plugin generation with empty counters, while the
--- connections still open on the old generation keep counting there until
--- they end — for a moment after a reload a client may get up to twice its
--- concurrency. The core has hard limits of its own (smtp.yaml:
--- limits.max_connections_per_ip, max_recipients, max_errors); these are
--- policy limits with their own replies. See config/limit.yaml.
+-- Concurrency and rate are counted with kasi.counter, shared by every
+-- worker process: they hold across reloads (connections still open on an
+-- old generation count too) and across worker restarts. A connection's
+-- concurrency hold is given back when it ends, or when its worker dies.
+-- Should the shared table have no room for a new client, the connection
+-- is let through (logged). The other limits are per connection.
+-- Clients in smtp.yaml limits.exempt (loopback by default) and in this
+-- plugin's own exempt list are not limited. The core has hard limits of
+-- its own (smtp.yaml: limits.max_connections_per_ip, max_recipients,
+-- max_errors); these are policy limits with their own replies. See
+-- config/limit.yaml.
 
 local netmask = require "kasi.netmask"
 
 local P = {}
 local cfg
-local active = {}          -- key -> open connections (this generation)
-local rate = {}            -- key -> { start = os.time(), n = count }
-local rate_size, rate_sweep = 0, 0
+local counter = kasi.counter
 
 local function num(v, name, default)
   if v == nil then return default end
@@ -73,37 +75,32 @@ local function key_of(ip)
   return table.concat(out) .. "/" .. bits
 end
 
--- drop rate windows that are over (bounded work, every 1000 connections)
-local function sweep(now)
-  rate_sweep = rate_sweep + 1
-  if rate_sweep < 1000 then return end
-  rate_sweep = 0
-  for k, w in pairs(rate) do
-    if now - w.start >= cfg.rate_period then rate[k] = nil; rate_size = rate_size - 1 end
-  end
+local function is_exempt(ip)
+  return counter.exempt(ip) or (not cfg.exempt:empty() and cfg.exempt:match(ip))
 end
 
-local function over_rate(key)
-  local now = os.time()
-  sweep(now)
-  local w = rate[key]
-  if not w or now - w.start >= cfg.rate_period then
-    if not w then rate_size = rate_size + 1 end
-    w = { start = now, n = 0 }
-    rate[key] = w
-  end
-  w.n = w.n + 1
-  return w.n > cfg.rate_max, w.n
+-- n connections from key in the last rate.period seconds, this one included
+local function over_rate(conn, key)
+  local n, err = counter.incr("limit:rate:" .. key, 1, cfg.rate_period)
+  if not n then conn:logwarn("limit: rate of %s not counted: %s", key, err) end
+  return n and n > cfg.rate_max, n
+end
+
+-- hold one of key's concurrency slots for as long as the connection lasts
+local function over_concurrency(conn, key)
+  local held, n = counter.hold(conn, "limit:conc:" .. key, cfg.conc_max)
+  if held == nil then conn:logwarn("limit: connections of %s not counted: %s", key, n) end
+  return held == false, n
 end
 
 function P.hook_connect(conn)
-  if not cfg.exempt:empty() and cfg.exempt:match(conn.remote_ip) then
+  if is_exempt(conn.remote_ip) then
     conn.notes.limit_exempt = true
     return NEXT
   end
   local key = key_of(conn.remote_ip)
   if cfg.rate_max > 0 then
-    local over, n = over_rate(key)
+    local over, n = over_rate(conn, key)
     if over then
       conn:result { fail = "rate", count = n }
       conn:loginfo("limit: %s: %d connections in %d s", key, n, cfg.rate_period)
@@ -111,24 +108,12 @@ function P.hook_connect(conn)
     end
   end
   if cfg.conc_max > 0 then
-    local n = (active[key] or 0) + 1
-    active[key] = n
-    conn.notes.limit_key = key       -- counted: the disconnect hook gives it back
-    if n > cfg.conc_max then
-      conn:result { fail = "concurrency", count = n }
-      conn:loginfo("limit: %s: %d connections at once", key, n)
+    local over, n = over_concurrency(conn, key)
+    if over then
+      conn:result { fail = "concurrency", count = n + 1 }
+      conn:loginfo("limit: %s: %d connections at once", key, n + 1)
       return DENYSOFT, cfg.conc_reply
     end
-  end
-  return NEXT
-end
-
-function P.hook_disconnect(conn)
-  local key = conn.notes.limit_key
-  if key then
-    conn.notes.limit_key = nil
-    local n = (active[key] or 1) - 1
-    active[key] = n > 0 and n or nil
   end
   return NEXT
 end

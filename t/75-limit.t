@@ -18,7 +18,9 @@ rejections: {max: 2}
 exempt: [127.0.0.9]
 """
 
-with Kasi(files={"config/plugins": "limit\nrcpt_to_host_list\nqueue/spool\n",
+NO_EXEMPT = {"limits": {"exempt": []}}    # loopback is exempt by default
+
+with Kasi(NO_EXEMPT, files={"config/plugins": "limit\nrcpt_to_host_list\nqueue/spool\n",
                  "config/rcpt_to_host_list.yaml": "domains: [example.com]\n",
                  "config/limit.yaml": LIMIT}) as k:
     # concurrency
@@ -89,7 +91,7 @@ with Kasi(files={"config/plugins": "limit\nrcpt_to_host_list\nqueue/spool\n",
         c.close()
 
 # limits off by default
-with Kasi(files={"config/plugins": "limit\nqueue/spool\n"}) as k:
+with Kasi(NO_EXEMPT, files={"config/plugins": "limit\nqueue/spool\n"}) as k:
     conns = [Raw(k.port, banner=True, source="127.0.0.2") for _ in range(4)]
     ok(all(c.last and c.last[0] == 220 for c in conns), "no limits by default")
     for c in conns:

@@ -24,6 +24,7 @@
 #include "proto/auth.h"
 #include "core/config.h"
 #include "core/log.h"
+#include "lua/lua_counter.h"
 #include "lua/lua_crypt.h"
 #include "lua/lua_fwd.h"
 #include "lua/lua_net.h"
@@ -738,5 +739,6 @@ void lapi_open(lua_State *L, struct lgen *g)
     lfwd_open(L);                           /* kasi.forward */
     lcrypt_open(L);                         /* kasi.crypt_verify, crypt_check */
     lstats_open(L);                         /* kasi.stats.incr, observe */
+    lcounter_open(L, g->cfg);               /* kasi.counter */
     lua_setglobal(L, "kasi");
 }

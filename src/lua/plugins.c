@@ -13,6 +13,7 @@
 #include "lua/lua_engine.h"
 #include "lua/lua_fwd.h"
 #include "lua/lua_stats.h"
+#include "lua/lua_counter.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -511,6 +512,7 @@ static void engine_end(struct hook_ctx *hc)
     if (!ps)
         return;
     engine_cancel(hc);
+    lcounter_conn_end(ps);                  /* its kasi.counter holds */
     lapi_conn_invalidate(ps);
     if (ps->run.wait_ev)
         event_free(ps->run.wait_ev);
