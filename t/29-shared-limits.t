@@ -1,0 +1,226 @@
+#!/usr/bin/env python3
+"""Limits kept in the counters shared by every worker process: the
+per-network connection limit (exact under concurrent connects, grouped by
+limits.ipv4_prefix, IPv6), limits.exempt (loopback by default), a worker
+killed with SIGKILL (its connections are given back, rates and AUTH
+failures are kept), the limit plugin's rate and concurrency across a
+worker kill and a reload (kasi.counter)."""
+import base64
+import os
+import re
+import signal
+import socket
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from kasitest import *  # noqa: E402,F401,F403
+
+
+def connect_many(port, n, source=None, host="127.0.0.1"):
+    """n connections at once; returns [(Raw or None, code, lines)] after
+    each got its first reply (or failed)."""
+    res = [(None, None, [])] * n
+
+    def one(i):
+        try:
+            r = Raw(port, host=host, source=source)
+            code, lines = r.read_reply()
+            res[i] = (r, code, lines)
+        except OSError as e:
+            res[i] = (None, None, [repr(e)])
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(20))
+    return res
+
+
+def tally(res):
+    """(served, refused with 421 4.7.0, other) of connect_many's result."""
+    served = sum(1 for _, c, _ in res if c == 220)
+    refused = sum(1 for _, c, l in res if c == 421 and l and l[0].startswith("4.7.0"))
+    return served, refused, len(res) - served - refused
+
+
+def close_all(res):
+    for r, _, _ in res:
+        if r:
+            r.close()
+
+
+def banner(port, source=None, host="127.0.0.1"):
+    """The first reply's code of one connection, which is then closed."""
+    with Raw(port, host=host, source=source) as r:
+        return r.read_reply()[0]
+
+
+def kill_worker(k, name):
+    """SIGKILL the worker, wait until its successor is ready."""
+    pid = int(re.findall(r"worker (\d+) started", k.log())[-1])
+    ready = k.count_log(r"ready, host name")
+    os.kill(pid, signal.SIGKILL)
+    ok(k.wait_log(r"worker %d ended \(signal 9\), restarting" % pid)
+       and k.wait_count(r"ready, host name", ready + 1, 10),
+       "%s: worker %d killed, a new one is ready" % (name, pid))
+
+
+def reload(k, gen, name):
+    k.signal(signal.SIGHUP)
+    ok(k.wait_log(r"plugins \w+: generation %d" % gen), "%s: reloaded (generation %d)" % (name, gen))
+
+
+def served_when_free(port, source, timeout=5):
+    """Poll until a connection from source is served (slots come back when
+    the server has noticed a close). True if one was."""
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        if banner(port, source) == 220:
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def ipv6_ok():
+    try:
+        s = socket.socket(socket.AF_INET6)
+        s.bind(("::1", 0))
+        s.close()
+        return True
+    except OSError:
+        return False
+
+
+NO_EXEMPT = {"exempt": []}
+
+# ---- per-network limit: exact under concurrency; a kill gives slots back --
+with Kasi({"limits": dict(NO_EXEMPT, max_connections_per_ip=5)}) as k:
+    res = connect_many(k.port, 20)
+    is_(tally(res), (5, 15, 0), "20 concurrent connections, limit 5: 5 served, 15 get 421 4.7.0")
+    like(k.log(), r"per-network connection limit \(5\) reached for 127\.0\.0\.1 \(127\.0\.0\.1/32\)",
+         "refusals logged with the network")
+    kill_worker(k, "5 sessions open")
+    close_all(res)
+    res = connect_many(k.port, 20)
+    is_(tally(res), (5, 15, 0),
+        "after the worker was killed with 5 sessions open: exactly 5 served again")
+    close_all(res)
+    ok(served_when_free(k.port, None), "closed sessions give their slots back")
+
+# ---- grouping by prefix ---------------------------------------------------
+with Kasi({"limits": dict(NO_EXEMPT, max_connections_per_ip=3, ipv4_prefix=24)}) as k:
+    held = [Raw(k.port, source="127.0.0.%d" % i) for i in (2, 3, 4)]
+    is_([r.read_reply()[0] for r in held], [220, 220, 220], "/24: 3 addresses of one network served")
+    is_(banner(k.port, "127.0.0.5"), 421, "/24: a 4th address of the same /24 is refused")
+    like(k.log(), r"reached for 127\.0\.0\.5 \(127\.0\.0\.0/24\)", "  counted as 127.0.0.0/24")
+    is_(banner(k.port, "127.0.1.5"), 220, "/24: the next /24 is another network")
+    for r in held:
+        r.close()
+
+if ipv6_ok():
+    with Kasi({"listen": ["[::1]:0"], "limits": dict(NO_EXEMPT, max_connections_per_ip=2)}) as k:
+        res = connect_many(k.port, 6, host="::1")
+        is_(tally(res), (2, 4, 0), "IPv6 client (::1 in its /64), limit 2: 2 served")
+        close_all(res)
+    with Kasi({"listen": ["[::1]:0"], "limits": {"max_connections_per_ip": 2}}) as k:
+        res = connect_many(k.port, 6, host="::1")
+        is_(tally(res), (6, 0, 0), "::1 is exempt by default: all 6 served")
+        close_all(res)
+else:
+    diag("no IPv6 loopback: skipped the IPv6 checks")
+
+# ---- exempt networks ------------------------------------------------------
+with Kasi({"limits": {"max_connections": 1000, "exempt": ["127.0.0.0/24"]}}) as k:
+    res = connect_many(k.port, 200, source="127.0.0.1")
+    is_(tally(res), (200, 0, 0), "200 concurrent sessions from an exempt network: all served "
+        "(limit 50)")
+    other = connect_many(k.port, 80, source="127.0.1.1")
+    is_(tally(other), (50, 30, 0), "80 from a network not exempt: exactly 50 served")
+    close_all(res)
+    close_all(other)
+
+with Kasi({"limits": {"max_connections_per_ip": 1}}) as k:
+    res = connect_many(k.port, 3)
+    is_(tally(res), (3, 0, 0), "loopback is exempt by default")
+    close_all(res)
+
+# ---- the limit plugin: rate across a kill and a reload --------------------
+RATE = "rate: {max: 3, period: 600}\n"
+with Kasi({"limits": NO_EXEMPT}, files={"config/plugins": "limit\nqueue/spool\n",
+                                        "config/limit.yaml": RATE}) as k:
+    is_([banner(k.port, "127.0.0.7") for _ in range(4)], [220, 220, 220, 421],
+        "rate 3 per 600 s: the 4th connection is refused")
+    kill_worker(k, "rate")
+    is_(banner(k.port, "127.0.0.7"), 421, "the rate holds across a worker killed with SIGKILL")
+    reload(k, 2, "rate")
+    is_(banner(k.port, "127.0.0.7"), 421, "and across a reload")
+    is_(banner(k.port, "127.0.0.8"), 220, "another address has its own count")
+
+# ---- the limit plugin: concurrency across a reload and a kill -------------
+CONC = "concurrency: {max: 2}\n"
+with Kasi({"limits": {"exempt": ["127.0.0.100"]}},
+          files={"config/plugins": "limit\nqueue/spool\n", "config/limit.yaml": CONC}) as k:
+    a = Raw(k.port, banner=True, source="127.0.0.9")
+    b = Raw(k.port, banner=True, source="127.0.0.9")
+    reload(k, 2, "concurrency")
+    is_(banner(k.port, "127.0.0.9"), 421,
+        "a 3rd connection on the new generation counts the 2 on the old one: 421")
+    a.close()
+    ok(served_when_free(k.port, "127.0.0.9"), "a slot comes back when an old-generation "
+       "connection ends")
+    kill_worker(k, "concurrency")
+    b.close()
+    res = connect_many(k.port, 4, source="127.0.0.9")
+    is_(tally(res), (2, 2, 0), "after a kill: the dead worker's holds are given back, 2 served")
+    close_all(res)
+    res = connect_many(k.port, 4, source="127.0.0.100")
+    is_(tally(res), (4, 0, 0), "an address in smtp.yaml limits.exempt is not limited by the plugin")
+    close_all(res)
+
+# ---- AUTH failures per network survive a worker restart -------------------
+AUTH_YAML = """hostname: mx.kasi.test
+spool_dir: ../spool
+log: {target: stderr, level: debug}
+listen:
+  - address: 127.0.0.1:0
+    auth: true
+    auth_plaintext: true
+auth:
+  max_failures_per_ip: 2
+  failure_window: 600
+limits:
+  exempt: [127.0.0.9]
+"""
+DENY_ALL = "function hook_auth(conn, txn, creds) return DENY end\n"
+PLAIN = "AUTH PLAIN " + base64.b64encode(b"\0alice\0wrong").decode()
+
+
+def auth_once(port, source=None):
+    with Raw(port, ehlo="client.test", source=source) as r:
+        return r.cmd(PLAIN, timeout=10)
+
+
+with Kasi(yaml=AUTH_YAML, files={"config/plugins": "deny_all\nqueue/spool\n",
+                                 "plugins/deny_all.lua": DENY_ALL}) as k:
+    is_(auth_once(k.port)[0], 535, "AUTH failure 1 from 127.0.0.1: 535")
+    code, lines = auth_once(k.port)
+    is_((code, lines[:1]), (421, ["4.7.0 Too many authentication failures, closing connection"]),
+        "failure 2 reaches the per-network limit: 421 4.7.0")
+    kill_worker(k, "auth")
+    with Raw(k.port, ehlo="client.test") as r:
+        is_(r.cmd(PLAIN)[0], 421, "after a worker restart the failures still count: AUTH refused")
+    is_(auth_once(k.port, "127.0.0.2")[0], 535, "another network is not limited")
+    codes = []
+    threads = [threading.Thread(target=lambda: codes.append(auth_once(k.port, "127.0.0.9")[0]))
+               for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(scaled(15))
+    is_(codes, [535, 535, 535], "an exempt address: 3 failures, no per-network limit")
+    is_(auth_once(k.port, "127.0.0.9")[0], 535, "  and a 4th is still only 535")
+
+done()
