@@ -223,4 +223,69 @@ with Kasi(yaml=AUTH_YAML, files={"config/plugins": "deny_all\nqueue/spool\n",
     is_(codes, [535, 535, 535], "an exempt address: 3 failures, no per-network limit")
     is_(auth_once(k.port, "127.0.0.9")[0], 535, "  and a 4th is still only 535")
 
+# ---- the kasi.counter API -------------------------------------------------
+CTR = r"""
+local P = {}
+local c = kasi.counter
+local function show(...)
+  local t = {}
+  for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
+  return table.concat(t, " ")
+end
+function P.hook_unrecognized_command(conn, txn, line)
+  local verb, a, b, d = line:match("^X(%a+)%s*(%S*)%s*(%S*)%s*(%S*)")
+  local good, r = pcall(function()
+    if verb == "INCR" then return show(c.incr(a, tonumber(b), tonumber(d))) end
+    if verb == "GET" then return show(c.get(a)) end
+    if verb == "HOLD" then return show(c.hold(conn, a, tonumber(b))) end
+    if verb == "RELEASE" then return show(c.release(conn, a)) end
+    if verb == "HELD" then return show(c.held(a)) end
+    if verb == "EXEMPT" then return show(c.exempt(a)) end
+    if verb == "LONG" then return show(c.incr(string.rep("k", 80))) end
+    if verb == "NEG" then return show(c.incr("k", -1)) end
+    if verb == "FRAC" then return show(c.incr("k", 1.5)) end
+  end)
+  return DENY, { code = 550, enh = "5.5.1", msg = (good and "ok " or "err ") .. tostring(r) }
+end
+return P
+"""
+
+
+def said(r, line):
+    code, lines = r.cmd(line)
+    return lines[0][len("5.5.1 "):] if code == 550 and lines else "%r %r" % (code, lines)
+
+
+with Kasi(files={"config/plugins": "ctr\nqueue/spool\n", "plugins/ctr.lua": CTR}) as k:
+    a = Raw(k.port, ehlo="a.test")
+    b = Raw(k.port, ehlo="b.test")
+    is_([said(a, "XHOLD k 2"), said(a, "XHOLD k 2"), said(a, "XHOLD k 2")],
+        ["ok true 1", "ok true 2", "ok false 2"], "hold with max 2: true 1, true 2, false 2")
+    is_(said(b, "XHELD k"), "ok 2", "another connection sees both holds")
+    is_(said(b, "XHOLD k 2"), "ok false 2", "  and cannot hold a third")
+    is_(said(a, "XRELEASE k"), "ok 1", "release gives one back")
+    is_(said(b, "XHOLD k 2"), "ok true 2", "  which the other connection can take")
+    is_(said(b, "XRELEASE k"), "ok 1", "release by b")
+    is_(said(b, "XRELEASE k"), "ok 1", "a release with nothing held changes nothing")
+    a.cmd("QUIT")
+    a.close()
+    deadline = time.monotonic() + scaled(5)
+    while said(b, "XHELD k") != "ok 0" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    is_(said(b, "XHELD k"), "ok 0", "a connection's holds are given back when it ends")
+    b.close()
+    with Raw(k.port, ehlo="c.test") as r:
+        is_([said(r, "XINCR w 1 60"), said(r, "XINCR w 2 60"), said(r, "XGET w")],
+            ["ok 1", "ok 3", "ok 3"], "incr over a window, get")
+        is_(said(r, "XGET nothing"), "ok 0", "get of an unknown key: 0")
+        is_([said(r, "XEXEMPT 127.0.0.1"), said(r, "XEXEMPT 192.0.2.1"),
+             said(r, "XEXEMPT junk")], ["ok true", "ok false", "ok false"],
+            "exempt: loopback by default, not others, not junk")
+        like(said(r, "XLONG"), r"^err .*a key is 1 to 79 bytes", "a key of 80 bytes raises")
+        like(said(r, "XNEG"), r"^err .*n is a whole number >= 0", "a negative n raises")
+        like(said(r, "XFRAC"), r"^err .*n is a whole number >= 0", "a fraction raises")
+    reload(k, 2, "kasi.counter")
+    with Raw(k.port, ehlo="d.test") as r:
+        is_(said(r, "XINCR w 1 60"), "ok 4", "a reload keeps the counts")
+
 done()

@@ -50,7 +50,7 @@ static void test_gauges(void)
 
 static void test_full_gauges(void)
 {
-    char key[8];
+    char key[16];
     int okn = 0;
     shmcount_create(1, SHMCOUNT_WAYS, SHMCOUNT_WAYS);   /* one bucket each */
     for (int i = 0; i < SHMCOUNT_WAYS; i++) {
@@ -93,7 +93,7 @@ static void test_windows(void)
 
 static void test_eviction(void)
 {
-    char key[8];
+    char key[16];
     shmcount_create(1, SHMCOUNT_WAYS, SHMCOUNT_WAYS);
     for (int i = 0; i < SHMCOUNT_WAYS; i++) {
         snprintf(key, sizeof key, "L%d", i);
