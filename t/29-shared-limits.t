@@ -232,6 +232,8 @@ local function show(...)
   for i = 1, select("#", ...) do t[i] = tostring((select(i, ...))) end
   return table.concat(t, " ")
 end
+local prev, cur
+function P.hook_connect(conn) prev, cur = cur, conn end
 function P.hook_unrecognized_command(conn, txn, line)
   local verb, a, b, d = line:match("^X(%a+)%s*(%S*)%s*(%S*)%s*(%S*)")
   local good, r = pcall(function()
@@ -244,6 +246,7 @@ function P.hook_unrecognized_command(conn, txn, line)
     if verb == "LONG" then return show(c.incr(string.rep("k", 80))) end
     if verb == "NEG" then return show(c.incr("k", -1)) end
     if verb == "FRAC" then return show(c.incr("k", 1.5)) end
+    if verb == "STALE" then return show(c.hold(prev, "k")) end
   end)
   return DENY, { code = 550, enh = "5.5.1", msg = (good and "ok " or "err ") .. tostring(r) }
 end
@@ -284,6 +287,8 @@ with Kasi(files={"config/plugins": "ctr\nqueue/spool\n", "plugins/ctr.lua": CTR}
         like(said(r, "XLONG"), r"^err .*a key is 1 to 79 bytes", "a key of 80 bytes raises")
         like(said(r, "XNEG"), r"^err .*n is a whole number >= 0", "a negative n raises")
         like(said(r, "XFRAC"), r"^err .*n is a whole number >= 0", "a fraction raises")
+    with Raw(k.port, ehlo="e.test") as r:
+        like(said(r, "XSTALE"), r"^err .*(gone|stale|over)", "hold with a conn that has ended raises")
     reload(k, 2, "kasi.counter")
     with Raw(k.port, ehlo="d.test") as r:
         is_(said(r, "XINCR w 1 60"), "ok 4", "a reload keeps the counts")

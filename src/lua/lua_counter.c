@@ -87,12 +87,10 @@ static int lcounter_held(lua_State *L)
 }
 
 /* Push the conn's table of holds (key -> times held), made on first use.
- * Reading conn.id raises for a connection that is gone. */
+ * Raises for anything but a live conn. */
 static void lcounter_holds(lua_State *L, int conn)
 {
-    luaL_checkudata(L, conn, "kasi.conn");
-    lua_getfield(L, conn, "id");
-    lua_pop(L, 1);
+    lapi_check_conn(L, conn);
     lua_getfenv(L, conn);
     lua_getfield(L, -1, HOLDS);
     if (lua_istable(L, -1)) {
