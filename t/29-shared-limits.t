@@ -248,6 +248,9 @@ function P.hook_unrecognized_command(conn, txn, line)
     if verb == "NEG" then return show(c.incr("k", -1)) end
     if verb == "FRAC" then return show(c.incr("k", 1.5)) end
     if verb == "STALE" then return show(c.hold(prev, "k")) end
+    if verb == "MANY" then
+      for i = 1, 17 do c.hold(conn, "many" .. i) end
+    end
   end)
   return DENY, { code = 550, enh = "5.5.1", msg = (good and "ok " or "err ") .. tostring(r) }
 end
@@ -290,6 +293,13 @@ with Kasi(files={"config/plugins": "ctr\nqueue/spool\n", "plugins/ctr.lua": CTR}
         like(said(r, "XFRAC"), r"^err .*n is a whole number >= 0", "a fraction raises")
     with Raw(k.port, ehlo="e.test") as r:
         like(said(r, "XSTALE"), r"^err .*(gone|stale|over)", "hold with a conn that has ended raises")
+        like(said(r, "XMANY"), r"^err .*holds at most 16 keys", "a 17th key held by one connection raises")
+        is_(said(r, "XHELD many16"), "ok 1", "  the first 16 are held")
+    with Raw(k.port, ehlo="f.test") as r:
+        deadline = time.monotonic() + scaled(5)
+        while said(r, "XHELD many1") != "ok 0" and time.monotonic() < deadline:
+            time.sleep(0.05)
+        is_(said(r, "XHELD many1"), "ok 0", "  and given back when that connection ends")
     reload(k, 2, "kasi.counter")
     with Raw(k.port, ehlo="d.test") as r:
         is_(said(r, "XINCR w 1 60"), "ok 4", "a reload keeps the counts")

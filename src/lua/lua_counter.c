@@ -30,6 +30,7 @@
 #include "core/shmcount.h"
 
 #define HOLDS "counter_holds"   /* field of the conn's environment */
+#define HOLD_KEYS 16            /* different keys one connection may hold */
 #define NO_REGION "no shared counters here"
 
 /* 'L' and the plugin's key into k; returns its length. Raises on a bad key. */
@@ -119,6 +120,26 @@ static void lcounter_note(lua_State *L, int holds, int key, int delta)
     lua_rawset(L, holds);
 }
 
+/* Raise when the connection holds HOLD_KEYS other keys already: the gauge
+ * table is sized by connections, a plugin must not fill it alone. */
+static void lcounter_room(lua_State *L, int holds, int key)
+{
+    int n = 0;
+    lua_pushvalue(L, key);
+    lua_rawget(L, holds);
+    int have = !lua_isnil(L, -1);
+    lua_pop(L, 1);
+    if (have)
+        return;
+    lua_pushnil(L);
+    while (lua_next(L, holds)) {
+        lua_pop(L, 1);
+        n++;
+    }
+    if (n >= HOLD_KEYS)
+        luaL_error(L, "kasi.counter.hold: a connection holds at most %d keys", HOLD_KEYS);
+}
+
 static int lcounter_hold(lua_State *L)
 {
     unsigned char k[SHMCOUNT_KEY_MAX];
@@ -128,6 +149,7 @@ static int lcounter_hold(lua_State *L)
     if (!(max >= 0 && max <= 4294967295.0))
         return luaL_error(L, "kasi.counter.hold: max is a number >= 0");
     lcounter_holds(L, 1);
+    lcounter_room(L, lua_gettop(L), 2);
     enum shmcount_rc rc = shmcount_hold(k, klen, (unsigned)max, &count);
     if (rc == SHMCOUNT_FULL)
         return lcounter_fail(L, "counter table full");

@@ -50,20 +50,26 @@ static int net_key(const struct kasi_config *c, const unsigned char ip[NETMASK_B
     return 1;
 }
 
-static const char *refuse_net(const struct kasi_config *c, enum shmcount_rc rc,
-                              const unsigned char bin[NETMASK_BYTES], const char *ip)
+/* The reply for a client the counters did not admit (logged here). */
+static const char *refusal(const struct kasi_config *c, enum shmcount_rc rc, int global,
+                           const unsigned char bin[NETMASK_BYTES], const char *ip)
 {
-    char text[64];
-    struct netmask net;
-    netmask_group(bin, c->ipv4_prefix, c->ipv6_prefix, &net);
-    netmask_format(&net, text, sizeof text);
+    char net[64];
+    struct netmask m;
+    netmask_group(bin, c->ipv4_prefix, c->ipv6_prefix, &m);
+    netmask_format(&m, net, sizeof net);
+    if (rc == SHMCOUNT_OVER && global) {
+        log_msg(LOG_LVL_WARN, "connection limit (%u) reached, refusing %s",
+                c->max_connections, ip);
+        return "421 4.7.0 Too many connections, try again later\r\n";
+    }
     if (rc == SHMCOUNT_OVER) {
         log_msg(LOG_LVL_WARN, "per-network connection limit (%u) reached for %s (%s)",
-                c->max_conn_per_ip, ip, text);
+                c->max_conn_per_ip, ip, net);
         return "421 4.7.0 Too many connections from your network, try again later\r\n";
     }
-    log_msg(LOG_LVL_ERROR, "shared counters: no room to count %s (%s), refusing it", ip,
-            text);
+    log_msg(LOG_LVL_ERROR, "shared counters: %s, refusing %s (%s)",
+            rc == SHMCOUNT_FULL ? "no room to count a new network" : "not usable", ip, net);
     return "421 4.3.2 System busy, try again later\r\n";
 }
 
@@ -73,18 +79,15 @@ const char *server_admit(struct server *srv, const unsigned char ip[NETMASK_BYTE
     const struct kasi_config *c = srv->cfg;
     unsigned char key[NETMASK_KEY];
     enum shmcount_rc rc = shmcount_hold("", 0, c->max_connections, NULL);
-    if (rc != SHMCOUNT_OK) {
-        log_msg(LOG_LVL_WARN, "connection limit (%u) reached, refusing %s",
-                c->max_connections, ipstr);
-        return "421 4.7.0 Too many connections, try again later\r\n";
-    }
+    if (rc != SHMCOUNT_OK)
+        return refusal(c, rc, 1, ip, ipstr);
     if (!net_key(c, ip, key))
         return NULL;
     rc = shmcount_hold(key, sizeof key, c->max_conn_per_ip, NULL);
     if (rc == SHMCOUNT_OK)
         return NULL;
     shmcount_drop("", 0);
-    return refuse_net(c, rc, ip, ipstr);
+    return refusal(c, rc, 0, ip, ipstr);
 }
 
 /* Give back what server_admit took for a client at ip. */
