@@ -37,8 +37,10 @@ struct server *g_server;
  * unless its address is in limits.exempt, the gauge of its network
  * (max_connections_per_ip, grouped by limits.ipv4_prefix / ipv6_prefix).
  * server_admit takes both, each check and hold in one step, before a
- * session exists; server_session_remove gives them back. The holds of a
- * worker that dies are given back by the supervisor. */
+ * session exists; server_session_remove gives them back, finding the
+ * network again from conn.remote_ip (so whatever changes remote_ip after
+ * admission, a PROXY header, must give back and admit anew). The holds of
+ * a worker that dies are given back by the supervisor. */
 
 /* The key of ip's network, or 0 when ip's network is not counted. */
 static int net_key(const struct kasi_config *c, const unsigned char ip[NETMASK_BYTES],
