@@ -18,6 +18,7 @@
 #include <lualib.h>
 
 #include "core/config.h"
+#include "core/config_table.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/yaml_tree.h"
@@ -116,24 +117,14 @@ static void push_ynode(lua_State *L, const struct ynode *n)
 
 /* ------------------------------------------------------- settings */
 
-static int parse_size(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || errno)
-        return -1;
-    switch (*end) {
-    case 'K': case 'k': v <<= 10; end++; break;
-    case 'M': case 'm': v <<= 20; end++; break;
-    case 'G': case 'g': v <<= 30; end++; break;
-    default: break;
-    }
-    if (*end)
-        return -1;
-    *out = (size_t)v;
-    return 0;
-}
+#define LGEN_KEY(name, fn, field, lo, hi) \
+    CFG_FIELD(struct lsettings, name, fn, field, lo, hi)
+
+static const struct cfg_key lgen_keys[] = {
+    LGEN_KEY("timeout", cfg_set_seconds, timeout, 0, 86400),
+    LGEN_KEY("memory_limit", cfg_set_size, memory_limit, 1u << 20, 1ULL << 40),
+    { 0 }
+};
 
 /* config/lua.yaml: timeout, memory_limit. Missing file: defaults. */
 int lgen_settings(const struct kasi_config *cfg, struct lsettings *set,
@@ -143,31 +134,7 @@ int lgen_settings(const struct kasi_config *cfg, struct lsettings *set,
     set->timeout = 30;
     set->memory_limit = 256u << 20;
     snprintf(path, sizeof path, "%s/lua.yaml", cfg->dir);
-    if (access(path, F_OK) != 0)
-        return 0;
-    struct ynode *root = ytree_load_file(path, err, errlen);
-    if (!root)
-        return -1;
-    int rc = 0;
-    for (size_t i = 0; root->type == YNODE_MAP && i < root->n && rc == 0; i++) {
-        const struct ynode *v = root->items[i];
-        const char *k = root->keys[i];
-        char *end = NULL;
-        if (v->type != YNODE_SCALAR)
-            rc = -1;
-        else if (!strcmp(k, "timeout"))
-            rc = ((set->timeout = strtod(v->scalar, &end)) > 0 && !*end) ? 0 : -1;
-        else if (!strcmp(k, "memory_limit"))
-            rc = parse_size(v->scalar, &set->memory_limit) == 0 &&
-                 set->memory_limit >= (1u << 20) ? 0 : -1;
-        else
-            rc = -1;
-        if (rc)
-            snprintf(err, errlen, "%s:%d: %s: unknown key or bad value", path,
-                     root->key_lines[i], k);
-    }
-    ytree_free(root);
-    return rc;
+    return cfg_load_file(path, lgen_keys, set, err, errlen);
 }
 
 /* One "key=value" option from the plugin list line or the plugin's YAML
