@@ -232,10 +232,11 @@ end
 
 local function map_key(s, v, k, lines, c, out)
   local key, line = child(c.key, k), lines[k] or c.line
-  local spec = s.keys and s.keys[k] or (not s.keys and s.of)
+  local spec = s.keys and s.keys[k] or (not s.keys and (s.of or "any"))
   if not spec then
     local moved = s.renamed and s.renamed[k]
     if moved then fail(line, "", "unknown key '%s' (now '%s')", key, child(c.key, moved)) end
+    if next(s.keys) == nil then fail(line, "", "unknown key '%s' (no settings here)", key) end
     fail(line, "", "unknown key '%s' (known: %s)", key, known(s.keys))
   end
   out[k] = check_value(spec_of(spec), v[k], sub(c, key, line))
