@@ -14,7 +14,7 @@
 --   }
 --
 -- A spec is { TYPE, options... } or just "TYPE". Types:
---   string, number, integer (min, max), boolean, enum (values),
+--   string, number, integer (min, max), boolean (also yes/no), enum (values),
 --   list (of = spec; min, max: number of items), map (keys = { name = spec }
 --   for fixed keys, or of = spec for any keys; scalar = "key": a lone value
 --   stands for { key = value }), ip (an address), cidr (an
@@ -125,7 +125,11 @@ function T.integer(v, s, c)
   return range(v, s, c)
 end
 
+-- true/false, and yes/no like smtp.yaml (any case)
+local WORDS = { ["true"] = true, yes = true, ["false"] = false, no = false }
+
 function T.boolean(v, s, c)
+  if type(v) == "string" and WORDS[v:lower()] ~= nil then return WORDS[v:lower()] end
   if type(v) ~= "boolean" then fail(c.line, c.key, "expected true or false, got %s", got(v)) end
   return v
 end
@@ -156,15 +160,16 @@ end
 
 function T.pattern(v, s, c)
   T.string(v, s, c)
-  local ok, err = pcall(string.find, "", v)
-  if not ok then fail(c.line, c.key, "bad Lua pattern '%s': %s", v, tostring(err)) end
+  local ok, err = match.pattern_ok(v)
+  if not ok then fail(c.line, c.key, "bad Lua pattern '%s': %s", v, err) end
   return v
 end
 
 function T.name(v, s, c)
   T.string(v, s, c)
-  local ok, err = pcall(match.list, { v })
-  if not ok then fail(c.line, c.key, "%s", tostring(err):gsub("^.-: bad", "bad")) end
+  if v:sub(1, 1) ~= "~" then return v end
+  local ok, err = match.pattern_ok(v:sub(2))
+  if not ok then fail(c.line, c.key, "bad pattern '%s': %s", v, err) end
   return v
 end
 

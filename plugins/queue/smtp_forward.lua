@@ -28,11 +28,11 @@ local DEST = {
 }
 
 local function auth_pair(d)
-  if d.auth_user and not d.auth_pass then return nil, "auth_user needs auth_pass", "auth_user" end
+  if d.auth_user and not d.auth_pass then return nil, "needs auth_pass", "auth_user" end
   return true
 end
 
-local top = { routes = { "map", of = { "map", keys = DEST, check = auth_pair }, default = {} } }
+local top = { routes = { "map", of = { "map", keys = DEST }, default = {} } }
 for k, v in pairs(DEST) do top[k] = v end
 P.schema = { "map", keys = top, check = auth_pair }
 

@@ -29,7 +29,7 @@ P.schema = { "map",
     xforward = { "boolean", default = true },
   },
   check = function(c)
-    if c.auth_user and not c.auth_pass then return nil, "auth_user needs auth_pass", "auth_user" end
+    if c.auth_user and not c.auth_pass then return nil, "needs auth_pass", "auth_user" end
     return true
   end,
 }
