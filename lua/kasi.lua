@@ -64,6 +64,13 @@ end
 kasi._conn_methods.result = result
 kasi._txn_methods.result = result
 
+-- A configured reply { code=, enh=, message= } (the "reply" type of a
+-- plugin's schema) as a hook answer; text, when given, replaces the message
+-- (e.g. once its {placeholders} are filled in).
+function kasi.reply(r, text)
+  return { code = r.code, enh = r.enh, msg = text or r.message }
+end
+
 -- The local spool (a C primitive): kasi.spool.write(txn) -> true | nil, err
 kasi.spool = { write = kasi.spool_write }
 kasi.spool_write = nil                  -- one name per thing

@@ -20,38 +20,52 @@ local cfg
 
 local CATEGORIES = { "ip", "rdns", "helo", "mail", "rcpt" }
 
-local function lists_of(side, name)
+local SIDE = { "map", default = {}, keys = {
+  ip = { "list", of = "cidr", default = {} },
+  rdns = { "list", of = "name", default = {} },
+  helo = { "list", of = "name", default = {} },
+  mail = { "list", of = "name", default = {} },
+  rcpt = { "list", of = "name", default = {} },
+} }
+
+P.schema = { "map",
+  keys = {
+    allow = SIDE,
+    deny = SIDE,
+    trusted_skips = { "boolean", default = true },
+    trusted_relays = { "boolean", default = false },
+    rdns_allow_unconfirmed = { "boolean", default = false },
+    reply = { "reply", default = { code = 550, enh = "5.7.1", message = "Access denied" } },
+    connect_reply = { "reply", default = { code = 554, enh = "5.7.1", message = "Access denied" } },
+  },
+  renamed = { code = "reply.code", enh = "reply.enh", message = "reply.message",
+              connect_code = "connect_reply.code" },
+}
+
+local function lists_of(side)
   local t = {}
-  side = side or {}
-  if type(side) ~= "table" then error("access: '" .. name .. "' must be a map") end
   for _, cat in ipairs(CATEGORIES) do
-    if cat == "ip" then
-      t.ip = netmask.list(side.ip or {}, "access: " .. name .. ".ip")
-    else
-      t[cat] = match.list(side[cat] or {})
-    end
+    t[cat] = cat == "ip" and netmask.list(side.ip) or match.list(side[cat])
   end
   return t
 end
 
 function P.register(c)
   cfg = {
-    allow = lists_of(c.allow, "allow"),
-    deny = lists_of(c.deny, "deny"),
-    trusted_skips = c.trusted_skips ~= false,
-    trusted_relays = c.trusted_relays == true,
-    rdns_allow_unconfirmed = c.rdns_allow_unconfirmed == true,
-    code = tonumber(c.code) or 550,
-    connect_code = tonumber(c.connect_code) or 554,
-    enh = c.enh or "5.7.1",
-    message = c.message or "Access denied",
+    allow = lists_of(c.allow),
+    deny = lists_of(c.deny),
+    trusted_skips = c.trusted_skips,
+    trusted_relays = c.trusted_relays,
+    rdns_allow_unconfirmed = c.rdns_allow_unconfirmed,
+    reply = c.reply,
+    connect_reply = c.connect_reply,
   }
 end
 
-local function deny(conn, code, cat, value, entry)
-  local text = cfg.message:gsub("{(%w+)}", { what = cat, value = value })
+local function deny(conn, reply, cat, value, entry)
+  local text = reply.message:gsub("{(%w+)}", { what = cat, value = value })
   conn:loginfo("access: %s %s denied by '%s'", cat, value, entry)
-  return DENY, { code = code, enh = cfg.enh, msg = text }
+  return DENY, kasi.reply(reply, text)
 end
 
 -- "allow" | "deny" | nil, and the entry that matched
@@ -94,11 +108,11 @@ function P.hook_connect(conn)
   local ip = conn.remote_ip
   local verdict, entry = judge("ip", ip)
   if verdict == "allow" then trust(conn, "ip", entry); return NEXT end
-  if verdict == "deny" then return deny(conn, cfg.connect_code, "ip", ip, entry) end
+  if verdict == "deny" then return deny(conn, cfg.connect_reply, "ip", ip, entry) end
   local rverdict, rentry, name = check_rdns(conn)
   if rverdict == "allow" then trust(conn, "rdns", rentry); return NEXT end
   if rverdict == "deny" then
-    return deny(conn, cfg.connect_code, "rdns", name, rentry)
+    return deny(conn, cfg.connect_reply, "rdns", name, rentry)
   end
   return NEXT
 end
@@ -111,7 +125,7 @@ end
 local function check(conn, cat, value)
   if value == nil or trusted(conn) then return NEXT end
   local verdict, entry = judge(cat, value)
-  if verdict == "deny" then return deny(conn, cfg.code, cat, value, entry) end
+  if verdict == "deny" then return deny(conn, cfg.reply, cat, value, entry) end
   if verdict == "allow" then note(conn)[cat] = entry end
   return NEXT
 end
@@ -134,7 +148,7 @@ local function check_addr(conn, cat, addr)
   end
   for _, v in ipairs(values) do
     local d = cfg.deny[cat]:match(v)
-    if d then return deny(conn, cfg.code, cat, addr.address, d) end
+    if d then return deny(conn, cfg.reply, cat, addr.address, d) end
   end
   return NEXT
 end

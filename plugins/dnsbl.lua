@@ -5,144 +5,99 @@
 -- is one of the zone's return codes. A listed client is rejected at
 -- connect, or (the default) at RCPT / DATA, so mail to postmaster and to
 -- allow-listed recipients still gets through. A zone that times out or
--- fails never rejects anyone. Allow-list zones (DNSWL) and allow-listed
--- IPs / networks skip the block lists. See config/dnsbl.yaml.
+-- fails never rejects anyone. Allow-list zones (DNSWL) and the clients in
+-- exempt_ips skip the block lists. See config/dnsbl.yaml.
+
+local netmask = require "kasi.netmask"
 
 local P = {}
 local cfg
 
--- ---------------------------------------------------------------- addresses
-
-local function ip_bytes(ip)
-  if ip:find(":", 1, true) then
-    -- IPv6: expand "::" and return 16 bytes
-    local head, tail = ip:match("^(.-)::(.*)$")
-    local groups = {}
-    local function add(part)
-      for g in part:gmatch("[^:]+") do groups[#groups + 1] = g end
-    end
-    if head then
-      local h, t = {}, {}
-      for g in head:gmatch("[^:]+") do h[#h + 1] = g end
-      for g in tail:gmatch("[^:]+") do t[#t + 1] = g end
-      for _, g in ipairs(h) do groups[#groups + 1] = g end
-      for _ = 1, 8 - #h - #t do groups[#groups + 1] = "0" end
-      for _, g in ipairs(t) do groups[#groups + 1] = g end
-    else
-      add(ip)
-    end
-    if #groups ~= 8 then return nil end
-    local b = {}
-    for _, g in ipairs(groups) do
-      local v = tonumber(g, 16)
-      if not v then return nil end
-      b[#b + 1] = math.floor(v / 256)
-      b[#b + 1] = v % 256
-    end
-    return b
-  end
-  local a, b2, c, d = ip:match("^(%d+)%.(%d+)%.(%d+)%.(%d+)$")
-  if not a then return nil end
-  return { tonumber(a), tonumber(b2), tonumber(c), tonumber(d) }
-end
-
--- "192.0.2.0/24", "2001:db8::/32" or a single address -> matcher
-local function parse_cidr(s)
-  local addr, len = s:match("^([^/]+)/(%d+)$")
-  addr = addr or s
-  local b = ip_bytes(addr)
-  if not b then error("dnsbl: bad address or network '" .. s .. "'") end
-  return { bytes = b, len = tonumber(len) or #b * 8 }
-end
-
-local function cidr_match(net, b)
-  if #net.bytes ~= #b then return false end
-  local bits = net.len
-  for i = 1, #b do
-    if bits <= 0 then return true end
-    local mask = bits >= 8 and 255 or (256 - 2 ^ (8 - bits))
-    if bit.band(b[i], mask) ~= bit.band(net.bytes[i], mask) then return false end
-    bits = bits - 8
-  end
-  return true
-end
-
-local function is_private(b)
-  if #b == 4 then
-    return b[1] == 10 or b[1] == 127 or (b[1] == 172 and b[2] >= 16 and b[2] < 32)
-        or (b[1] == 192 and b[2] == 168) or (b[1] == 169 and b[2] == 254)
-  end
-  local zero = true
-  for i = 1, 15 do if b[i] ~= 0 then zero = false end end
-  return (zero and b[16] == 1) or b[1] == 0xfe and b[2] >= 0x80 and b[2] < 0xc0
-      or bit.band(b[1], 0xfe) == 0xfc
-end
-
 -- ---------------------------------------------------------------- config
 
--- "127.0.0.2", "127.0.0.2-127.0.0.11" -> {lo, hi} as numbers
+-- "127.0.0.2" -> a number; nil unless an IPv4 address
 local function ip4num(s)
-  local b = ip_bytes(s)
-  if not b or #b ~= 4 then error("dnsbl: bad return code '" .. tostring(s) .. "'") end
+  local b = netmask.parse(s)
+  if not b or #b ~= 4 then return nil end
   return ((b[1] * 256 + b[2]) * 256 + b[3]) * 256 + b[4]
 end
 
-local function parse_codes(list)
-  if not list then
-    -- default: anything in 127.0.0.0/8 except 127.255.255.x (error codes)
-    return { { ip4num("127.0.0.0"), ip4num("127.255.254.255") } }
-  end
-  local out = {}
-  for _, c in ipairs(list) do
-    local lo, hi = tostring(c):match("^%s*([%d%.]+)%s*%-%s*([%d%.]+)%s*$")
-    if lo then out[#out + 1] = { ip4num(lo), ip4num(hi) }
-    else out[#out + 1] = { ip4num(c), ip4num(c) } end
-  end
-  return out
+-- "127.0.0.2" or "127.0.0.2-127.0.0.11" -> { lo, hi } | nil
+local function code_range(c)
+  local lo, hi = c:match("^%s*([%d%.]+)%s*%-%s*([%d%.]+)%s*$")
+  lo, hi = ip4num(lo or c), ip4num(hi or c)
+  if not lo or not hi or lo > hi then return nil end
+  return { lo, hi }
 end
 
-local function code_counts(zone, answer)
-  local b = ip_bytes(answer)
-  if not b or #b ~= 4 then return false end
-  local n = ip4num(answer)
-  for _, r in ipairs(zone.codes) do
-    if n >= r[1] and n <= r[2] then return true end
-  end
-  return false
+local function code_ok(c)
+  if code_range(c) then return true end
+  return nil, "expected an IPv4 address or a range a.b.c.d-e.f.g.h, got '" .. c .. "'"
 end
 
-local function parse_zones(list)
+local ZONE = { "map", scalar = "zone", keys = {
+  zone = { "string", required = true },
+  codes = { "list", of = { "string", check = code_ok } },
+  message = { "string" },
+  txt = { "boolean", default = true },
+  ipv6 = { "boolean", default = true },
+} }
+
+P.schema = { "map",
+  keys = {
+    zones = { "list", of = ZONE, default = {} },
+    allow_zones = { "list", of = ZONE, default = {} },
+    exempt_ips = { "list", of = "cidr", default = {} },
+    exempt_private = { "boolean", default = true },
+    reject_at = { "enum", values = { "connect", "rcpt", "data" }, default = "rcpt" },
+    allow_rcpts = { "list", of = "string", default = {} },
+    timeout = { "number", min = 0, max = 60, default = 0 },
+    reply = { "reply", default = { code = 550, enh = "5.7.1",
+                                   message = "Rejected: {ip} is listed in {zone}{reason}" } },
+  },
+  renamed = { allow_ips = "exempt_ips", skip_private = "exempt_private",
+              message = "reply.message" },
+}
+
+-- default codes: anything in 127.0.0.0/8 but 127.255.255.x (list errors)
+local ANY = { { ip4num("127.0.0.0"), ip4num("127.255.254.255") } }
+
+local function zones_of(list)
   local out = {}
-  for _, z in ipairs(list or {}) do
-    if type(z) == "string" then z = { zone = z } end
-    if type(z) ~= "table" or type(z.zone) ~= "string" then
-      error("dnsbl: each zone needs a 'zone' name")
+  for i, z in ipairs(list) do
+    local codes = ANY
+    if z.codes then
+      codes = {}
+      for j, c in ipairs(z.codes) do codes[j] = code_range(c) end
     end
-    out[#out + 1] = {
-      zone = z.zone, codes = parse_codes(z.codes), message = z.message,
-      txt = z.txt ~= false, ipv6 = z.ipv6 ~= false,
-    }
+    out[i] = { zone = z.zone, codes = codes, message = z.message, txt = z.txt,
+               ipv6 = z.ipv6 }
   end
   return out
 end
 
 function P.register(c)
+  local rcpts = {}
+  for _, r in ipairs(c.allow_rcpts) do rcpts[r:lower()] = true end
   cfg = {
-    zones = parse_zones(c.zones),
-    allow_zones = parse_zones(c.allow_zones),
-    allow_ips = {},
-    reject_at = c.reject_at or "rcpt",
-    allow_rcpts = {},
-    skip_private = c.skip_private ~= false,
-    timeout = tonumber(c.timeout) or 0,
-    message = c.message or "Rejected: {ip} is listed in {zone}{reason}",
+    zones = zones_of(c.zones),
+    allow_zones = zones_of(c.allow_zones),
+    exempt_ips = netmask.list(c.exempt_ips),
+    exempt_private = c.exempt_private,
+    reject_at = c.reject_at,
+    allow_rcpts = rcpts,
+    timeout = c.timeout,
+    reply = c.reply,
   }
-  for _, s in ipairs(c.allow_ips or {}) do cfg.allow_ips[#cfg.allow_ips + 1] = parse_cidr(s) end
-  for _, r in ipairs(c.allow_rcpts or {}) do cfg.allow_rcpts[r:lower()] = true end
-  local at = cfg.reject_at
-  if at ~= "connect" and at ~= "rcpt" and at ~= "data" then
-    error("dnsbl: reject_at must be connect, rcpt or data")
+end
+
+local function code_counts(zone, answer)
+  local n = ip4num(answer)
+  if not n then return false end
+  for _, r in ipairs(zone.codes) do
+    if n >= r[1] and n <= r[2] then return true end
   end
+  return false
 end
 
 -- ---------------------------------------------------------------- lookups
@@ -197,7 +152,7 @@ local function reasons(listed)
 end
 
 local function reply_text(ip, l)
-  local msg = l.z.message or cfg.message
+  local msg = l.z.message or cfg.reply.message
   local reason = l.reason and (": " .. l.reason) or ""
   return (msg:gsub("{(%w+)}", { ip = ip, zone = l.z.zone, reason = reason,
                                 code = l.code }))
@@ -206,16 +161,14 @@ end
 -- ---------------------------------------------------------------- hooks
 
 function P.hook_connect(conn)
-  local ip = conn.remote_ip
-  local b = ip_bytes(ip)
+  local b = netmask.parse(conn.remote_ip)
   if not b then return NEXT end
-  for _, net in ipairs(cfg.allow_ips) do
-    if cidr_match(net, b) then
-      conn.notes.dnsbl = { allowed = "ip" }
-      return NEXT
-    end
+  local ip = netmask.normalize(conn.remote_ip)      -- IPv4-mapped: IPv4
+  if cfg.exempt_ips:match(b) then
+    conn.notes.dnsbl = { allowed = "ip" }
+    return NEXT
   end
-  if cfg.skip_private and is_private(b) then return NEXT end
+  if cfg.exempt_private and netmask.is_private(b) then return NEXT end
   local v6 = #b == 16
   if #cfg.allow_zones > 0 then
     local ok = hits(conn, cfg.allow_zones, ip, v6)
@@ -238,7 +191,7 @@ function P.hook_connect(conn)
   conn:result { fail = table.concat(zones, ","), reason = listed[1].reason }
   conn:loginfo("dnsbl: %s listed in %s", ip, table.concat(zones, ","))
   if cfg.reject_at == "connect" then
-    return DENY, { code = 554, enh = "5.7.1", msg = text }
+    return DENY, { code = 554, enh = cfg.reply.enh, msg = text }
   end
   return NEXT
 end
@@ -260,7 +213,7 @@ function P.hook_rcpt(conn, txn, rcpt)
   local text = listed_text(conn)
   if not text then return NEXT end
   if rcpt_allowed(rcpt) then return NEXT end
-  return DENY, { code = 550, enh = "5.7.1", msg = text }
+  return DENY, kasi.reply(cfg.reply, text)
 end
 
 function P.hook_data(conn, txn)
@@ -269,7 +222,7 @@ function P.hook_data(conn, txn)
   if not text then return NEXT end
   for _, r in ipairs(txn.rcpt_to) do
     if not rcpt_allowed(r) then
-      return DENY, { code = 550, enh = "5.7.1", msg = text }
+      return DENY, kasi.reply(cfg.reply, text)
     end
   end
   return NEXT

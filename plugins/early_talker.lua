@@ -13,7 +13,7 @@
 --
 -- An early talker gets 554 5.7.1 and is disconnected (or, with `reject:
 -- false`, is only recorded in conn.notes.early_talker and the results).
--- Clients in `allow` and clients that may relay are not checked.
+-- Clients in `exempt_ips` and clients that may relay are not checked.
 -- See config/early_talker.yaml.
 
 local netmask = require "kasi.netmask"
@@ -21,30 +21,30 @@ local netmask = require "kasi.netmask"
 local P = {}
 local cfg
 
-local function seconds(v, name, default)
-  if v == nil then return default end
-  local n = tonumber(v)
-  if not n or n < 0 or n > 60 then error("early_talker: " .. name .. " must be 0..60 seconds") end
-  return n
-end
+P.schema = { "map",
+  keys = {
+    pause = { "number", min = 0, max = 60, default = 1 },
+    data_pause = { "number", min = 0, max = 60 },     -- default: pause
+    data_post_pause = { "number", min = 0, max = 60, default = 0 },
+    check_data = { "boolean", default = true },
+    check_data_post = { "boolean", default = true },
+    reject = { "boolean", default = true },
+    exempt_ips = { "list", of = "cidr", default = {} },
+    reply = { "reply", default = { code = 554, enh = "5.7.1",
+                                   message = "You talk too soon: wait for my reply" } },
+  },
+  renamed = { allow = "exempt_ips", code = "reply.code", enh = "reply.enh",
+              message = "reply.message" },
+}
 
 function P.register(c)
-  cfg = {
-    pause = seconds(c.pause, "pause", 1),
-    data_pause = seconds(c.data_pause, "data_pause", c.pause and seconds(c.pause, "pause") or 1),
-    data_post_pause = seconds(c.data_post_pause, "data_post_pause", 0),
-    check_data = c.check_data ~= false,
-    check_data_post = c.check_data_post ~= false,
-    reject = c.reject ~= false,
-    allow = netmask.list(c.allow or {}, "early_talker: allow"),
-    code = tonumber(c.code) or 554,
-    enh = c.enh or "5.7.1",
-    message = c.message or "You talk too soon: wait for my reply",
-  }
+  cfg = c
+  cfg.data_pause = c.data_pause or c.pause
+  cfg.exempt_ips = netmask.list(c.exempt_ips)
 end
 
 local function skipped(conn)
-  return conn.relaying or cfg.allow:match(conn.remote_ip) ~= nil
+  return conn.relaying or cfg.exempt_ips:match(conn.remote_ip) ~= nil
 end
 
 -- wait, then judge the bytes that arrived; returns the hook's answer
@@ -56,7 +56,7 @@ local function check(conn, where, pause)
   conn:result { fail = where, bytes = n }
   conn:loginfo("early_talker: %d bytes sent early (%s)", n, where)
   if not cfg.reject then return NEXT end
-  return DENYDISCONNECT, { code = cfg.code, enh = cfg.enh, msg = cfg.message }
+  return DENYDISCONNECT, kasi.reply(cfg.reply)
 end
 
 function P.hook_connect(conn)

@@ -15,24 +15,27 @@ local match = require "kasi.match"
 local P = {}
 local cfg
 
+local function separator(s)
+  if #s ~= 1 or s:match("[%w@\"%s]") then
+    return nil, "a separator is one punctuation character, not '" .. s .. "'"
+  end
+  return true
+end
+
+P.schema = { "map",
+  keys = {
+    separators = { "list", of = { "string", check = separator }, min = 1, default = { "-" } },
+    domains = { "list", of = "name" },          -- not set: see above
+    exceptions = { "list", of = "string", default = { "mailer-daemon", "no-reply" } },
+  },
+  renamed = { separator = "separators" },
+}
+
 function P.register(c)
-  local seps = c.separators or c.separator or { "-" }
-  if type(seps) ~= "table" then seps = { seps } end
-  local set = {}
-  for _, s in ipairs(seps) do
-    s = tostring(s)
-    if #s ~= 1 or s:match("[%w@\"%s]") then
-      error("extended_address: a separator must be one punctuation character, not '" .. s .. "'")
-    end
-    set[#set + 1] = s
-  end
-  if #set == 0 then error("extended_address: no separators") end
   local keep = {}
-  for _, u in ipairs(c.exceptions or { "mailer-daemon", "no-reply" }) do
-    keep[tostring(u):lower()] = true
-  end
+  for _, u in ipairs(c.exceptions) do keep[u:lower()] = true end
   cfg = {
-    seps = set,
+    seps = c.separators,
     domains = c.domains and match.list(c.domains) or nil,
     keep = keep,
   }

@@ -4,17 +4,21 @@
 -- records the outcome in conn.notes.fcrdns and conn.results.fcrdns, and
 -- with `reject: true` refuses clients that fail. See config/fcrdns.yaml.
 
+local netmask = require "kasi.netmask"
+
 local P = {}
 local cfg
 
-function P.register(c)
-  cfg = { reject = c.reject == true, allow_private = c.allow_private ~= false }
-end
+P.schema = { "map",
+  keys = {
+    reject = { "boolean", default = false },
+    exempt_private = { "boolean", default = true },
+  },
+  renamed = { allow_private = "exempt_private" },
+}
 
-local function private(ip)
-  return ip:match("^127%.") or ip:match("^10%.") or ip:match("^192%.168%.")
-      or ip:match("^172%.1[6-9]%.") or ip:match("^172%.2%d%.") or ip:match("^172%.3[01]%.")
-      or ip == "::1" or ip:lower():match("^f[cd]") or ip:lower():match("^fe[89ab]")
+function P.register(c)
+  cfg = c
 end
 
 function P.hook_connect(conn)
@@ -27,7 +31,7 @@ function P.hook_connect(conn)
   local why = name and ("PTR " .. name .. " does not resolve back to " .. conn.remote_ip)
               or ("no PTR record for " .. conn.remote_ip)
   conn:result { fail = why }
-  if cfg.reject and not (cfg.allow_private and private(conn.remote_ip)) then
+  if cfg.reject and not (cfg.exempt_private and netmask.is_private(conn.remote_ip)) then
     return DENY, { code = 550, enh = "5.7.25",
                    msg = "Reverse DNS check failed: " .. why }
   end

@@ -10,7 +10,7 @@
 -- 550 5.7.1 with the reason at HELO/EHLO; the client may greet again with
 -- a better name. Results go to conn.notes.helo_checks ({fail={...},
 -- pass={...}}) and conn.results.helo_checks. Clients that may relay, that
--- talk from the server's own address, or that are in `skip_ips`, are not
+-- talk from the server's own address, or that are in `exempt_ips`, are not
 -- checked. See config/helo_checks.yaml.
 
 local domain = require "kasi.domain"
@@ -35,35 +35,42 @@ local REASON = {
   must_resolve = "HELO name {helo} does not resolve",
 }
 
-local function mode_of(v, name)
-  if v == nil then return DEFAULT[name] end
-  if v == false then return "off" end
-  if v == true then return "reject" end
-  if v ~= "reject" and v ~= "note" and v ~= "off" then
-    error("helo_checks: checks." .. name .. " must be reject, note or off")
-  end
-  return v
+local check_keys, message_keys = {}, {}
+for _, name in ipairs(CHECKS) do
+  check_keys[name] = { "enum", values = { "reject", "note", "off" }, default = DEFAULT[name] }
+  message_keys[name] = { "string" }
 end
 
+P.schema = { "map",
+  keys = {
+    checks = { "map", keys = check_keys, default = {} },
+    own_names = { "list", of = "name", default = {} },
+    own_ips = { "list", of = "cidr", default = {} },
+    exempt_ips = { "list", of = "cidr", default = {} },
+    skip_relaying = { "boolean", default = true },
+    dns_timeout = { "number", min = 0, max = 60, default = 0 },
+    reply = { "reply", default = { code = 550, enh = "5.7.1" } },
+    messages = { "map", keys = message_keys, default = {} },
+  },
+  renamed = { skip_ips = "exempt_ips", code = "reply.code", enh = "reply.enh" },
+}
+
 function P.register(c)
-  local checks = c.checks or {}
-  local modes, messages = {}, {}
+  local messages = {}
   for _, name in ipairs(CHECKS) do
-    modes[name] = mode_of(checks[name], name)
-    messages[name] = (c.messages or {})[name] or REASON[name]
+    messages[name] = c.messages[name] or c.reply.message or REASON[name]
   end
-  local names = match.list(c.own_names or {})
+  local names = match.list(c.own_names)
   names:add(kasi.hostname)
   cfg = {
-    modes = modes,
+    modes = c.checks,
     messages = messages,
     own_names = names,
-    own_ips = netmask.list(c.own_ips or {}, "helo_checks: own_ips"),
-    skip_ips = netmask.list(c.skip_ips or {}, "helo_checks: skip_ips"),
-    skip_relaying = c.skip_relaying ~= false,
-    code = tonumber(c.code) or 550,
-    enh = c.enh or "5.7.1",
-    dns_timeout = tonumber(c.dns_timeout) or 0,
+    own_ips = netmask.list(c.own_ips),
+    exempt_ips = netmask.list(c.exempt_ips),
+    skip_relaying = c.skip_relaying,
+    reply = c.reply,
+    dns_timeout = c.dns_timeout,
   }
 end
 
@@ -116,7 +123,7 @@ end
 local function skipped(conn)
   if cfg.skip_relaying and conn.relaying then return "relaying" end
   if netmask.same(conn.remote_ip, conn.local_ip) then return "local" end
-  if cfg.skip_ips:match(conn.remote_ip) then return "skip_ips" end
+  if cfg.exempt_ips:match(conn.remote_ip) then return "exempt_ips" end
   return nil
 end
 
@@ -140,7 +147,7 @@ function P.hook_helo(conn, txn, helo)
         conn:result { fail = table.concat(notes.fail, ",") }
         conn:loginfo("helo_checks: %s failed for %q (%s)", name, helo, mode)
         if mode == "reject" then
-          return DENY, { code = cfg.code, enh = cfg.enh, msg = reason(name, helo, conn) }
+          return DENY, kasi.reply(cfg.reply, reason(name, helo, conn))
         end
       end
     end

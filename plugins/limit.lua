@@ -23,41 +23,49 @@ local P = {}
 local cfg
 local counter = kasi.counter
 
-local function num(v, name, default)
-  if v == nil then return default end
-  local n = tonumber(v)
-  if not n or n < 0 then error("limit: " .. name .. " must be a number >= 0") end
-  return n
+-- one limit: { max = N, reply = {code, enh, message} } (and a period)
+local function limit(code, enh, message, extra)
+  local keys = {
+    max = { "integer", min = 0, default = 0 },
+    reply = { "reply", default = { code = code, enh = enh, message = message } },
+  }
+  for k, v in pairs(extra or {}) do keys[k] = v end
+  return { "map", keys = keys, default = {},
+           renamed = { code = "reply.code", enh = "reply.enh", message = "reply.message" } }
 end
 
-local function reply(c, code, enh, msg)
-  c = c or {}
-  return { code = tonumber(c.code) or code, enh = c.enh or enh, msg = c.message or msg }
-end
+P.schema = { "map",
+  keys = {
+    concurrency = limit(421, "4.7.0", "Too many connections from your address, try again later"),
+    rate = limit(421, "4.7.0", "Too many connections from your address, slow down",
+                 { period = { "number", min = 1, max = 86400, default = 60 } }),
+    recipients = limit(452, "4.5.3", "Too many recipients"),
+    messages = limit(421, "4.7.0", "Too many messages in one connection, please reconnect"),
+    rejections = limit(421, "4.7.0", "Too many rejected commands, closing connection"),
+    ipv4_prefix = { "integer", min = 0, max = 32, default = 32 },
+    ipv6_prefix = { "integer", min = 0, max = 128, default = 64 },
+    exempt_ips = { "list", of = "cidr", default = {} },
+  },
+  renamed = { exempt = "exempt_ips" },
+}
 
 function P.register(c)
-  local conc, rt = c.concurrency or {}, c.rate or {}
-  local rc, msgs, rej = c.recipients or {}, c.messages or {}, c.rejections or {}
   cfg = {
-    conc_max = num(conc.max, "concurrency.max", 0),
-    conc_reply = reply(conc, 421, "4.7.0", "Too many connections from your address, try again later"),
-    rate_max = num(rt.max, "rate.max", 0),
-    rate_period = num(rt.period, "rate.period", 60),
-    rate_reply = reply(rt, 421, "4.7.0", "Too many connections from your address, slow down"),
-    rcpt_max = num(rc.max, "recipients.max", 0),
-    rcpt_reply = reply(rc, 452, "4.5.3", "Too many recipients"),
-    msg_max = num(msgs.max, "messages.max", 0),
-    msg_reply = reply(msgs, 421, "4.7.0", "Too many messages in one connection, please reconnect"),
-    rej_max = num(rej.max, "rejections.max", 0),
-    rej_reply = reply(rej, 421, "4.7.0", "Too many rejected commands, closing connection"),
-    v4_prefix = num(c.ipv4_prefix, "ipv4_prefix", 32),
-    v6_prefix = num(c.ipv6_prefix, "ipv6_prefix", 64),
-    exempt = netmask.list(c.exempt or {}, "limit: exempt"),
+    conc_max = c.concurrency.max,
+    conc_reply = kasi.reply(c.concurrency.reply),
+    rate_max = c.rate.max,
+    rate_period = c.rate.period,
+    rate_reply = kasi.reply(c.rate.reply),
+    rcpt_max = c.recipients.max,
+    rcpt_reply = kasi.reply(c.recipients.reply),
+    msg_max = c.messages.max,
+    msg_reply = kasi.reply(c.messages.reply),
+    rej_max = c.rejections.max,
+    rej_reply = kasi.reply(c.rejections.reply),
+    v4_prefix = c.ipv4_prefix,
+    v6_prefix = c.ipv6_prefix,
+    exempt = netmask.list(c.exempt_ips),
   }
-  if cfg.rate_period <= 0 then error("limit: rate.period must be > 0") end
-  if cfg.v4_prefix > 32 or cfg.v6_prefix > 128 then
-    error("limit: ipv4_prefix <= 32, ipv6_prefix <= 128")
-  end
 end
 
 -- the counting key of an address: the address masked to the prefix

@@ -7,8 +7,13 @@
 local P = {}
 local cfg
 
+P.schema = {
+  timeout = { "number", min = 0, max = 60, default = 0 },
+  reject = { "boolean", default = true },
+}
+
 function P.register(c)
-  cfg = { timeout = tonumber(c.timeout) or 0, reject = c.reject ~= false }
+  cfg = c
 end
 
 local function opts()

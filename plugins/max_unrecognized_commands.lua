@@ -8,17 +8,17 @@
 local P = {}
 local cfg
 
+P.schema = { "map",
+  keys = {
+    max = { "integer", min = 1, max = 1000, default = 5 },
+    reply = { "reply", default = { code = 554, enh = "5.7.0",
+                                   message = "Too many unrecognized commands, goodbye" } },
+  },
+  renamed = { code = "reply.code", enh = "reply.enh", message = "reply.message" },
+}
+
 function P.register(c)
-  local max = tonumber(c.max or 5)
-  if not max or max < 1 then
-    error("max_unrecognized_commands: max must be a number >= 1")
-  end
-  cfg = {
-    max = max,
-    code = tonumber(c.code) or 554,
-    enh = c.enh or "5.7.0",
-    message = c.message or "Too many unrecognized commands, goodbye",
-  }
+  cfg = c
 end
 
 function P.hook_unrecognized_command(conn, txn, line)
@@ -27,7 +27,7 @@ function P.hook_unrecognized_command(conn, txn, line)
   if n < cfg.max then return NEXT end
   conn:result { fail = n }
   conn:loginfo("max_unrecognized_commands: %d unrecognized commands, closing", n)
-  return DENYDISCONNECT, { code = cfg.code, enh = cfg.enh, msg = cfg.message }
+  return DENYDISCONNECT, kasi.reply(cfg.reply)
 end
 
 return P

@@ -16,24 +16,29 @@ local netmask = require "kasi.netmask"
 local P = {}
 local cfg
 
+P.schema = { "map",
+  keys = {
+    domains = { "list", of = "name", default = {} },
+    patterns = { "list", of = "pattern", default = {} },
+    accept_own_literals = { "boolean", default = true },
+    on_match = { "enum", values = { "next", "ok" }, default = "next" },
+    reply = { "reply", default = { code = 550, enh = "5.7.1", message = "Relaying denied" } },
+  },
+  renamed = { code = "reply.code", enh = "reply.enh", message = "reply.message" },
+}
+
 function P.register(c)
-  local domains = match.list(c.domains or {})
-  for _, p in ipairs(c.patterns or {}) do domains:add("~" .. tostring(p)) end
-  local on_match = c.on_match or "next"
-  if on_match ~= "next" and on_match ~= "ok" then
-    error("rcpt_to_host_list: on_match must be next or ok")
-  end
+  local domains = match.list(c.domains)
+  for _, p in ipairs(c.patterns) do domains:add("~" .. p) end
   if domains:empty() then
     kasi.logwarn("rcpt_to_host_list: no domains configured: every recipient "
                  .. "of a non-relaying client is refused")
   end
   cfg = {
     domains = domains,
-    on_match = on_match == "ok" and OK or NEXT,
-    own_literals = c.accept_own_literals ~= false,
-    code = tonumber(c.code) or 550,
-    enh = c.enh or "5.7.1",
-    message = c.message or "Relaying denied",
+    on_match = c.on_match == "ok" and OK or NEXT,
+    own_literals = c.accept_own_literals,
+    reply = c.reply,
   }
 end
 
@@ -60,9 +65,8 @@ function P.hook_rcpt(conn, txn, rcpt)
   end
   txn:loginfo("rcpt_to_host_list: %s is not our domain, %s may not relay",
               host, conn.remote_ip)
-  return DENY, { code = cfg.code, enh = cfg.enh,
-                 msg = (cfg.message:gsub("{(%w+)}", { domain = host,
-                                                      rcpt = rcpt.address })) }
+  return DENY, kasi.reply(cfg.reply, (cfg.reply.message:gsub("{(%w+)}",
+                                        { domain = host, rcpt = rcpt.address })))
 end
 
 return P

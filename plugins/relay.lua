@@ -10,8 +10,12 @@ local netmask = require "kasi.netmask"
 local P = {}
 local nets
 
+P.schema = {
+  allow = { "list", of = "cidr", default = {} },
+}
+
 function P.register(cfg)
-  nets = netmask.list(cfg.allow or cfg.ips or {}, "relay: allow")
+  nets = netmask.list(cfg.allow)
 end
 
 function P.hook_connect(conn)

@@ -10,23 +10,22 @@
 local P = {}
 local cfg
 
+P.schema = {
+  host = { "string", default = "127.0.0.1" },
+  port = { "integer", min = 1, max = 65535, default = 783 },
+  socket = { "string" },
+  user = { "string" },
+  timeout = { "number", min = 0.001, max = 3600, default = 30 },
+  connect_timeout = { "number", min = 0.001, max = 3600, default = 5 },
+  reject_threshold = { "number" },
+  relay_reject_threshold = { "number" },
+  max_size = { "integer", min = 0, default = 500 * 1024 },
+  on_failure = { "enum", values = { "accept", "defer" }, default = "defer" },
+  add_report = { "boolean", default = false },
+}
+
 function P.register(c)
-  cfg = {
-    host = c.host or "127.0.0.1",
-    port = tonumber(c.port) or 783,
-    socket = c.socket,
-    user = c.user,
-    timeout = tonumber(c.timeout) or 30,
-    connect_timeout = tonumber(c.connect_timeout) or 5,
-    reject_threshold = tonumber(c.reject_threshold),
-    relay_reject_threshold = tonumber(c.relay_reject_threshold),
-    max_size = tonumber(c.max_size) or 500 * 1024,
-    on_failure = c.on_failure or "defer",
-    add_report = c.add_report == true,
-  }
-  if cfg.on_failure ~= "accept" and cfg.on_failure ~= "defer" then
-    error("spamassassin: on_failure must be accept or defer")
-  end
+  cfg = c
 end
 
 local SPAM_HEADERS = { "X-Spam-Flag", "X-Spam-Score", "X-Spam-Status",

@@ -442,7 +442,9 @@ int main(int argc, char **argv)
         config_free(&cfg);
         return rc;
     }
-    if (tls_init(&cfg, err, sizeof err) < 0) {
+    struct dns_settings dns;   /* dns.yaml is used later; check it now */
+    if (dns_settings_load(cfg.dir, &dns, err, sizeof err) < 0 ||
+        tls_init(&cfg, err, sizeof err) < 0) {
         fprintf(stderr, "kasi: %s\n", err);
         config_free(&cfg);
         return 1;

@@ -10,6 +10,7 @@ sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib
 from kasitest import *  # noqa: E402,F401,F403
 
 # A plugin that answers as a control file says: "<hook> <RC> [code enh msg|lines]"
+# (listed unsafe: it reads the file with io.open)
 CTL = r'''
 local P = {}
 local path
@@ -87,7 +88,7 @@ def set_ctl(path, text):
 
 
 tmp_ctl = None
-with Kasi(files={"config/plugins": "ctl\nqueue/discard\n",
+with Kasi(files={"config/plugins": "ctl unsafe\nqueue/discard\n",
                  "plugins/ctl.lua": CTL}, start=False) as k:
     tmp_ctl = os.path.join(k.tmp, "ctl")
     with open(os.path.join(k.confdir, "ctl.yaml"), "w") as f:

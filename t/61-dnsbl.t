@@ -30,9 +30,9 @@ def dnsbl_conf(reject_at="rcpt", zones=None, extra=""):
         lines.append("  - zone: %s" % z)
         lines.append("    codes: [\"127.0.0.2-127.0.0.11\"]")
     return "\n".join(lines) + ("\nallow_zones:\n  - zone: wl.test\n"
-                               "allow_ips: [\"127.0.0.6\", \"127.1.0.0/16\"]\n"
+                               "exempt_ips: [\"127.0.0.6\", \"127.1.0.0/16\"]\n"
                                "allow_rcpts: [\"abuse@mx.kasi.test\"]\n"
-                               "skip_private: false\ntimeout: 1\n"
+                               "exempt_private: false\ntimeout: 1\n"
                                "reject_at: %s\n" % reject_at) + extra
 
 
@@ -134,7 +134,7 @@ with Dns() as dns:
             is_(r.cmd("MAIL FROM:<>")[0], 250, "null sender accepted")
 
     # ---- fcrdns
-    with kasi_with(dns, ["fcrdns"], {"fcrdns": "reject: true\nallow_private: false\n"}) as k:
+    with kasi_with(dns, ["fcrdns"], {"fcrdns": "reject: true\nexempt_private: false\n"}) as k:
         with Raw(k.port, source="127.0.0.1") as r:
             is_(r.read_reply(timeout=10)[0], 220, "fcrdns: confirmed client accepted")
         with Raw(k.port, source="127.0.0.2") as r:

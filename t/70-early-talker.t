@@ -2,7 +2,7 @@
 """early_talker: talking before the banner, before the 354 of DATA and (for
 HELO clients) before the reply to the end of data is refused with 554 5.7.1
 and a disconnect; pipelining after EHLO and after the message is legal;
-pause 0 still checks; allow list; reject: false only records."""
+pause 0 still checks; exempt_ips; reject: false only records."""
 import os
 import sys
 import time
@@ -18,7 +18,7 @@ def conf(yaml, extra=""):
             "config/early_talker.yaml": yaml}
 
 
-with Kasi(files=conf("pause: 0.5\ndata_pause: 0.5\nallow: [127.0.0.3/32]\n")) as k:
+with Kasi(files=conf("pause: 0.5\ndata_pause: 0.5\nexempt_ips: [127.0.0.3/32]\n")) as k:
     # a patient client: the banner comes after the pause
     t0 = time.monotonic()
     with Raw(k.port) as r:
@@ -45,10 +45,10 @@ with Kasi(files=conf("pause: 0.5\ndata_pause: 0.5\nallow: [127.0.0.3/32]\n")) as
     like(k.log(), r"early_talker: \d+ bytes sent early \(before the banner\)",
          "logged")
 
-    # allow-listed client may talk early
+    # an exempt client may talk early
     with Raw(k.port, source="127.0.0.3") as r:
         r.send("EHLO early.test\r\n")
-        r.expect(220, name="allow-listed early talker gets the banner")
+        r.expect(220, name="exempt early talker gets the banner")
         r.expect(250, name="and its EHLO is answered")
 
     # HELO client: the message before the 354

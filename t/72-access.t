@@ -73,11 +73,12 @@ with Kasi(files={"config/plugins": "access\nrcpt_to_host_list\nqueue/spool\n",
                  "config/access.yaml":
                      "allow: {ip: [127.0.0.3]}\ndeny: {ip: [127.0.0.0/8], helo: [x.bad.test]}\n"
                      "trusted_skips: false\ntrusted_relays: true\n"
-                     "connect_code: 421\nenh: 4.7.0\ncode: 553\nmessage: 'No {what} {value}'\n"}) as k:
+                     "connect_reply: {code: 521, enh: 5.7.9, message: 'Go away {value}'}\n"
+                     "reply: {code: 553, enh: 5.7.8, message: 'No {what} {value}'}\n"}) as k:
     with Raw(k.port, source="127.0.0.9") as r:
-        is_(r.read_reply(), (421, ["4.7.0 No ip 127.0.0.9"]), "custom connect reply")
+        is_(r.read_reply(), (521, ["5.7.9 Go away 127.0.0.9"]), "custom connect reply")
     with Raw(k.port, banner=True, source="127.0.0.3") as r:
-        is_(r.cmd("EHLO x.bad.test"), (553, ["4.7.0 No helo x.bad.test"]),
+        is_(r.cmd("EHLO x.bad.test"), (553, ["5.7.8 No helo x.bad.test"]),
             "trusted_skips false: HELO list still applies")
         is_(r.cmd("EHLO y.bad.test")[0], 250, "other HELO")
         r.cmd("MAIL FROM:<a@client.test>")

@@ -67,7 +67,7 @@ for mode, want in (("ok", 250), ("next", 550)):
                      "plugins/no.lua": NO,
                      "config/rcpt_to_host_list.yaml":
                          "domains: [example.com]\non_match: %s\n"
-                         "message: 'No relaying to {domain} ({rcpt})'\n" % mode}) as k:
+                         "reply: {message: 'No relaying to {domain} ({rcpt})'}\n" % mode}) as k:
         with Raw(k.port, ehlo="client.test", source="127.0.0.2") as r:
             r.cmd("MAIL FROM:<a@client.test>")
             is_(r.cmd("RCPT TO:<x@example.com>")[0], want, "on_match %s: %d" % (mode, want))

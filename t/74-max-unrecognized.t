@@ -23,7 +23,7 @@ with Kasi(files={"config/plugins": "max_unrecognized_commands\nqueue/spool\n",
 
 with Kasi(files={"config/plugins": "max_unrecognized_commands\nqueue/spool\n",
                  "config/max_unrecognized_commands.yaml":
-                     "max: 1\ncode: 521\nenh: 5.5.1\nmessage: Bye\n"}) as k:
+                     "max: 1\nreply: {code: 521, enh: 5.5.1, message: Bye}\n"}) as k:
     with Raw(k.port, ehlo="client.test") as r:
         is_(r.cmd("FOO"), (521, ["5.5.1 Bye"]), "custom reply")
         ok(r.closed(), "closed")

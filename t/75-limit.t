@@ -15,7 +15,7 @@ rate: {max: 4, period: 60}
 recipients: {max: 2}
 messages: {max: 2}
 rejections: {max: 2}
-exempt: [127.0.0.9]
+exempt_ips: [127.0.0.9]
 """
 
 NO_EXEMPT = {"limits": {"exempt": []}}    # loopback is exempt by default

@@ -30,6 +30,58 @@ function M.glob(g)
   return table.concat(out)
 end
 
+-- a set "[...]" starting at i (after "%f" too); the index after it, or nil
+local function set_end(p, i)
+  i = i + 1
+  if p:sub(i, i) == "^" then i = i + 1 end
+  local first = true
+  while i <= #p do
+    local c = p:sub(i, i)
+    if c == "%" then i = i + 1
+    elseif c == "]" and not first then return i + 1 end
+    first = false
+    i = i + 1
+  end
+  return nil
+end
+
+-- Is p a well-formed Lua pattern? true, or nil and why. (Lua finds some
+-- mistakes only when a match gets that far; this finds them all at once.)
+function M.pattern_ok(p)
+  local i, depth = 1, 0
+  while i <= #p do
+    local c = p:sub(i, i)
+    if c == "%" then
+      local n = p:sub(i + 1, i + 1)
+      if n == "" then return nil, "malformed pattern (ends with '%')" end
+      if n == "b" then
+        if #p < i + 3 then return nil, "missing arguments to '%b'" end
+        i = i + 4
+      elseif n == "f" then
+        if p:sub(i + 2, i + 2) ~= "[" then return nil, "missing '[' after '%f' in pattern" end
+        i = set_end(p, i + 2)
+        if not i then return nil, "malformed pattern (missing ']')" end
+      else
+        i = i + 2
+      end
+    elseif c == "[" then
+      i = set_end(p, i)
+      if not i then return nil, "malformed pattern (missing ']')" end
+    else
+      if c == "(" then depth = depth + 1
+      elseif c == ")" then
+        depth = depth - 1
+        if depth < 0 then return nil, "invalid pattern capture" end
+      end
+      i = i + 1
+    end
+  end
+  if depth > 0 then return nil, "unfinished capture" end
+  local ok, err = pcall(string.find, "", p)
+  if not ok then return nil, (tostring(err):gsub("^.-:%d+: ", "")) end
+  return true
+end
+
 local List = {}
 List.__index = List
 
@@ -54,8 +106,8 @@ function List:add(entry)
   local text = tostring(entry)
   if text:sub(1, 1) == "~" then
     local pat = text:sub(2)
-    local ok, err = pcall(string.find, "", pat)
-    if not ok then error("bad pattern '" .. text .. "': " .. tostring(err), 3) end
+    local ok, err = M.pattern_ok(pat)
+    if not ok then error("bad pattern '" .. text .. "': " .. err, 3) end
     self.patterns[#self.patterns + 1] = { pat = pat, text = text }
   elseif text:find("[%*%?]") then
     self.patterns[#self.patterns + 1] = { pat = M.glob(text), text = text }

@@ -3,7 +3,8 @@
 -- `kasi passwd FILE USER`). Hashes are crypt(3) strings — yescrypt ("$y$")
 -- or SHA-512-crypt ("$6$"); a line holding anything else (a plaintext
 -- password, a legacy DES/MD5 hash) is refused with an error naming the line.
--- The file is read at load, so SIGHUP picks up changes.
+-- The file is read at load (it is the schema's "file" value: the engine
+-- reads it, the plugin needs no io), so SIGHUP picks up changes.
 --
 -- Optionally (sender_must_match) an authenticated user may only use the
 -- envelope senders listed for them. See config/auth/flat_file.yaml.
@@ -18,11 +19,6 @@ local must_match
 -- time as a known one, so replies do not tell which user names exist.
 local DUMMY = "$y$j9T$h0xswLYBMbGdSsqn4VXuU.$UeHxYAJWpZg02FwENz0DRqbsiR.QwsczbAjoalRXHG9"
 
-local function path_of(file)
-  if file:sub(1, 1) == "/" then return file end
-  return kasi.config_dir .. "/" .. file
-end
-
 -- "user:hash" -> user, hash; or nil, why
 local function parse_line(line)
   local user, hash = line:match("^([^:]+):(.*)$")
@@ -32,14 +28,9 @@ local function parse_line(line)
   return user, hash
 end
 
-local function load_users(path)
-  local f, err = io.open(path, "r")
-  if not f then
-    error("auth/flat_file: cannot read " .. tostring(err) ..
-          " (create it with: kasi passwd FILE USER)", 0)
-  end
+local function load_users(file)
   local t, n, lineno = {}, 0, 0
-  for line in f:lines() do
+  for line in (file.text .. "\n"):gmatch("([^\n]*)\n") do
     lineno = lineno + 1
     line = line:gsub("\r$", "")
     if line:find("%S") and not line:find("^%s*#") then
@@ -49,32 +40,36 @@ local function load_users(path)
         t[user] = hash
       else
         -- the line itself may hold a password: never log its text
-        kasi.logerror("%s:%d: entry refused: %s", path, lineno, hash)
+        kasi.logerror("%s:%d: entry refused: %s", file.path, lineno, hash)
       end
     end
   end
-  f:close()
   return t, n
 end
 
 local function load_senders(map)
   local out = {}
-  for user, list in pairs(map or {}) do
-    if type(list) ~= "table" then list = { list } end
+  for user, list in pairs(map) do
     local set = {}
-    for _, a in ipairs(list) do set[tostring(a):lower()] = true end
-    out[tostring(user)] = set
+    for _, a in ipairs(list) do set[a:lower()] = true end
+    out[user] = set
   end
   return out
 end
 
+P.schema = {
+  users_file = { "file", default = "auth_users",
+                 hint = "create it with: kasi passwd FILE USER" },
+  sender_must_match = { "boolean", default = false },
+  senders = { "map", of = { "list", of = "string" }, default = {} },
+}
+
 function P.register(cfg)
-  local path = path_of(cfg.users_file or "auth_users")
   local n
-  users, n = load_users(path)
-  must_match = cfg.sender_must_match == true
+  users, n = load_users(cfg.users_file)
+  must_match = cfg.sender_must_match
   senders = load_senders(cfg.senders)
-  kasi.loginfo("auth/flat_file: %d user(s) from %s%s", n, path,
+  kasi.loginfo("%d user(s) from %s%s", n, cfg.users_file.path,
                must_match and ", senders must match" or "")
 end
 

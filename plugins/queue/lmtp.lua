@@ -4,12 +4,10 @@
 -- to this one) with LMTP forced on and port 24 as the default. A mixed
 -- outcome (some recipients 2xx, others refused) answers 250 and logs every
 -- refused recipient; see docs/queue.md for why.
-local here = debug.getinfo(1, "S").source:match("^@(.*/)") or "./"
-local chunk = assert(loadfile(here .. "smtp_forward.lua"))
-setfenv(chunk, getfenv(1))
-local F = chunk()
+local here = plugin_path:match("^(.*/)") or "./"
+local F = assert(loadfile(here .. "smtp_forward.lua", "t", _G))()
 
-local P = {}
+local P = { schema = F.schema }
 
 function P.register(c)
   F.configure(c, true)

@@ -9,13 +9,36 @@ local P = {}
 local cfg            -- the defaults of every destination
 local routes = {}    -- lower-cased domain -> destination table
 
-local DEST_KEYS = { "host", "port", "lmtp", "tls", "auth_user", "auth_pass",
-                    "helo", "timeout_connect", "timeout_cmd", "timeout_data",
-                    "pool_max", "pool_idle" }
+local SECONDS = { "number", min = 0.001, max = 86400 }
+
+-- the keys of a destination; routes take the same keys
+local DEST = {
+  host = { "string" },
+  port = { "integer", min = 1, max = 65535 },
+  lmtp = { "boolean" },
+  tls = { "enum", values = { "none", "opportunistic", "required" } },
+  auth_user = { "string" },
+  auth_pass = { "string" },
+  helo = { "string" },
+  timeout_connect = SECONDS,
+  timeout_cmd = SECONDS,
+  timeout_data = SECONDS,
+  pool_max = { "integer", min = 0, max = 1000 },
+  pool_idle = { "number", min = 0, max = 86400 },
+}
+
+local function auth_pair(d)
+  if d.auth_user and not d.auth_pass then return nil, "needs auth_pass", "auth_user" end
+  return true
+end
+
+local top = { routes = { "map", of = { "map", keys = DEST }, default = {} } }
+for k, v in pairs(DEST) do top[k] = v end
+P.schema = { "map", keys = top, check = auth_pair }
 
 local function dest_from(t, base)
   local d = {}
-  for _, k in ipairs(DEST_KEYS) do
+  for k in pairs(DEST) do
     local v = t[k]
     if v == nil and base then v = base[k] end
     d[k] = v
@@ -25,22 +48,17 @@ end
 
 -- Shared by queue/lmtp: lmtp forces LMTP and its default port.
 function P.configure(c, lmtp)
-  c = c or {}
   local base = dest_from(c)
   base.host = base.host or "127.0.0.1"
   base.port = base.port or (lmtp and 24 or 10025)
+  base.tls = base.tls or "none"
   if base.pool_max == nil then base.pool_max = 4 end
   if base.pool_idle == nil then base.pool_idle = 30 end
-  if base.tls == true then base.tls = "opportunistic" end
-  if base.tls == false then base.tls = "none" end
   base.lmtp = lmtp and true or base.lmtp
   cfg = base
   routes = {}
-  for domain, r in pairs(c.routes or {}) do
-    if type(r) ~= "table" then
-      error("routes." .. tostring(domain) .. " must be a map (host:, port:)")
-    end
-    routes[string.lower(tostring(domain))] = dest_from(r, base)
+  for domain, r in pairs(c.routes) do
+    routes[domain:lower()] = dest_from(r, base)
   end
 end
 

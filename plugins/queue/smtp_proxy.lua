@@ -15,23 +15,27 @@ local P = {}
 local cfg = {}
 local NOTE = "smtp_proxy"          -- conn.notes key of the downstream session
 
+P.schema = { "map",
+  keys = {
+    host = { "string", default = "127.0.0.1" },
+    port = { "integer", min = 1, max = 65535, default = 10025 },
+    tls = { "enum", values = { "none", "opportunistic", "required" }, default = "none" },
+    auth_user = { "string" },
+    auth_pass = { "string" },
+    helo = { "string", default = "localhost" },
+    timeout_connect = { "number", min = 0.001, max = 86400, default = 10 },
+    timeout_cmd = { "number", min = 0.001, max = 86400, default = 60 },
+    timeout_data = { "number", min = 0.001, max = 86400, default = 300 },
+    xforward = { "boolean", default = true },
+  },
+  check = function(c)
+    if c.auth_user and not c.auth_pass then return nil, "needs auth_pass", "auth_user" end
+    return true
+  end,
+}
+
 function P.register(c)
-  cfg = {
-    host = c.host or "127.0.0.1",
-    port = c.port or 10025,
-    tls = c.tls == true and "opportunistic" or c.tls or "none",
-    auth_user = c.auth_user,
-    auth_pass = c.auth_pass,
-    helo = c.helo or "localhost",
-    timeout_connect = c.timeout_connect or 10,
-    timeout_cmd = c.timeout_cmd or 60,
-    timeout_data = c.timeout_data or 300,
-    xforward = c.xforward ~= false,
-  }
-  if cfg.tls ~= "none" and cfg.tls ~= "opportunistic" and cfg.tls ~= "required" then
-    error("tls: must be none, opportunistic or required")
-  end
-  if cfg.auth_user and not cfg.auth_pass then error("auth_user needs auth_pass") end
+  cfg = c
 end
 
 local UNAVAILABLE = { code = 451, enh = "4.4.2", msg = "Downstream unavailable, try again later" }

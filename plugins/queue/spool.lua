@@ -1,7 +1,7 @@
 -- queue/spool — the embedded default queue: writes each accepted message
 -- into the local spool directory (smtp.yaml spool_dir) with fsync before
 -- the client hears 250. A write error is a 451, so the sender retries.
-local P = {}
+local P = { schema = {} }   -- no settings
 
 function P.hook_queue(conn, txn)
   local ok, err = kasi.spool.write(txn)

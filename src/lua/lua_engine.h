@@ -24,6 +24,7 @@ struct lplugin {
     double timeout;             /* seconds per hook call */
     int on_error_next;          /* on_error: next */
     int jit_off;                /* jit: false */
+    int unsafe;                 /* `unsafe` on its line: no sandbox */
     int hook_ref[HOOK_COUNT];   /* registry refs of hook functions, LUA_NOREF */
 };
 

@@ -18,6 +18,7 @@
 #include <lualib.h>
 
 #include "core/config.h"
+#include "core/config_table.h"
 #include "core/log.h"
 #include "core/paths.h"
 #include "core/yaml_tree.h"
@@ -93,47 +94,47 @@ static void push_scalar(lua_State *L, const struct ynode *n)
         lua_pushstring(L, s);
 }
 
-static void push_ynode(lua_State *L, const struct ynode *n)
+/* Push n as a Lua value. For a map or a list, lines (a stack index) gets
+ * an entry [the new table] = { [key or index] = line }, keys whose value
+ * is empty included: the schema checker names lines from it. */
+static void push_ynode(lua_State *L, const struct ynode *n, int lines)
 {
-    luaL_checkstack(L, 4, "yaml");
+    luaL_checkstack(L, 6, "yaml");
     if (n->type == YNODE_SCALAR) {
         push_scalar(L, n);
         return;
     }
-    lua_createtable(L, n->type == YNODE_SEQ ? (int)n->n : 0,
-                    n->type == YNODE_MAP ? (int)n->n : 0);
-    for (size_t i = 0; i < n->n; i++) {
-        if (n->type == YNODE_SEQ) {
-            push_ynode(L, n->items[i]);
+    int seq = n->type == YNODE_SEQ;
+    lua_createtable(L, seq ? (int)n->n : 0, seq ? 0 : (int)n->n);
+    lua_pushvalue(L, -1);
+    lua_createtable(L, seq ? (int)n->n : 0, seq ? 0 : (int)n->n);
+    for (size_t i = 0; i < n->n; i++) {             /* tbl tbl lns */
+        if (seq) {
+            lua_pushinteger(L, n->items[i]->line);
             lua_rawseti(L, -2, (int)i + 1);
+            push_ynode(L, n->items[i], lines);
+            lua_rawseti(L, -3, (int)i + 1);
         } else {
+            lua_pushinteger(L, n->key_lines[i]);
+            lua_setfield(L, -2, n->keys[i]);
             lua_pushstring(L, n->keys[i]);
-            push_ynode(L, n->items[i]);
-            lua_rawset(L, -3);
+            push_ynode(L, n->items[i], lines);
+            lua_rawset(L, -4);
         }
     }
+    lua_rawset(L, lines);                           /* lines[tbl] = lns */
 }
 
 /* ------------------------------------------------------- settings */
 
-static int parse_size(const char *s, size_t *out)
-{
-    char *end;
-    errno = 0;
-    unsigned long long v = strtoull(s, &end, 10);
-    if (end == s || errno)
-        return -1;
-    switch (*end) {
-    case 'K': case 'k': v <<= 10; end++; break;
-    case 'M': case 'm': v <<= 20; end++; break;
-    case 'G': case 'g': v <<= 30; end++; break;
-    default: break;
-    }
-    if (*end)
-        return -1;
-    *out = (size_t)v;
-    return 0;
-}
+#define LGEN_KEY(name, fn, field, lo, hi) \
+    CFG_FIELD(struct lsettings, name, fn, field, lo, hi)
+
+static const struct cfg_key lgen_keys[] = {
+    LGEN_KEY("timeout", cfg_set_seconds, timeout, 0, 86400),
+    LGEN_KEY("memory_limit", cfg_set_size, memory_limit, 1u << 20, 1ULL << 40),
+    { 0 }
+};
 
 /* config/lua.yaml: timeout, memory_limit. Missing file: defaults. */
 int lgen_settings(const struct kasi_config *cfg, struct lsettings *set,
@@ -143,31 +144,7 @@ int lgen_settings(const struct kasi_config *cfg, struct lsettings *set,
     set->timeout = 30;
     set->memory_limit = 256u << 20;
     snprintf(path, sizeof path, "%s/lua.yaml", cfg->dir);
-    if (access(path, F_OK) != 0)
-        return 0;
-    struct ynode *root = ytree_load_file(path, err, errlen);
-    if (!root)
-        return -1;
-    int rc = 0;
-    for (size_t i = 0; root->type == YNODE_MAP && i < root->n && rc == 0; i++) {
-        const struct ynode *v = root->items[i];
-        const char *k = root->keys[i];
-        char *end = NULL;
-        if (v->type != YNODE_SCALAR)
-            rc = -1;
-        else if (!strcmp(k, "timeout"))
-            rc = ((set->timeout = strtod(v->scalar, &end)) > 0 && !*end) ? 0 : -1;
-        else if (!strcmp(k, "memory_limit"))
-            rc = parse_size(v->scalar, &set->memory_limit) == 0 &&
-                 set->memory_limit >= (1u << 20) ? 0 : -1;
-        else
-            rc = -1;
-        if (rc)
-            snprintf(err, errlen, "%s:%d: %s: unknown key or bad value", path,
-                     root->key_lines[i], k);
-    }
-    ytree_free(root);
-    return rc;
+    return cfg_load_file(path, lgen_keys, set, err, errlen);
 }
 
 /* One "key=value" option from the plugin list line or the plugin's YAML
@@ -246,6 +223,10 @@ static int read_list(struct lgen *g, const struct kasi_config *cfg,
         p->name = strdup(tok);
         p->timeout = set->timeout;
         while (rc == 0 && (tok = strtok_r(NULL, " \t\r\n", &save))) {
+            if (!strcmp(tok, "unsafe")) {
+                p->unsafe = 1;
+                continue;
+            }
             char *eq = strchr(tok, '=');
             if (eq)
                 *eq = '\0';
@@ -279,55 +260,68 @@ static int pcall_tb(lua_State *L, int nargs, int nres)
     return rc;
 }
 
-/* A plugin's YAML config as a table on the stack; applies and removes its
- * `plugin:` section. */
-static int push_plugin_config(lua_State *L, const struct kasi_config *cfg,
-                              struct lplugin *p, char *err, size_t errlen)
+/* Check the YAML root and apply its `plugin:` section. */
+static int plugin_section(const char *path, const struct ynode *root,
+                          struct lplugin *p, char *err, size_t errlen)
 {
-    char path[PATH_MAX];
-    snprintf(path, sizeof path, "%s/%s.yaml", cfg->dir, p->name);
-    if (access(path, F_OK) != 0) {
-        lua_newtable(L);
-        return 0;
-    }
-    struct ynode *root = ytree_load_file(path, err, errlen);
-    if (!root)
+    if (root->type != YNODE_MAP) {
+        snprintf(err, errlen, "%s:%d: expected a map of settings at the top level",
+                 path, root->line);
         return -1;
+    }
     const struct ynode *ps = ytree_get(root, "plugin");
     for (size_t i = 0; ps && ps->type == YNODE_MAP && i < ps->n; i++) {
         if (ps->items[i]->type != YNODE_SCALAR ||
             plugin_option(p, ps->keys[i], ps->items[i]->scalar) < 0) {
             snprintf(err, errlen, "%s:%d: plugin.%s: unknown key or bad value",
                      path, ps->key_lines[i], ps->keys[i]);
-            ytree_free(root);
             return -1;
         }
     }
-    if (root->type == YNODE_MAP)
-        push_ynode(L, root);
-    else
-        lua_newtable(L);
-    lua_pushnil(L);
-    lua_setfield(L, -2, "plugin");
-    ytree_free(root);
     return 0;
 }
 
-/* The plugin's environment: its own table, reads fall back to a read-only
- * view of the globals (the shared base). Leaves env on the stack. */
-static void push_env(lua_State *L, const char *name)
+/* A plugin's YAML config as a table on the stack, and above it the table
+ * of its lines (see push_ynode), both without the `plugin:` section. A
+ * missing file is an empty table. */
+static int push_plugin_config(lua_State *L, const char *path, struct lplugin *p,
+                              char *err, size_t errlen)
 {
-    lua_newtable(L);                             /* env */
-    lua_newtable(L);                             /* its metatable */
-    lua_getfield(L, LUA_REGISTRYINDEX, "kasi.base");
-    lua_setfield(L, -2, "__index");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
-    lua_pushvalue(L, -1);
-    lua_setfield(L, -2, "_G");
-    lua_pushstring(L, name);
-    lua_setfield(L, -2, "plugin_name");
+    if (access(path, F_OK) != 0) {
+        lua_newtable(L);
+        lua_newtable(L);
+        return 0;
+    }
+    struct ynode *root = ytree_load_file(path, err, errlen);
+    if (!root || plugin_section(path, root, p, err, errlen) < 0) {
+        ytree_free(root);
+        return -1;
+    }
+    lua_newtable(L);                                /* lines */
+    push_ynode(L, root, lua_gettop(L));             /* lines cfg */
+    ytree_free(root);
+    lua_pushnil(L);
+    lua_setfield(L, -2, "plugin");
+    lua_insert(L, -2);                              /* cfg lines */
+    lua_pushvalue(L, -2);
+    lua_rawget(L, -2);                              /* cfg lines cfglines */
+    lua_pushnil(L);
+    lua_setfield(L, -2, "plugin");
+    lua_pop(L, 1);
+    return 0;
+}
+
+/* The plugin's environment from kasi.sandbox: its own table, reads fall
+ * back to the safe base (or, unsafe, to every global). Leaves env on the
+ * stack; 0 or -1 with the error message on the stack instead. */
+static int push_env(lua_State *L, const struct lplugin *p)
+{
+    char real[PATH_MAX];
+    lua_getfield(L, LUA_REGISTRYINDEX, "kasi.sandbox_env");
+    lua_pushstring(L, p->name);
+    lua_pushstring(L, realpath(p->path, real) ? real : p->path);
+    lua_pushboolean(L, p->unsafe);
+    return lua_pcall(L, 3, 1, 0) == 0 ? 0 : -1;
 }
 
 static void jit_off(lua_State *L, int fn)
@@ -373,73 +367,200 @@ static void collect_hooks(lua_State *L, struct lplugin *p)
     }
 }
 
+/* A file named by a "file" value of a plugin's schema, for the checker. */
+static int lgen_read_file(lua_State *L)
+{
+    const char *path = luaL_checkstring(L, 1);
+    FILE *f = fopen(path, "rb");
+    luaL_Buffer b;
+    char buf[4096];
+    size_t n;
+    if (!f) {
+        lua_pushnil(L);
+        lua_pushstring(L, strerror(errno));
+        return 2;
+    }
+    luaL_buffinit(L, &b);
+    while ((n = fread(buf, 1, sizeof buf, f)) > 0)
+        luaL_addlstring(&b, buf, n);
+    int bad = ferror(f);
+    fclose(f);
+    luaL_pushresult(&b);
+    if (bad) {
+        lua_pushnil(L);
+        lua_pushstring(L, "read error");
+        return 2;
+    }
+    return 1;
+}
+
+/* P (the plugin table) at -3, cfg at -2, lines at -1: check cfg against
+ * P.schema and leave P and the checked cfg. Without a schema cfg is passed
+ * as it is (with a warning when the file has keys). */
+static int check_config(lua_State *L, const struct lplugin *p, const char *path,
+                        char *err, size_t errlen)
+{
+    lua_getfield(L, -3, "schema");
+    if (!lua_istable(L, -1)) {
+        lua_pop(L, 1);
+        lua_pushnil(L);
+        if (lua_next(L, -3)) {
+            lua_pop(L, 2);
+            log_msg(LOG_LVL_WARN, "plugin %s declares no schema: %s is not checked",
+                    p->name, path);
+        }
+        lua_pop(L, 1);                              /* P cfg */
+        return 0;
+    }
+    lua_getfield(L, LUA_REGISTRYINDEX, "kasi.schema_check");
+    lua_insert(L, -4);                              /* P check cfg lines schema */
+    lua_insert(L, -3);                              /* P check schema cfg lines */
+    lua_pushcfunction(L, lgen_read_file);
+    if (pcall_tb(L, 4, 3) != 0) {
+        snprintf(err, errlen, "plugin %s: schema: %s", p->name, lua_tostring(L, -1));
+        return -1;
+    }
+    if (lua_isnil(L, -3)) {
+        int line = (int)lua_tointeger(L, -2);
+        if (line > 0)
+            snprintf(err, errlen, "%s:%d: %s", path, line, lua_tostring(L, -1));
+        else
+            snprintf(err, errlen, "%s: %s", path, lua_tostring(L, -1));
+        return -1;
+    }
+    lua_pop(L, 2);                                  /* P checked */
+    return 0;
+}
+
+/* Run the plugin's chunk (at the top) in env (below it); leaves the plugin
+ * table: what the chunk returned, or env for the globals style. */
+static int run_chunk(lua_State *L, const struct lplugin *p, char *err, size_t errlen)
+{
+    lua_pushvalue(L, -2);
+    lua_setfenv(L, -2);                             /* env chunk */
+    if (pcall_tb(L, 0, 1) != 0) {
+        snprintf(err, errlen, "plugin %s: %s", p->name, lua_tostring(L, -1));
+        return -1;
+    }
+    if (!lua_istable(L, -1))
+        lua_pop(L, 1);                              /* globals style: env */
+    else
+        lua_remove(L, -2);
+    return 0;
+}
+
+/* P.register(cfg), P and cfg on the stack; leaves P. */
+static int call_register(lua_State *L, const struct lplugin *p, char *err, size_t errlen)
+{
+    lua_getfield(L, -2, "register");
+    if (!lua_isfunction(L, -1)) {
+        lua_pop(L, 2);
+        return 0;
+    }
+    lua_insert(L, -2);
+    if (pcall_tb(L, 1, 0) != 0) {
+        snprintf(err, errlen, "plugin %s: register: %s", p->name, lua_tostring(L, -1));
+        return -1;
+    }
+    return 0;
+}
+
+static int load_chunk(lua_State *L, struct lplugin *p, char *err, size_t errlen)
+{
+    if (push_env(L, p) < 0) {
+        snprintf(err, errlen, "plugin %s: environment: %s", p->name, lua_tostring(L, -1));
+        return -1;
+    }
+    if (luaL_loadfile(L, p->path) != 0) {
+        snprintf(err, errlen, "plugin %s: %s", p->name, lua_tostring(L, -1));
+        return -1;
+    }
+    if (p->jit_off)
+        jit_off(L, lua_gettop(L));
+    if (p->unsafe)
+        log_msg(LOG_LVL_WARN, "plugin %s runs unsafe: it has the whole standard "
+                "library (io, os, debug, ffi)", p->name);
+    return run_chunk(L, p, err, errlen);
+}
+
 static int load_plugin(struct lgen *g, const struct kasi_config *cfg,
                        struct lplugin *p, char *err, size_t errlen)
 {
     lua_State *L = g->L;
-    char rel[PATH_MAX], path[PATH_MAX];
-    int top = lua_gettop(L);
+    char rel[PATH_MAX], path[PATH_MAX], yaml[PATH_MAX];
+    int top = lua_gettop(L), rc = -1;
     snprintf(rel, sizeof rel, "plugins/%s.lua", p->name);
     if (lgen_find(cfg, rel, path, sizeof path) < 0) {
         snprintf(err, errlen, "plugin %s: %s not found", p->name, rel);
         return -1;
     }
     p->path = strdup(path);
-    if (push_plugin_config(L, cfg, p, err, errlen) < 0)
-        return -1;
+    snprintf(yaml, sizeof yaml, "%s/%s.yaml", cfg->dir, p->name);
     lapi_set_plugin(p->name);
-    if (luaL_loadfile(L, path) != 0) {
-        snprintf(err, errlen, "plugin %s: %s", p->name, lua_tostring(L, -1));
-        goto fail;
-    }
-    if (p->jit_off)
-        jit_off(L, lua_gettop(L));
-    push_env(L, p->name);
-    lua_pushvalue(L, -1);
-    lua_insert(L, -3);                          /* cfg env chunk env */
-    lua_setfenv(L, -2);
-    if (pcall_tb(L, 0, 1) != 0) {
-        snprintf(err, errlen, "plugin %s: %s", p->name, lua_tostring(L, -1));
-        goto fail;
-    }
-    if (!lua_istable(L, -1))
-        lua_pop(L, 1);                          /* globals style: use env */
-    else
-        lua_remove(L, -2);                      /* cfg P */
-    lua_getfield(L, -1, "register");
-    if (lua_isfunction(L, -1)) {
-        lua_pushvalue(L, -3);
-        if (pcall_tb(L, 1, 0) != 0) {
-            snprintf(err, errlen, "plugin %s: register: %s", p->name,
-                     lua_tostring(L, -1));
-            goto fail;
+    if (p->path && push_plugin_config(L, yaml, p, err, errlen) == 0 &&
+        load_chunk(L, p, err, errlen) == 0) {         /* cfg lines P */
+        lua_insert(L, -3);
+        if (check_config(L, p, yaml, err, errlen) == 0 &&   /* P cfg */
+            call_register(L, p, err, errlen) == 0) {        /* P */
+            collect_hooks(L, p);
+            rc = 0;
         }
-    } else {
-        lua_pop(L, 1);
     }
-    collect_hooks(L, p);
     lapi_set_plugin(NULL);
     lua_settop(L, top);
-    return 0;
-fail:
-    lapi_set_plugin(NULL);
-    lua_settop(L, top);
-    return -1;
+    return rc;
 }
 
-/* The shared read-only base every plugin environment reads through. */
-static void make_base(lua_State *L)
+/* Real path of a file, or nil: kasi.sandbox checks loadfile's paths. */
+static int lgen_realpath(lua_State *L)
 {
+    char real[PATH_MAX];
+    if (realpath(luaL_checkstring(L, 1), real))
+        lua_pushstring(L, real);
+    else
+        lua_pushnil(L);
+    return 1;
+}
+
+/* require(name) into the registry under key; 0 or -1 with the message. */
+static int registry_module(lua_State *L, const char *name, const char *field,
+                           const char *key)
+{
+    lua_getglobal(L, "require");
+    lua_pushstring(L, name);
+    if (pcall_tb(L, 1, 1) != 0)
+        return -1;
+    lua_getfield(L, -1, field);
+    lua_setfield(L, LUA_REGISTRYINDEX, key);
+    return 0;
+}
+
+/* kasi.sandbox.setup(plugin dirs, realpath); keeps its env() and the
+ * schema checker in the registry. */
+static int setup_sandbox(lua_State *L, const struct kasi_config *cfg)
+{
+    char dirs[2][PATH_MAX + 16], real[PATH_MAX];
+    int top = lua_gettop(L);
+    if (registry_module(L, "kasi.schema", "check", "kasi.schema_check") < 0 ||
+        registry_module(L, "kasi.sandbox", "env", "kasi.sandbox_env") < 0)
+        return -1;
+    lua_getfield(L, -1, "setup");
     lua_newtable(L);
-    lua_newtable(L);
-    lua_pushvalue(L, LUA_GLOBALSINDEX);
-    lua_setfield(L, -2, "__index");
-    luaL_loadstring(L, "error('the shared globals are read-only', 2)");
-    lua_setfield(L, -2, "__newindex");
-    lua_pushboolean(L, 0);
-    lua_setfield(L, -2, "__metatable");
-    lua_setmetatable(L, -2);
-    lua_setfield(L, LUA_REGISTRYINDEX, "kasi.base");
+    /* where lgen_find looks: the site's plugins/, then the shipped one */
+    snprintf(dirs[0], sizeof dirs[0], "%s/../plugins", cfg->dir ? cfg->dir : "config");
+    if (paths_find_shipped("plugins", dirs[1], sizeof dirs[1]) < 0)
+        dirs[1][0] = '\0';
+    for (int i = 0, k = 0; i < 2; i++) {
+        if (dirs[i][0] && realpath(dirs[i], real)) {
+            lua_pushstring(L, real);
+            lua_rawseti(L, -2, ++k);
+        }
+    }
+    lua_pushcfunction(L, lgen_realpath);
+    int rc = pcall_tb(L, 2, 0);
+    if (rc == 0)
+        lua_settop(L, top);
+    return rc == 0 ? 0 : -1;
 }
 
 static int open_library(struct lgen *g, const struct kasi_config *cfg,
@@ -464,12 +585,12 @@ static int open_library(struct lgen *g, const struct kasi_config *cfg,
     lua_pushstring(L, cfg->dir ? cfg->dir : "config");
     lua_setfield(L, -2, "config_dir");
     lua_pop(L, 1);
-    if (luaL_loadfile(L, path) != 0 || pcall_tb(L, 0, 0) != 0) {
+    if (luaL_loadfile(L, path) != 0 || pcall_tb(L, 0, 0) != 0 ||
+        setup_sandbox(L, cfg) < 0) {
         snprintf(err, errlen, "%s", lua_tostring(L, -1));
         lua_pop(L, 1);
         return -1;
     }
-    make_base(L);
     return 0;
 }
 

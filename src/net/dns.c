@@ -27,6 +27,7 @@
 #include <event2/event.h>
 
 #include "core/config.h"
+#include "core/config_table.h"
 #include "core/log.h"
 #include "msg/envelope.h"
 #include "core/stats.h"
@@ -713,41 +714,79 @@ static void sock_state(void *data, ares_socket_t fd, int readable, int writable)
 
 /* ------------------------------------------------------------ setup */
 
-static int load_settings(const char *confdir, char *servers, size_t slen,
-                         char *err, size_t errlen)
+/* One resolver: an IP address, optionally with a port ("127.0.0.1:53",
+ * "[::1]:53", "::1"). Appended to the c-ares server list in set->servers. */
+static int set_server(struct cfg_ctx *c, const struct ynode *v, const char *key)
 {
-    char path[1024];
-    snprintf(path, sizeof path, "%s/dns.yaml", confdir);
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return 0;
-    fclose(f);
-    struct ynode *root = ytree_load_file(path, err, errlen);
-    if (!root)
+    const char *what = "a resolver address \"IP\" or \"IP:PORT\"";
+    const char *s = cfg_scalar(c, v, key, what);
+    if (!s)
         return -1;
-    struct ynode *n;
-    if ((n = ytree_get(root, "timeout")) && n->scalar)
-        D.timeout = atof(n->scalar);
-    if ((n = ytree_get(root, "tries")) && n->scalar)
-        D.tries = atoi(n->scalar);
-    if ((n = ytree_get(root, "cache_size")) && n->scalar)
-        D.cache_max = (size_t)strtoul(n->scalar, NULL, 10);
-    if ((n = ytree_get(root, "rdns_timeout")) && n->scalar)
-        D.rdns_timeout = atof(n->scalar);
-    n = ytree_get(root, "servers");
-    for (size_t i = 0; n && n->type == YNODE_SEQ && i < n->n; i++) {
-        const char *sv = n->items[i]->scalar;
-        size_t have = strlen(servers);
-        if (sv && have + strlen(sv) + 2 < slen)
-            snprintf(servers + have, slen - have, "%s%s", have ? "," : "", sv);
+    char host[64], *port = NULL;
+    unsigned char buf[16];
+    const char *colon = strrchr(s, ':');
+    if (s[0] == '[' && colon && colon > s && colon[-1] == ']') {
+        snprintf(host, sizeof host, "%.*s", (int)(colon - s - 2), s + 1);
+        port = (char *)colon + 1;
+    } else if (colon && strchr(s, ':') == colon) {
+        snprintf(host, sizeof host, "%.*s", (int)(colon - s), s);
+        port = (char *)colon + 1;
+    } else {
+        snprintf(host, sizeof host, "%s", s);
     }
-    ytree_free(root);
-    if (D.timeout <= 0 || D.tries < 1 || D.rdns_timeout <= 0) {
-        snprintf(err, errlen, "%s: timeout, tries and rdns_timeout must be "
-                 "positive", path);
-        return -1;
+    unsigned long long num = 1;
+    if ((inet_pton(AF_INET, host, buf) != 1 && inet_pton(AF_INET6, host, buf) != 1) ||
+        (port && (strlen(port) > 5 || cfg_parse_uint(port, &num) < 0 || num < 1 ||
+                  num > 65535)))
+        return cfg_type_error(c, v, key, what);
+    struct dns_settings *set = c->base;
+    size_t have = strlen(set->servers);
+    if (have + strlen(s) + 2 > sizeof set->servers)
+        return cfg_fail(c, v->line, "%s: too many servers", key);
+    snprintf(set->servers + have, sizeof set->servers - have, "%s%s", have ? "," : "", s);
+    return 0;
+}
+
+static int set_servers(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                       const struct cfg_key *k)
+{
+    (void)k;
+    if (cfg_is_null(v))
+        return 0;
+    if (v->type != YNODE_SEQ || v->n == 0)
+        return cfg_type_error(c, v, key, "a list of resolver addresses");
+    for (size_t i = 0; i < v->n; i++) {
+        char item[CFG_KEYLEN];
+        snprintf(item, sizeof item, "%s[%zu]", key, i);
+        if (set_server(c, v->items[i], item) < 0)
+            return -1;
     }
     return 0;
+}
+
+#define DNS_KEY(name, fn, field, lo, hi) \
+    CFG_FIELD(struct dns_settings, name, fn, field, lo, hi)
+
+static const struct cfg_key dns_keys[] = {
+    CFG_FN("servers", set_servers),
+    DNS_KEY("timeout", cfg_set_seconds, timeout, 0, 300),
+    DNS_KEY("tries", cfg_set_uint, tries, 1, 20),
+    DNS_KEY("cache_size", cfg_set_count, cache_size, 0, 10000000),
+    DNS_KEY("rdns_timeout", cfg_set_seconds, rdns_timeout, 0, 300),
+    { 0 }
+};
+
+int dns_settings_load(const char *confdir, struct dns_settings *set, char *err,
+                      size_t errlen)
+{
+    char path[1024];
+    memset(set, 0, sizeof *set);
+    set->timeout = 2;
+    set->tries = 2;
+    set->cache_size = 10000;
+    set->rdns_timeout = 5;
+    snprintf(path, sizeof path, "%s/dns.yaml", confdir ? confdir : "config");
+    return cfg_load_file(path, dns_keys, set, err, errlen);
 }
 
 static int open_channel(const char *servers, char *err, size_t errlen)
@@ -777,7 +816,7 @@ static int open_channel(const char *servers, char *err, size_t errlen)
 int dns_init(struct event_base *base, const char *confdir, char *err,
              size_t errlen)
 {
-    char servers[1024] = "", ebuf[512];
+    char ebuf[512];
     if (D.ready)
         return 0;
     if (!err) {
@@ -788,14 +827,17 @@ int dns_init(struct event_base *base, const char *confdir, char *err,
         snprintf(err, errlen, "dns: no event loop");
         return -1;
     }
-    D.timeout = 2;
-    D.tries = 2;
-    D.cache_max = 10000;
-    D.rdns_timeout = 5;
-    if (load_settings(confdir ? confdir : "config", servers, sizeof servers,
-                      err, errlen) < 0 ||
-        ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS ||
-        open_channel(servers, err, errlen) < 0) {
+    struct dns_settings set;
+    if (dns_settings_load(confdir, &set, err, errlen) < 0) {
+        log_msg(LOG_LVL_ERROR, "%s", err);
+        return -1;
+    }
+    D.timeout = set.timeout;
+    D.tries = (int)set.tries;
+    D.cache_max = set.cache_size;
+    D.rdns_timeout = set.rdns_timeout;
+    if (ares_library_init(ARES_LIB_INIT_ALL) != ARES_SUCCESS ||
+        open_channel(set.servers, err, errlen) < 0) {
         log_msg(LOG_LVL_ERROR, "%s", err);
         return -1;
     }
@@ -803,7 +845,7 @@ int dns_init(struct event_base *base, const char *confdir, char *err,
     D.timer = evtimer_new(base, on_timer, NULL);
     D.ready = 1;
     log_msg(LOG_LVL_DEBUG, "dns: servers %s, timeout %gs x %d, cache %zu",
-            servers[0] ? servers : "from resolv.conf", D.timeout, D.tries,
+            set.servers[0] ? set.servers : "from resolv.conf", D.timeout, D.tries,
             D.cache_max);
     return 0;
 }

@@ -52,14 +52,28 @@ typedef void (*dns_cb)(const struct dns_result *r, void *ud);
 
 struct dns_query;
 
-/* Settings, read once from <confdir>/dns.yaml (optional):
+/* Settings, from <confdir>/dns.yaml (optional; strict like smtp.yaml):
  *   servers: ["127.0.0.1:5353", "[::1]:53"]   (default: /etc/resolv.conf)
- *   timeout: 2      seconds per try
+ *   timeout: 2         seconds per try
  *   tries: 2
  *   cache_size: 10000  answers kept (0: no cache)
- *   rdns_timeout: 5    seconds for a client's reverse DNS
- * Returns 0, or -1 with a message in err. The worker calls it once at
- * start; queries before that fail. */
+ *   rdns_timeout: 5    seconds for a client's reverse DNS */
+struct dns_settings {
+    char servers[1024];   /* "IP[:PORT],..." for c-ares; "" = resolv.conf */
+    double timeout;
+    unsigned tries;
+    size_t cache_size;
+    double rdns_timeout;
+};
+
+/* Defaults, then <confdir>/dns.yaml. 0, or -1 with "file:line: key: why"
+ * in err. kasi -t and the start-up check call it; dns_init reads it too. */
+int dns_settings_load(const char *confdir, struct dns_settings *set, char *err,
+                      size_t errlen);
+
+/* Start the resolver with dns_settings_load's settings. Returns 0, or -1
+ * with a message in err. The worker calls it once at start; queries before
+ * that fail. */
 int dns_init(struct event_base *base, const char *confdir, char *err,
              size_t errlen);
 /* Drop the channel and the cache (pending callbacks are not called). */

@@ -1,9 +1,11 @@
 /* config.c — unit tests for the YAML tree loader and the strict core config
  * loader: defaults, a full valid file, every class of error with its exact
- * file:line message, config/me, size suffixes and listen addresses. Each
+ * file:line message, config/me, size suffixes and listen addresses; the
+ * table mechanism (config_table.h) on a settings struct of its own. Each
  * case writes a fresh temporary config directory and removes it after. */
 #include "tap.h"
 #include "core/config.h"
+#include "core/config_table.h"
 #include "core/yaml_tree.h"
 
 #include <stdlib.h>
@@ -548,6 +550,61 @@ static void test_tree(void)
     ytree_free(NULL);
 }
 
+/* ---- the table mechanism with another module's struct */
+
+struct tsettings {
+    unsigned tries;
+    size_t cap;
+    double wait;
+};
+
+static const struct cfg_key tkeys_sub[] = {
+    CFG_FIELD(struct tsettings, "cap", cfg_set_size, cap, 1024, 1ULL << 30),
+    { 0 }
+};
+
+static const struct cfg_key tkeys[] = {
+    CFG_FIELD(struct tsettings, "tries", cfg_set_uint, tries, 1, 9),
+    CFG_FIELD(struct tsettings, "wait", cfg_set_seconds, wait, 0, 60),
+    CFG_SECTION("mem", tkeys_sub),
+    { 0 }
+};
+
+/* Load yaml as DIR/t.yaml with tkeys; err without the directory. */
+static int tload(const char *yaml, struct tsettings *t, char *err, size_t errlen)
+{
+    char *dir = tdir_make(), path[512], raw[512];
+    snprintf(path, sizeof path, "%s/t.yaml", dir);
+    if (yaml)
+        tdir_put(dir, "t.yaml", yaml);
+    *t = (struct tsettings){ .tries = 2, .cap = 4096, .wait = 1 };
+    int rc = cfg_load_file(path, tkeys, t, raw, sizeof raw);
+    size_t dl = strlen(dir);
+    snprintf(err, errlen, "%s", strncmp(raw, dir, dl) ? raw : raw + dl + 1);
+    tdir_remove(dir);
+    return rc;
+}
+
+static void test_table(void)
+{
+    struct tsettings t;
+    char err[512];
+    is_int(tload(NULL, &t, err, sizeof err), 0, "table: missing file is fine");
+    ok(t.tries == 2 && t.cap == 4096 && t.wait == 1, "table: missing file keeps defaults");
+    is_int(tload("tries: 3\nwait: 2.5\nmem:\n  cap: 64K\n", &t, err, sizeof err), 0,
+           "table: valid file");
+    ok(t.tries == 3 && t.cap == 65536 && t.wait == 2.5, "table: fields set through offsets");
+    is_int(tload("tries: 3\ntrys: 4\n", &t, err, sizeof err), -1, "table: unknown key");
+    is_str(err, "t.yaml:2: unknown key 'trys' (known: tries, wait, mem)", "table: unknown key message");
+    tload("mem:\n  cap: 1\n", &t, err, sizeof err);
+    is_str(err, "t.yaml:2: mem.cap: must be between 1024 and 1073741824, got '1'",
+           "table: range in a section");
+    tload("wait: soon\n", &t, err, sizeof err);
+    is_str(err, "t.yaml:1: wait: expected a number of seconds, got 'soon'", "table: seconds");
+    tload("- 1\n", &t, err, sizeof err);
+    is_str(err, "t.yaml:1: expected a map of settings at the top level", "table: top not a map");
+}
+
 int main(void)
 {
     test_defaults();
@@ -560,5 +617,6 @@ int main(void)
     test_sizes();
     test_listen_parse();
     test_tree();
+    test_table();
     return done_testing();
 }
