@@ -545,6 +545,7 @@ static const struct cfg_key cfg_limits_keys[] = {
     CFG_NUM("ipv6_prefix", cfg_set_uint, ipv6_prefix, 1, 128),
     CFG_FN("exempt", cfg_set_exempt),
     CFG_NUM("counters", cfg_set_uint, counters, 1024, 1U << 24),
+    CFG_NUM("max_junk_commands", cfg_set_uint, max_junk_commands, 0, 1000000),
     { 0 }
 };
 
@@ -552,6 +553,9 @@ static const struct cfg_key cfg_timeouts_keys[] = {
     CFG_NUM("command", cfg_set_seconds, timeout_command, 0, CFG_MAX_SECONDS),
     CFG_NUM("data_block", cfg_set_seconds, timeout_data_block, 0, CFG_MAX_SECONDS),
     CFG_NUM("shutdown", cfg_set_seconds, timeout_shutdown, 0, CFG_MAX_SECONDS),
+    CFG_NUM("tls_handshake", cfg_set_seconds, timeout_tls_handshake, 0, 3600),
+    CFG_NUM("close", cfg_set_seconds, timeout_close, 0, 3600),
+    CFG_NUM("min_data_rate", cfg_set_uint, min_data_rate, 0, 1000000000),
     { 0 }
 };
 
@@ -635,6 +639,10 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->timeout_command = 300;
     cfg->timeout_data_block = 180;
     cfg->timeout_shutdown = 30;
+    cfg->timeout_tls_handshake = 20;
+    cfg->timeout_close = 10;
+    cfg->min_data_rate = 500;
+    cfg->max_junk_commands = 2000;
     cfg->bare_lf_accept = 0;
     cfg->long_lines_wrap = 0;
     cfg->log_level = 2;

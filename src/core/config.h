@@ -59,11 +59,19 @@ struct kasi_config {
     struct netmask_list exempt;    /* networks no per-client limit applies to,
                                       default 127.0.0.0/8 and ::1 */
     unsigned counters;             /* entries of the shared rate table, default 16384 */
+    unsigned max_junk_commands;    /* commands that move no mail (NOOP, HELP, VRFY,
+                                      RSET, HELO/EHLO, RCPT over max_recipients)
+                                      before 421, default 2000; reset by each
+                                      accepted message; 0 = unlimited */
 
     /* timeouts in seconds (RFC 5321 §4.5.3.2 defaults) */
     double timeout_command;        /* 300 */
     double timeout_data_block;     /* 180 */
     double timeout_shutdown;       /* grace period at SIGTERM, 30 */
+    double timeout_tls_handshake;  /* a TLS handshake must end within, 20 */
+    double timeout_close;          /* a closing session is freed after, 10 */
+    unsigned min_data_rate;        /* DATA/BDAT bytes per second after the first
+                                      data_block seconds, default 500; 0 = none */
 
     int bare_lf_accept;            /* bare_lf: "reject" (default, 0) | "accept" (1) */
     int long_lines_wrap;           /* long_lines: "reject" (default, 0) | "wrap" (1) */

@@ -1,5 +1,6 @@
 /* log.c — the log sink: timestamped lines on stderr, or syslog(3). */
 #include "core/log.h"
+#include "core/utf8.h"
 
 #include <stdarg.h>
 #include <stdio.h>
@@ -27,17 +28,41 @@ int log_enabled(int level)
     return level <= log_level_max;
 }
 
+/* Client and plugin text reaches log lines: a control byte (a line end
+ * would forge a record) or a byte of malformed UTF-8 is written as \xHH. */
+static void log_clean(const char *in, char *out, size_t outlen)
+{
+    const unsigned char *p = (const unsigned char *)in;
+    size_t left = strlen(in), o = 0;
+    while (left && o + 5 < outlen) {
+        size_t n = utf8_seq(p, left);
+        if (n == 1 && (*p < 0x20 || *p == 0x7f))
+            n = 0;
+        if (n && o + n < outlen) {
+            memcpy(out + o, p, n);
+            o += n;
+        } else {
+            o += (size_t)snprintf(out + o, outlen - o, "\\x%02X", *p);
+            n = 1;
+        }
+        p += n;
+        left -= n;
+    }
+    out[o] = '\0';
+}
+
 void log_msg(int level, const char *fmt, ...)
 {
     static const int prio[] = { LOG_ERR, LOG_WARNING, LOG_INFO, LOG_DEBUG };
-    char line[2048];
+    char raw[2048], line[2048];
     va_list ap;
 
     if (level > log_level_max)
         return;
     va_start(ap, fmt);
-    vsnprintf(line, sizeof line, fmt, ap);
+    vsnprintf(raw, sizeof raw, fmt, ap);
     va_end(ap);
+    log_clean(raw, line, sizeof line);
     if (log_use_syslog) {
         syslog(prio[level], "%s", line);
         return;

@@ -40,8 +40,16 @@
 #include "net/tls.h"
 
 #define SESSION_READ_HIGH (256 * 1024)    /* stop reading past this backlog */
+/* Replies a client does not read: past OUT_HIGH no command is read until
+ * the output drains to OUT_LOW. Under a STARTTLS layer the plain buffer
+ * takes at most BELOW_HIGH before the TLS layer holds back. */
+#define SESSION_OUT_HIGH (256 * 1024)
+#define SESSION_OUT_LOW (64 * 1024)
+#define SESSION_BELOW_HIGH (64 * 1024)
+#define SESSION_SHUTDOWN_FLUSH 1.0        /* seconds to flush the 421 at shutdown */
 
 static void session_process(struct session *s);
+static int junk_command(struct session *s);
 static void start_banner(struct session *s);
 static int starttls_offered(const struct session *s);
 static int auth_offered(const struct session *s);
@@ -204,20 +212,23 @@ static void run_hook(struct session *s, enum hook_id h, void *arg,
     }
     s->hc.pending = 1;
     s->cont = cont;
-    bufferevent_set_timeouts(s->bev, NULL, NULL);   /* the hook has its own budget */
+    guard_idle(&s->guard, 0);       /* the hook has its own budget */
 }
 
-static void set_timeout(struct session *s, double secs)
-{
-    struct timeval tv = clock_tv(secs);
-    bufferevent_set_timeouts(s->bev, &tv, &tv);
-}
-
+/* The idle clock starts again, with the limit of the input mode. */
 static void reset_timeout(struct session *s)
 {
     const struct kasi_config *c = s->srv->cfg;
-    set_timeout(s, s->input == IN_CMD || s->input == IN_SKIPLINE
-                       ? c->timeout_command : c->timeout_data_block);
+    guard_idle(&s->guard, s->input == IN_CMD || s->input == IN_SKIPLINE
+                              ? c->timeout_command : c->timeout_data_block);
+}
+
+/* A message's data phase (DATA, or BDAT chunks up to LAST) must keep the
+ * minimum rate once its first data_block seconds are over. */
+static void data_phase_start(struct session *s)
+{
+    const struct kasi_config *c = s->srv->cfg;
+    guard_rate_start(&s->guard, c->min_data_rate, c->timeout_data_block);
 }
 
 #define SESSION_OF(c) ((struct session *)((char *)(c) - offsetof(struct session, hc)))
@@ -245,6 +256,7 @@ static void hook_done(struct hook_ctx *c, struct hook_result *r)
 static void txn_end(struct session *s)
 {
     sstats_txn_end(s);
+    guard_rate_stop(&s->guard);
     txn_free(s->conn.txn);
     s->conn.txn = NULL;
     if (s->state == SS_MAIL || s->state == SS_RCPT)
@@ -428,6 +440,8 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *c)
     }
     struct txn *t = s->conn.txn;
     if (t->nrcpt >= cfg->max_recipients) {
+        if (junk_command(s))
+            return;
         session_reply(s, 452, "4.5.3", "Error: too many recipients");
         return;
     }
@@ -478,6 +492,7 @@ static void data_done(struct session *s, struct hook_result *r)
                       data_emit, s);
     s->input = IN_DATA;
     reset_timeout(s);
+    data_phase_start(s);
     session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
 }
 
@@ -512,6 +527,7 @@ static int read_data(struct session *s, struct evbuffer *in)
     }
     evbuffer_drain(in, used);
     s->nbytes += used;
+    guard_rate_bytes(&s->guard, used);
     if (done) {
         s->input = IN_CMD;
         reset_timeout(s);
@@ -559,6 +575,7 @@ static int read_bdat(struct session *s, struct evbuffer *in)
     }
     evbuffer_drain(in, used);
     s->nbytes += used;
+    guard_rate_bytes(&s->guard, used);
     if (s->bdat_left == 0)
         bdat_chunk_end(s);
     return 1;
@@ -599,6 +616,7 @@ static void bdat_data_done(struct session *s, struct hook_result *r)
         return;
     }
     s->conn.txn->bdat = 1;
+    data_phase_start(s);
     /* BDAT lines are not limited, but bare CR/LF follow the DATA policy */
     data_decoder_init(&s->dec, s->srv->cfg->max_line_length, bare_policy(s->srv->cfg),
                       DATA_LONG_WRAP, NULL, NULL);
@@ -659,6 +677,7 @@ static void queue_done(struct session *s, struct hook_result *r)
         free(from);
         s->nmsgs++;
         s->nrcpts += (unsigned)t->nrcpt;
+        s->junk = 0;
         s->last_result = "250";
         run_hook(s, HOOK_QUEUE_OK, NULL, queue_ok_done);
         return;
@@ -717,6 +736,7 @@ static void finish_message(struct session *s)
     const char *enh;
     const char *why = data_decoder_verdict(&s->dec, &code, &enh);
 
+    guard_rate_stop(&s->guard);     /* the data is in: hooks have their budgets */
     if (why) {
         slog(s, LOG_LVL_INFO, "txn %s rejected: %s", t->id, why);
         session_reply(s, code, enh, why);
@@ -759,7 +779,7 @@ static void session_attach(struct session *s, struct bufferevent *bev)
     s->bev = bev;
     bufferevent_setcb(bev, session_read_cb, session_write_cb, session_event_cb, s);
     bufferevent_setwatermark(bev, EV_READ, 0, SESSION_READ_HIGH);
-    reset_timeout(s);
+    bufferevent_setwatermark(bev, EV_WRITE, SESSION_OUT_LOW, 0);
     bufferevent_enable(bev, EV_READ | EV_WRITE);
 }
 
@@ -817,6 +837,10 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
     s->tls_handshake = 1;
     s->state = SS_NEW;          /* nothing is read until the handshake ends */
     session_attach(s, tb);
+    /* the TLS layer holds its records back while the plain layer is full */
+    bufferevent_setwatermark(bufferevent_get_underlying(tb), EV_WRITE, 0, SESSION_BELOW_HIGH);
+    guard_idle(&s->guard, 0);
+    guard_deadline(&s->guard, GUARD_HANDSHAKE, s->srv->cfg->timeout_tls_handshake);
 }
 
 /* The handshake finished (STARTTLS or implicit TLS). */
@@ -825,6 +849,7 @@ static void tls_established(struct session *s)
     int implicit = s->tls_handshake == 2;
     s->tls_handshake = 0;
     s->conn.tls = 1;
+    guard_clear_deadline(&s->guard, GUARD_HANDSHAKE);
     tls_info(s->bev, s->conn.tls_version, sizeof s->conn.tls_version, s->conn.tls_cipher,
              sizeof s->conn.tls_cipher, s->conn.tls_sni, sizeof s->conn.tls_sni);
     slog(s, LOG_LVL_INFO, "TLS established: version=%s cipher=%s sni=%s",
@@ -1025,6 +1050,27 @@ static void auth_line(struct session *s, char *line, size_t len)
 
 /* ----------------------------------------------------------- the rest */
 
+/* Commands that move no mail (NOOP, HELP, VRFY, RSET, HELO/EHLO, a RCPT
+ * over max_recipients) have a budget per session, renewed by each accepted
+ * message: a flood of them ends in 421. Returns 1 when it closed. */
+static int junk_command(struct session *s)
+{
+    unsigned max = s->srv->cfg->max_junk_commands;
+    if (!max || ++s->junk <= max)
+        return 0;
+    slog(s, LOG_LVL_INFO, "too many commands without mail (%u), closing", max);
+    session_reply(s, 421, "4.7.0", "Too many commands without mail, closing connection");
+    s->last_result = "junk";
+    session_close(s);
+    return 1;
+}
+
+static int is_junk(enum smtp_verb v)
+{
+    return v == SMTP_NOOP || v == SMTP_HELP || v == SMTP_VRFY || v == SMTP_RSET ||
+           v == SMTP_HELO || v == SMTP_EHLO;
+}
+
 static void rset_done(struct session *s, struct hook_result *r)
 {
     if (r->rc == RC_DISCONNECT || r->rc == RC_DENYDISCONNECT) {
@@ -1061,6 +1107,8 @@ static void unrecognized_done(struct session *s, struct hook_result *r)
 
 static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
 {
+    if (is_junk(c->verb) && junk_command(s))
+        return;
     switch (c->verb) {
     case SMTP_HELO:
     case SMTP_EHLO: cmd_helo(s, c); break;
@@ -1205,12 +1253,28 @@ static int skip_line(struct session *s, struct evbuffer *in)
     return 1;
 }
 
+/* Replies pile up when the client does not read them: past SESSION_OUT_HIGH
+ * the next command waits (and its input stays in the kernel) until the
+ * output drains; a client that reads nothing for the command timeout is
+ * dropped (GUARD_STALLED). Returns 1 while the output is over its bound. */
+static int output_held(struct session *s)
+{
+    if (evbuffer_get_length(bufferevent_get_output(s->bev)) <= SESSION_OUT_HIGH)
+        return 0;
+    if (!s->out_held) {
+        s->out_held = 1;
+        guard_stall(&s->guard, s->srv->cfg->timeout_command);
+    }
+    return 1;
+}
+
 static void session_process(struct session *s)
 {
     struct evbuffer *in;
     /* s->bev changes at STARTTLS: look it up each turn */
     while (!s->hc.pending && !s->paused && s->state != SS_CLOSING &&
-           s->state != SS_NEW && evbuffer_get_length(in = bufferevent_get_input(s->bev)) > 0) {
+           s->state != SS_NEW && !output_held(s) &&
+           evbuffer_get_length(in = bufferevent_get_input(s->bev)) > 0) {
         int more;
         switch (s->input) {
         case IN_DATA: more = read_data(s, in); break;
@@ -1227,8 +1291,10 @@ static void session_process(struct session *s)
 
 static void session_read_cb(struct bufferevent *bev, void *arg)
 {
+    struct session *s = arg;
     (void)bev;
-    session_process(arg);
+    guard_input(&s->guard);
+    session_process(s);
 }
 
 static void close_when_flushed(struct session *s);
@@ -1237,8 +1303,16 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
 {
     struct session *s = arg;
     (void)bev;
-    if (s->state == SS_CLOSING)
+    if (s->state == SS_CLOSING) {
         close_when_flushed(s);
+        return;
+    }
+    /* called once the output is down to SESSION_OUT_LOW */
+    if (s->out_held) {
+        s->out_held = 0;
+        guard_stall(&s->guard, 0);
+        session_process(s);
+    }
 }
 
 static void session_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -1249,24 +1323,12 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
         tls_established(s);
         return;
     }
-    if (s->tls_handshake && (what & (BEV_EVENT_TIMEOUT | BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
+    if (s->tls_handshake && (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR))) {
         char why[256];
         tls_error_text(s->bev, why, sizeof why);
-        slog(s, LOG_LVL_INFO, "TLS handshake failed: %s", why[0] ? why
-             : (what & BEV_EVENT_TIMEOUT) ? "timeout" : "connection closed");
+        slog(s, LOG_LVL_INFO, "TLS handshake failed: %s", why[0] ? why : "connection closed");
         s->last_result = "tls-error";
         session_destroy(s);
-        return;
-    }
-    if (what & BEV_EVENT_TIMEOUT) {
-        if (s->state == SS_CLOSING) {   /* the client does not read: give up */
-            session_destroy(s);
-            return;
-        }
-        slog(s, LOG_LVL_INFO, "timeout, closing");
-        session_reply(s, 421, "4.4.2", "Error: timeout exceeded");
-        s->last_result = "timeout";
-        session_close(s);
         return;
     }
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
@@ -1274,6 +1336,44 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
             s->last_result = (what & BEV_EVENT_EOF) ? "lost" : "error";
         session_destroy(s);
     }
+}
+
+static void close_soon(struct session *s);
+
+/* The guard's timer: a limit of the session passed (guard.h). */
+static void session_expired(void *arg, enum guard_why why)
+{
+    struct session *s = arg;
+    const struct kasi_config *c = s->srv->cfg;
+    switch (why) {
+    case GUARD_IDLE:
+        slog(s, LOG_LVL_INFO, "timeout, closing");
+        session_reply(s, 421, "4.4.2", "Error: timeout exceeded");
+        s->last_result = "timeout";
+        session_close(s);
+        return;
+    case GUARD_DATA_RATE:
+        slog(s, LOG_LVL_INFO, "message data slower than %u bytes/s (%llu bytes), closing",
+             c->min_data_rate, s->guard.rate_bytes);
+        session_reply(s, 421, "4.4.2", "Error: timeout exceeded (data too slow)");
+        s->last_result = "slow-data";
+        session_close(s);
+        return;
+    case GUARD_HANDSHAKE:
+        slog(s, LOG_LVL_INFO, "TLS handshake failed: not done within %g s",
+             c->timeout_tls_handshake);
+        s->last_result = "tls-error";
+        break;
+    case GUARD_STALLED:
+        slog(s, LOG_LVL_INFO, "client reads no replies (%g s), closing", c->timeout_command);
+        s->last_result = "stalled";
+        break;
+    default:
+        slog(s, LOG_LVL_INFO, "close not done within %g s, dropping the connection",
+             c->timeout_close);
+        break;
+    }
+    close_soon(s);      /* nothing more can be said: free it */
 }
 
 static void close_now_cb(evutil_socket_t fd, short what, void *arg)
@@ -1285,7 +1385,8 @@ static void close_now_cb(evutil_socket_t fd, short what, void *arg)
 
 static void close_soon(struct session *s)
 {
-    bufferevent_disable(s->bev, EV_WRITE);
+    guard_stop(&s->guard);      /* nothing may fire before the free */
+    bufferevent_disable(s->bev, EV_READ | EV_WRITE);
     if (!s->close_ev)
         s->close_ev = evtimer_new(s->srv->base, close_now_cb, s);
     if (s->close_ev)
@@ -1324,11 +1425,8 @@ static void close_when_flushed(struct session *s)
         close_soon(s);
         return;
     }
-    if (!s->below_cb) {
-        struct timeval tv = { 10, 0 };
-        bufferevent_set_timeouts(below, NULL, &tv);
+    if (!s->below_cb)
         s->below_cb = evbuffer_add_cb(out, below_drained_cb, s);
-    }
 }
 
 void session_close(struct session *s)
@@ -1341,17 +1439,27 @@ void session_close(struct session *s)
     }
     s->state = SS_CLOSING;
     bufferevent_disable(s->bev, EV_READ);
-    set_timeout(s, 10);  /* bound the time a non-reading client can hold us */
+    bufferevent_enable(s->bev, EV_WRITE);
+    bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);  /* the write callback at empty */
+    /* one teardown: freed when flushed, or at the close deadline whatever
+     * the client or the TLS layer do */
+    guard_idle(&s->guard, 0);
+    guard_stall(&s->guard, 0);
+    guard_rate_stop(&s->guard);
+    guard_deadline(&s->guard, GUARD_CLOSE, s->srv->cfg->timeout_close);
     close_when_flushed(s);
 }
 
 void session_kick(struct session *s, const char *reason)
 {
-    if (s->state == SS_CLOSING)
-        return;
-    session_reply(s, 421, "4.3.2", reason);
-    s->last_result = "shutdown";
-    session_close(s);
+    if (s->state != SS_CLOSING) {
+        session_reply(s, 421, "4.3.2", reason);
+        s->last_result = "shutdown";
+        session_close(s);
+    }
+    /* the grace is over: a second to flush, then it goes */
+    if (s->state == SS_CLOSING && !s->close_ev)
+        guard_deadline(&s->guard, GUARD_CLOSE, SESSION_SHUTDOWN_FLUSH);
 }
 
 static void session_summary(struct session *s)
@@ -1374,6 +1482,7 @@ void session_destroy(struct session *s)
     eng->hook(&s->hc, HOOK_DISCONNECT, NULL, &r);   /* a late answer is dropped */
     hook_result_clear(&r);
     eng->end(&s->hc);
+    guard_free(&s->guard);
     if (s->close_ev)
         event_free(s->close_ev);
     session_summary(s);
@@ -1454,17 +1563,24 @@ struct session *session_new(struct server *srv, const struct listen_cfg *lc, int
     } else {
         s->bev = bufferevent_socket_new(srv->base, fd, BEV_OPT_CLOSE_ON_FREE);
     }
-    if (!s->bev) {
+    if (!s->bev || guard_init(&s->guard, srv->base, session_expired, s) < 0) {
+        if (s->bev)
+            bufferevent_free(s->bev);
+        guard_free(&s->guard);
         free(s);
         return NULL;
     }
     bufferevent_setcb(s->bev, session_read_cb, session_write_cb, session_event_cb, s);
     bufferevent_setwatermark(s->bev, EV_READ, 0, SESSION_READ_HIGH);
+    bufferevent_setwatermark(s->bev, EV_WRITE, SESSION_OUT_LOW, 0);
     server_session_add(srv, s);
     sstats_conn_open(s);
     s->state = SS_NEW;
     s->input = IN_CMD;
-    reset_timeout(s);
+    if (s->tls_handshake)
+        guard_deadline(&s->guard, GUARD_HANDSHAKE, srv->cfg->timeout_tls_handshake);
+    else
+        reset_timeout(s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
     slog(s, LOG_LVL_INFO, "connect ip=%s port=%d local=%s:%d%s", s->conn.remote_ip,
          s->conn.remote_port, s->conn.local_ip, s->conn.local_port, s->tls_handshake ? " tls" : "");

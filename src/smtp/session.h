@@ -13,6 +13,7 @@
 #include "core/log.h"
 #include "proto/smtp_data.h"
 #include "proto/smtp_parse.h"
+#include "smtp/guard.h"
 
 struct session;
 struct bufferevent;
@@ -75,6 +76,9 @@ struct session {
     int stats_verdict;                 /* the open transaction's final reply, 0 none */
     int stats_refused;                 /* its last MAIL/RCPT refusal code, 0 none */
 
+    struct guard guard;                /* every deadline of the session (guard.h) */
+    int out_held;                      /* output over its bound: input waits */
+    unsigned junk;                     /* commands that moved no mail (max_junk_commands) */
     struct event *close_ev;            /* deferred free after session_close */
     struct session *prev, *next;       /* server's list */
 };
