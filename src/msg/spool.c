@@ -1,5 +1,6 @@
 /* spool.c — durable local queue files (see spool.h for the format). */
 #include "msg/spool.h"
+#include "core/utf8.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -30,17 +31,28 @@ int spool_prepare(const char *dir)
     return 0;
 }
 
-/* JSON string escaping into a FILE. */
+/* JSON string escaping into a FILE. The envelope is always valid UTF-8:
+ * a byte of a malformed sequence (an AUTH user name is any bytes the
+ * client chose) is written as U+FFFD. */
 static void json_str(FILE *f, const char *s)
 {
+    const unsigned char *p = (const unsigned char *)(s ? s : "");
+    size_t left = strlen((const char *)p);
     fputc('"', f);
-    for (const unsigned char *p = (const unsigned char *)(s ? s : ""); *p; p++) {
-        if (*p == '"' || *p == '\\')
+    while (left) {
+        size_t n = utf8_seq(p, left);
+        if (n == 0) {
+            fputs("\\ufffd", f);
+            n = 1;
+        } else if (*p == '"' || *p == '\\') {
             fprintf(f, "\\%c", *p);
-        else if (*p < 0x20)
+        } else if (*p < 0x20 || *p == 0x7f) {
             fprintf(f, "\\u%04x", *p);
-        else
-            fputc(*p, f);
+        } else {
+            fwrite(p, 1, n, f);
+        }
+        p += n;
+        left -= n;
     }
     fputc('"', f);
 }

@@ -984,10 +984,15 @@ int smtp_parse_helo(const char *arg, smtp_status *st)
     st_ok(st);
     if (p == end)
         return st_set(st, 501, "5.5.4", "Syntax: EHLO hostname");
-    for (; p < end; p++) {
+    while (p < end) {
         unsigned char c = (unsigned char)*p;
         if (c <= ' ' || c == 0x7f)
             return st_set(st, 501, "5.5.4", "Syntax: EHLO hostname");
+        /* the name goes into Received:, logs and the JSON envelope */
+        int n = c < 0x80 ? 1 : utf8_len((const unsigned char *)p);
+        if (n == 0 || n > end - p)
+            return st_set(st, 501, "5.5.4", "Malformed UTF-8 in the HELO/EHLO name");
+        p += n;
     }
     return 0;
 }

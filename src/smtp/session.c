@@ -34,6 +34,7 @@
 #include "core/config.h"
 #include "core/netmask.h"
 #include "core/shmcount.h"
+#include "core/utf8.h"
 #include "net/dns.h"
 #include "msg/message.h"
 #include "smtp/server.h"
@@ -709,10 +710,13 @@ static int add_received(struct session *s)
     struct tm tm;
     localtime_r(&now, &tm);
     strftime(date, sizeof date, "%a, %d %b %Y %H:%M:%S %z", &tm);
+    char helo[512], rdns[300];      /* client-chosen names: printable UTF-8 only */
+    utf8_printable(s->conn.helo, helo, sizeof helo, '?');
+    utf8_printable(s->conn.rdns && s->conn.rdns_confirmed ? s->conn.rdns : "unknown", rdns,
+                   sizeof rdns, '?');
     int n = snprintf(buf, sizeof buf, "Received: from %s (%s [%s])\r\n"
                      "\tby %s (kasi) with %s id %s",
-                     s->conn.helo, s->conn.rdns && s->conn.rdns_confirmed ? s->conn.rdns : "unknown", s->conn.remote_ip,
-                     c->hostname, received_proto(s), t->id);
+                     helo, rdns, s->conn.remote_ip, c->hostname, received_proto(s), t->id);
     if (n > (int)sizeof buf - 600)  /* a long HELO: keep room for the rest */
         n = (int)sizeof buf - 600;
     if (s->conn.tls)
