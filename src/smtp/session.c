@@ -41,15 +41,15 @@
 #include "net/tls.h"
 
 #define SESSION_READ_HIGH (256 * 1024)    /* stop reading past this backlog */
-/* Replies a client does not read: past OUT_HIGH no command is read until
- * the output drains to OUT_LOW. Under a STARTTLS layer the plain buffer
- * takes at most BELOW_HIGH before the TLS layer holds back. */
+/* Replies a client does not read: past OUT_HIGH (with what a STARTTLS
+ * layer has passed to the plain one below it) no command is read until the
+ * output drains to OUT_LOW. */
 #define SESSION_OUT_HIGH (256 * 1024)
 #define SESSION_OUT_LOW (64 * 1024)
-#define SESSION_BELOW_HIGH (64 * 1024)
 #define SESSION_SHUTDOWN_FLUSH 1.0        /* seconds to flush the 421 at shutdown */
 
 static void session_process(struct session *s);
+static size_t output_len(const struct session *s);
 static int junk_command(struct session *s);
 static void start_banner(struct session *s);
 static int starttls_offered(const struct session *s);
@@ -764,6 +764,8 @@ static void finish_message(struct session *s)
 static void session_read_cb(struct bufferevent *bev, void *arg);
 static void session_write_cb(struct bufferevent *bev, void *arg);
 static void session_event_cb(struct bufferevent *bev, short what, void *arg);
+static void below_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
+                             void *arg);
 
 static int starttls_offered(const struct session *s)
 {
@@ -842,7 +844,8 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
     s->state = SS_NEW;          /* nothing is read until the handshake ends */
     session_attach(s, tb);
     /* the TLS layer holds its records back while the plain layer is full */
-    bufferevent_setwatermark(bufferevent_get_underlying(tb), EV_WRITE, 0, SESSION_BELOW_HIGH);
+    s->below_cb = evbuffer_add_cb(bufferevent_get_output(bufferevent_get_underlying(tb)),
+                                  below_drained_cb, s);
     guard_idle(&s->guard, 0);
     guard_deadline(&s->guard, GUARD_HANDSHAKE, s->srv->cfg->timeout_tls_handshake);
 }
@@ -1257,17 +1260,28 @@ static int skip_line(struct session *s, struct evbuffer *in)
     return 1;
 }
 
+/* Bytes queued for the client: in the session's bufferevent and, under
+ * STARTTLS, in the plain one below the TLS layer. */
+static size_t output_len(const struct session *s)
+{
+    struct bufferevent *below = bufferevent_get_underlying(s->bev);
+    return evbuffer_get_length(bufferevent_get_output(s->bev)) +
+           (below ? evbuffer_get_length(bufferevent_get_output(below)) : 0);
+}
+
 /* Replies pile up when the client does not read them: past SESSION_OUT_HIGH
  * the next command waits (and its input stays in the kernel) until the
  * output drains; a client that reads nothing for the command timeout is
  * dropped (GUARD_STALLED). Returns 1 while the output is over its bound. */
 static int output_held(struct session *s)
 {
-    if (evbuffer_get_length(bufferevent_get_output(s->bev)) <= SESSION_OUT_HIGH)
+    if (output_len(s) <= SESSION_OUT_HIGH)
         return 0;
     if (!s->out_held) {
         s->out_held = 1;
+        bufferevent_disable(s->bev, EV_READ);
         guard_stall(&s->guard, s->srv->cfg->timeout_command);
+        slog(s, LOG_LVL_INFO, "output over %d KiB: input waits", SESSION_OUT_HIGH / 1024);
     }
     return 1;
 }
@@ -1312,9 +1326,11 @@ static void session_write_cb(struct bufferevent *bev, void *arg)
         return;
     }
     /* called once the output is down to SESSION_OUT_LOW */
-    if (s->out_held) {
+    if (s->out_held && output_len(s) <= SESSION_OUT_LOW) {
         s->out_held = 0;
+        bufferevent_enable(s->bev, EV_READ);
         guard_stall(&s->guard, 0);
+        slog(s, LOG_LVL_DEBUG, "output drained: reading again");
         session_process(s);
     }
 }
@@ -1338,6 +1354,12 @@ static void session_event_cb(struct bufferevent *bev, short what, void *arg)
     if (what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) {
         if (!s->last_result)
             s->last_result = (what & BEV_EVENT_EOF) ? "lost" : "error";
+        if ((what & BEV_EVENT_ERROR) && s->conn.tls) {
+            char why[256];
+            tls_error_text(s->bev, why, sizeof why);
+            if (why[0])
+                slog(s, LOG_LVL_INFO, "TLS error: %s", why);
+        }
         session_destroy(s);
     }
 }
@@ -1399,15 +1421,24 @@ static void close_soon(struct session *s)
         session_destroy(s);     /* out of memory: no flush */
 }
 
-/* After STARTTLS the TLS layer writes into the plain bufferevent below it:
- * the replies are only gone when that one is empty too. */
+/* After STARTTLS the TLS layer writes into the plain bufferevent below it
+ * at once: the replies are only gone when that one has sent them. Closing,
+ * its draining ends the session; with input held for a full output, it
+ * wakes the write callback (deferred: we are inside the drain). */
 static void below_drained_cb(struct evbuffer *buf, const struct evbuffer_cb_info *info,
                              void *arg)
 {
     struct session *s = arg;
-    (void)info;
-    if (evbuffer_get_length(buf) == 0)
-        close_soon(s);
+    if (!info->n_deleted)
+        return;
+    if (s->state == SS_CLOSING) {
+        if (s->tls_closing && evbuffer_get_length(buf) == 0)
+            close_soon(s);
+        return;
+    }
+    if (s->out_held && output_len(s) <= SESSION_OUT_LOW)
+        bufferevent_trigger(s->bev, EV_WRITE,
+                            BEV_TRIG_IGNORE_WATERMARKS | BEV_TRIG_DEFER_CALLBACKS);
 }
 
 /* Closing: free the session once every queued byte reached the socket. */
@@ -1424,13 +1455,8 @@ static void close_when_flushed(struct session *s)
         s->tls_closing = 1;
         tls_close_notify(s->bev);
     }
-    struct evbuffer *out = bufferevent_get_output(below);
-    if (evbuffer_get_length(out) == 0) {
-        close_soon(s);
-        return;
-    }
-    if (!s->below_cb)
-        s->below_cb = evbuffer_add_cb(out, below_drained_cb, s);
+    if (evbuffer_get_length(bufferevent_get_output(below)) == 0 || !s->below_cb)
+        close_soon(s);          /* else below_drained_cb comes back */
 }
 
 void session_close(struct session *s)
