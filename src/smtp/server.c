@@ -3,12 +3,20 @@
  * Each configured address gets an evconnlistener. A new connection is
  * counted globally and per client network, in counters shared by every
  * worker process; over either limit it gets one "421 4.7.0" line and is
- * closed before a session is ever built. */
+ * closed before a session is ever built.
+ *
+ * After a burst the allocator keeps the freed session memory: when the
+ * session count falls to a quarter of its peak since the last release, and
+ * at least TRIM_MIN_FREED sessions ended since, the worker gives it back to
+ * the system (malloc_trim, at most once per TRIM_INTERVAL). */
 #include "smtp/server.h"
 #include "core/clock.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
+#ifdef __GLIBC__
+#include <malloc.h>
+#endif
 #include <netdb.h>
 #include <netinet/in.h>
 #include <stdio.h>
@@ -26,6 +34,9 @@
 #include "core/shmcount.h"
 #include "core/stats.h"
 #include "smtp/session.h"
+
+#define TRIM_MIN_FREED 64       /* sessions closed: fewer leave little behind */
+#define TRIM_INTERVAL 10.0      /* seconds between two releases */
 
 struct server *g_server;
 
@@ -101,6 +112,46 @@ static void server_release(struct server *srv, const unsigned char ip[NETMASK_BY
     shmcount_drop("", 0);
 }
 
+/* ------------------------------------------------- memory after a burst */
+
+static long rss_kib(void)
+{
+    long pages = 0, rss = 0;
+    FILE *f = fopen("/proc/self/statm", "r");
+    if (f) {
+        if (fscanf(f, "%ld %ld", &pages, &rss) != 2)
+            rss = 0;
+        fclose(f);
+    }
+    return rss * (sysconf(_SC_PAGESIZE) / 1024);
+}
+
+static void trim_cb(evutil_socket_t fd, short what, void *arg)
+{
+    struct server *srv = arg;
+    (void)fd;
+    (void)what;
+    long before = rss_kib();
+#ifdef __GLIBC__
+    malloc_trim(0);
+#endif
+    log_msg(LOG_LVL_INFO, "memory released after a burst of %u sessions (%u open): "
+            "RSS %ld -> %ld KiB", srv->trim_peak, srv->nsessions, before, rss_kib());
+    srv->trim_peak = srv->nsessions;
+    srv->trim_freed = 0;
+    srv->last_trim = clock_now();
+}
+
+/* The session count fell: after a burst, release memory (rate-limited). */
+static void trim_maybe(struct server *srv)
+{
+    if (!srv->trim_ev || srv->trim_freed < TRIM_MIN_FREED ||
+        srv->nsessions > srv->trim_peak / 4 || evtimer_pending(srv->trim_ev, NULL))
+        return;
+    struct timeval tv = clock_tv(srv->last_trim + TRIM_INTERVAL - clock_now());
+    evtimer_add(srv->trim_ev, &tv);
+}
+
 void server_session_add(struct server *srv, struct session *s)
 {
     s->next = srv->sessions;
@@ -109,6 +160,8 @@ void server_session_add(struct server *srv, struct session *s)
         srv->sessions->prev = s;
     srv->sessions = s;
     srv->nsessions++;
+    if (srv->nsessions > srv->trim_peak)
+        srv->trim_peak = srv->nsessions;
 }
 
 void server_session_remove(struct server *srv, struct session *s)
@@ -121,8 +174,10 @@ void server_session_remove(struct server *srv, struct session *s)
     if (s->next)
         s->next->prev = s->prev;
     srv->nsessions--;
+    srv->trim_freed++;
     if (netmask_addr(s->conn.remote_ip, ip) == 0)
         server_release(srv, ip);
+    trim_maybe(srv);
     if (srv->shutting_down && srv->nsessions == 0)
         event_base_loopexit(srv->base, NULL);
 }
@@ -264,7 +319,9 @@ int server_init(struct server *srv, struct event_base *base,
     }
     srv->listeners = calloc(cfg->nlisten, sizeof *srv->listeners);
     srv->lctx = calloc(cfg->nlisten, sizeof *srv->lctx);
-    if (!srv->listeners || !srv->lctx)
+    srv->trim_ev = evtimer_new(base, trim_cb, srv);
+    srv->last_trim = clock_now() - TRIM_INTERVAL;
+    if (!srv->listeners || !srv->lctx || !srv->trim_ev)
         return -1;
     for (size_t i = 0; i < cfg->nlisten; i++) {
         srv->lctx[i] = (struct server_listener){ srv, &cfg->listen[i] };
@@ -299,6 +356,8 @@ void server_free(struct server *srv)
     free(srv->lctx);
     if (srv->grace_ev)
         event_free(srv->grace_ev);
+    if (srv->trim_ev)
+        event_free(srv->trim_ev);
     if (g_server == srv)
         g_server = NULL;
 }

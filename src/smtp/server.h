@@ -30,6 +30,10 @@ struct server {
     int shutting_down;
     struct event *grace_ev;        /* end of the shutdown grace period */
     unsigned long long next_conn;  /* connection counter for ids */
+    unsigned trim_peak;            /* most sessions at once since memory was released */
+    unsigned trim_freed;           /* sessions ended since then */
+    double last_trim;              /* when memory was last released (clock_now) */
+    struct event *trim_ev;         /* releases memory after a burst (server.c) */
     char boot_id[16];              /* per-process id prefix */
 };
 

@@ -1,0 +1,84 @@
+#!/usr/bin/env python3
+"""Memory after a burst: N STARTTLS sessions open at once (default 300,
+KASI_BURST=5000 for a measurement), then all close. Once the session count
+falls to a quarter of its peak the worker gives the freed memory back to
+the system: the log says so, and its RSS drops back near where it started.
+Prints the worker's RSS before, at the peak and after."""
+import os
+import resource
+import socket
+import ssl
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+from kasitest import *  # noqa: E402,F401,F403
+from proctest import rss_kib, wait_for, worker_pid  # noqa: E402
+from tlstest import client_ctx, make_pki, start, tls_yaml  # noqa: E402
+
+N = int(os.environ.get("KASI_BURST", "300"))
+pki = make_pki(tempfile.mkdtemp(prefix="kasi-pki-"), {"mx": ["mx.kasi.test"]})
+CTX = client_ctx(pki["ca"])
+soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, N + 200)), hard))
+
+
+def reply(s):
+    buf = b""
+    while not any(len(x) > 3 and x[3:4] == b" " for x in buf.split(b"\r\n")[:-1]):
+        chunk = s.recv(4096)
+        if not chunk:
+            raise OSError("closed")
+        buf += chunk
+    return buf
+
+
+def session(port):
+    """A STARTTLS session, greeted inside TLS, left open."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=scaled(10))
+    reply(s)
+    s.sendall(b"EHLO burst.test\r\n")
+    reply(s)
+    s.sendall(b"STARTTLS\r\n")
+    reply(s)
+    t = CTX.wrap_socket(s)
+    t.sendall(b"EHLO burst.test\r\n")
+    reply(t)
+    return t
+
+
+extra = ("timeouts:\n  command: 120\nlimits:\n  max_connections: %d\n"
+         "  max_connections_per_ip: 0\n" % (N + 100))
+y = tls_yaml(tempfile.mkdtemp(prefix="kasi-t-spool-"), [{"tls": "starttls"}], [pki["mx"]],
+             extra=extra).replace("level: debug", "level: info")
+with start(y, 1) as k:
+    wpid = worker_pid(k)
+    session(k.port).close()                 # TLS and DNS set up once
+    rss0 = rss_kib(wpid)
+    t0, conns = time.monotonic(), []
+    while len(conns) < N and time.monotonic() - t0 < scaled(120):
+        conns.append(session(k.port))
+    is_(len(conns), N, "%d STARTTLS sessions open at once" % N)
+    ok(k.wait_count(r"TLS established", N + 1, 10), "  all established")
+    peak = rss_kib(wpid)
+    for c in conns:
+        c.close()
+    ok(k.wait_count(r"disconnect ip=", N + 1, 20), "  all closed")
+    released = k.wait_log(r"memory released after a burst of (\d+) sessions \((\d+) open\): "
+                          r"RSS (\d+) -> (\d+) KiB", 15)
+    ok(released, "the worker releases memory after the burst")
+    wait_for(lambda: rss_kib(wpid) < peak, 2)
+    after = rss_kib(wpid)
+    diag("worker RSS: before %d KiB, %d sessions %d KiB, after %d KiB" % (rss0, N, peak, after))
+    if released:
+        diag("trim: %s" % released.group(0))
+    if released and N >= 1000:              # a measurement: the next release too
+        rx = r"memory released after a burst"
+        if k.wait_count(rx, 2, 15):
+            diag("second trim: RSS %d KiB; %s" % (rss_kib(wpid), k.log().split(rx)[-1][:80]))
+    ok(after - rss0 < (peak - rss0) / 2,
+       "RSS after the burst is back below half the growth (%+d KiB, peak %+d KiB)" %
+       (after - rss0, peak - rss0))
+
+done()
