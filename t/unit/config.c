@@ -116,6 +116,9 @@ static void test_defaults(void)
        "defaults: exempt is loopback (127.0.0.0/8, ::1)");
     ok(cfg.timeout_command == 300 && cfg.timeout_data_block == 180 &&
        cfg.timeout_shutdown == 30, "defaults: timeouts");
+    ok(cfg.timeout_tls_handshake == 20 && cfg.timeout_close == 10 && cfg.min_data_rate == 500,
+       "defaults: tls_handshake, close, min_data_rate");
+    is_int(cfg.max_junk_commands, 2000, "defaults: max_junk_commands");
     is_int(cfg.bare_lf_accept, 0, "defaults: bare_lf");
     is_int(cfg.long_lines_wrap, 0, "defaults: long_lines");
     is_str(cfg.spool_dir, spool, "defaults: spool_dir is the compiled-in SPOOLDIR");
@@ -271,7 +274,7 @@ static void test_errors(void)
                "DIR/smtp.yaml:3: unknown key 'limits.max_recipent' (known: max_connections, "
                "max_connections_per_ip, max_recipients, max_errors, max_message_size, "
                "max_line_length, max_command_length, memory_buffer, ipv4_prefix, ipv6_prefix, "
-               "exempt, counters)", "unknown nested key");
+               "exempt, counters, max_junk_commands)", "unknown nested key");
     load_fails("limits:\n  ipv4_prefix: 33\n",
                "DIR/smtp.yaml:2: limits.ipv4_prefix: must be between 1 and 32, got '33'",
                "ipv4_prefix over 32");
@@ -330,6 +333,18 @@ static void test_errors(void)
     load_fails("limits:\n  max_recipients: 0\n",
                "DIR/smtp.yaml:2: limits.max_recipients: must be between 1 and 100000, got '0'",
                "out of range, zero");
+    load_fails("timeouts:\n  tls_handshake: 0\n",
+               "DIR/smtp.yaml:2: timeouts.tls_handshake: must be more than 0 and at most 3600, "
+               "got '0'", "tls_handshake 0");
+    load_fails("timeouts:\n  close: 7200\n",
+               "DIR/smtp.yaml:2: timeouts.close: must be more than 0 and at most 3600, "
+               "got '7200'", "close too long");
+    load_fails("timeouts:\n  min_data_rate: fast\n",
+               "DIR/smtp.yaml:2: timeouts.min_data_rate: expected a non-negative integer, "
+               "got 'fast'", "min_data_rate not a number");
+    load_fails("limits:\n  max_junk_commands: -1\n",
+               "DIR/smtp.yaml:2: limits.max_junk_commands: expected a non-negative integer, "
+               "got '-1'", "max_junk_commands negative");
     load_fails("limits:\n  max_errors: 99999999999999999999999\n",
                "DIR/smtp.yaml:2: limits.max_errors: expected a positive integer, "
                "got '99999999999999999999999'", "integer overflow");
