@@ -77,8 +77,11 @@ with start(y, 1) as k:
         rx = r"memory released after a burst"
         if k.wait_count(rx, 2, 15):
             diag("second trim: RSS %d KiB; %s" % (rss_kib(wpid), k.log().split(rx)[-1][:80]))
-    ok(after - rss0 < (peak - rss0) / 2,
-       "RSS after the burst is back below half the growth (%+d KiB, peak %+d KiB)" %
-       (after - rss0, peak - rss0))
+    if os.environ.get("KASI_ASAN"):         # its allocator keeps freed memory
+        diag("sanitizer build: RSS not compared")
+    else:
+        ok(after - rss0 < (peak - rss0) / 2,
+           "RSS after the burst is back below half the growth (%+d KiB, peak %+d KiB)" %
+           (after - rss0, peak - rss0))
 
 done()
