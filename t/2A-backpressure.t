@@ -119,8 +119,11 @@ for mode in ("plain", "starttls", "implicit"):
              (mode, sent, grown))
         ok(k.wait_log(r"output over 256 KiB: input waits", 2),
            "%s: kasi stops reading a client that reads no replies" % mode)
-        ok(grown < 32 * 1024, "%s: worker RSS grew %d KiB (< 32 MiB) for %d MB sent" %
-           (mode, grown, sent // 1000000))
+        if os.environ.get("KASI_ASAN"):     # freed memory waits in its quarantine
+            diag("sanitizer build: RSS not compared")
+        else:
+            ok(grown < 32 * 1024, "%s: worker RSS grew %d KiB (< 32 MiB) for %d MB sent" %
+               (mode, grown, sent // 1000000))
         ok(k.wait_log(r"client reads no replies \(2 s\), closing", 6),
            "%s: the non-reading client is dropped after the command timeout" % mode)
         ok(k.wait_log(r"disconnect .*result=stalled", 3), "%s: result=stalled" % mode)
