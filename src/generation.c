@@ -26,6 +26,8 @@
 
 struct sgen_listener {
     char *host, *port;          /* NULL: passed by socket activation, unclaimed */
+    int occ;                    /* the how-many-th listener with this address
+                                   (several "127.0.0.1:0" are distinct) */
     int fd;
     int refs;                   /* generations (current, pending) using it */
     struct sockaddr_storage sa; /* activated sockets: their address */
@@ -55,7 +57,8 @@ static void lt_remove(size_t i)
         close(sg.l[i].fd);
     free(sg.l[i].host);
     free(sg.l[i].port);
-    sg.l[i] = sg.l[--sg.n];
+    memmove(&sg.l[i], &sg.l[i + 1], (sg.n - i - 1) * sizeof sg.l[i]);
+    sg.n--;
 }
 
 static int same_addr(const struct sockaddr_storage *a, socklen_t al,
@@ -81,19 +84,21 @@ static struct sgen_listener *lt_activated(const struct listen_cfg *lc)
     return found;
 }
 
-static struct sgen_listener *lt_find(const char *host, const char *port)
+static struct sgen_listener *lt_find(const char *host, const char *port, int occ)
 {
     for (size_t i = 0; i < sg.n; i++)
-        if (sg.l[i].host && !strcmp(sg.l[i].host, host) && !strcmp(sg.l[i].port, port))
+        if (sg.l[i].host && sg.l[i].occ == occ && !strcmp(sg.l[i].host, host) &&
+            !strcmp(sg.l[i].port, port))
             return &sg.l[i];
     return NULL;
 }
 
-/* The socket for lc: kept, passed to us, or bound now. -1 with err. */
-static int lt_get(const struct listen_cfg *lc, const char *confdir, char *err,
+/* The socket for lc, the occ-th listener of its config with that address:
+ * kept, passed to us, or bound now. -1 with err. */
+static int lt_get(const struct listen_cfg *lc, int occ, const char *confdir, char *err,
                   size_t errlen)
 {
-    struct sgen_listener *l = lt_find(lc->host, lc->port);
+    struct sgen_listener *l = lt_find(lc->host, lc->port, occ);
     if (!l && (l = lt_activated(lc))) {
         l->host = strdup(lc->host);
         l->port = strdup(lc->port);
@@ -111,6 +116,7 @@ static int lt_get(const struct listen_cfg *lc, const char *confdir, char *err,
             return -1;
         }
         l->fd = fd;
+        l->occ = occ;
         l->host = strdup(lc->host);
         l->port = strdup(lc->port);
     }
@@ -198,7 +204,12 @@ static int sgen_listeners(struct sgen *g, char *err, size_t errlen)
     for (size_t i = 0; i < g->cfg.nlisten; i++)
         g->lfd[i] = -1;
     for (size_t i = 0; i < g->cfg.nlisten; i++) {
-        g->lfd[i] = lt_get(&g->cfg.listen[i], g->confdir, err, errlen);
+        const struct listen_cfg *lc = &g->cfg.listen[i];
+        int occ = 0;
+        for (size_t j = 0; j < i; j++)
+            occ += !strcmp(g->cfg.listen[j].host, lc->host) &&
+                   !strcmp(g->cfg.listen[j].port, lc->port);
+        g->lfd[i] = lt_get(lc, occ, g->confdir, err, errlen);
         if (g->lfd[i] < 0) {
             sgen_drop_listeners(g);
             return -1;

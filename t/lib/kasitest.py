@@ -265,6 +265,8 @@ class Kasi:
         os.makedirs(self.confdir)
         os.makedirs(self.spool_dir)
         self.config = merge(self.default_config(), config or {})
+        if yaml is not None and start:
+            yaml = self.process_defaults(yaml)
         with open(os.path.join(self.confdir, "smtp.yaml"), "w") as f:
             f.write(yaml if yaml is not None else to_yaml(self.config) + "\n")
         for rel, content in (files or {}).items():
@@ -281,12 +283,24 @@ class Kasi:
             self.start()
 
     def default_config(self):
-        return {
+        cfg = {
             "hostname": HOSTNAME,
             "listen": ["127.0.0.1:0"],
             "spool_dir": self.spool_dir,
             "log": {"target": "stderr", "level": "debug"},
+            "workers": 1,
         }
+        if os.geteuid() == 0:   # the suite runs as root: say so explicitly
+            cfg["user"] = "root"
+        return cfg
+
+    def process_defaults(self, yaml):
+        """Raw smtp.yaml text gets the harness's workers: and user: unless
+        it sets them (appended: line numbers above stay)."""
+        for key in ("workers", "user"):
+            if key in self.config and not re.search(r"(?m)^%s:" % key, yaml):
+                yaml = yaml.rstrip("\n") + "\n%s: %s\n" % (key, _yaml_scalar(self.config[key]))
+        return yaml
 
     # -- process -------------------------------------------------------
 
@@ -327,6 +341,27 @@ class Kasi:
 
     def signal(self, sig):
         self.proc.send_signal(sig)
+
+    def worker_pids(self):
+        """PIDs of the workers alive now, from the supervisor's log lines
+        ("worker N started" minus those that stopped, retired or ended)."""
+        log = self.log()
+        started = re.findall(r"\bworker (\d+) started", log)
+        gone = set(re.findall(r"\bworker (\d+) (?:ended|retired|stopped)", log))
+        return [int(p) for p in started if p not in gone]
+
+    def wait_workers(self, n, timeout=10, exclude=()):
+        """Wait until n workers (none of them in exclude) are serving:
+        started and told to accept. Returns their PIDs, or None."""
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            pids = [p for p in self.worker_pids() if p not in exclude]
+            serving = [p for p in pids if re.search(
+                r"kasi\[%d\] debug: accepting connections" % p, self.log())]
+            if len(serving) >= n:
+                return serving
+            time.sleep(0.02)
+        return None
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
