@@ -430,6 +430,9 @@ static void sup_exited(const struct sup_worker *w, int status)
                 (int)w->pid, w->gen->id, how);
     } else if (w->gen == sup.cur) {
         sup_lost(w, how, err);
+    } else {
+        log_msg(LOG_LVL_DEBUG, "worker %d stopped (generation %u abandoned, %s)",
+                (int)w->pid, w->gen->id, how);
     }
 }
 

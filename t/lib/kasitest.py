@@ -350,12 +350,23 @@ class Kasi:
         gone = set(re.findall(r"\bworker (\d+) (?:ended|retired|stopped)", log))
         return [int(p) for p in started if p not in gone]
 
+    def current_workers(self):
+        """PIDs of the live workers of the generation that is live now."""
+        log = self.log()
+        gens = re.findall(r"generation (\d+) live", log)
+        if not gens:
+            return []
+        gen = gens[-1]
+        live = set(self.worker_pids())
+        started = re.findall(r"\bworker (\d+) started \(generation %s\)" % gen, log)
+        return [int(p) for p in started if int(p) in live]
+
     def wait_workers(self, n, timeout=10, exclude=()):
         """Wait until n workers (none of them in exclude) are serving:
         started and told to accept. Returns their PIDs, or None."""
         deadline = time.monotonic() + scaled(timeout)
         while time.monotonic() < deadline:
-            pids = [p for p in self.worker_pids() if p not in exclude]
+            pids = [p for p in self.current_workers() if p not in exclude]
             serving = [p for p in pids if re.search(
                 r"kasi\[%d\] debug: accepting connections" % p, self.log())]
             if len(serving) >= n:
