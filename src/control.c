@@ -111,14 +111,18 @@ static void ctl_span(long long secs, char *buf, size_t len)
 static int ctl_status(const struct ctl_status *st, long pid)
 {
     long long now = (long long)time(NULL);
-    unsigned conns = 0;
+    unsigned conns = 0, current = 0;
     char up[32];
-    for (size_t i = 0; i < st->nw; i++)
+    for (size_t i = 0; i < st->nw; i++) {
         conns += st->w[i].conns;
+        current += st->w[i].gen == st->generation && strcmp(st->w[i].state, "draining");
+    }
     ctl_span(now - st->since, up, sizeof up);
     printf("kasi running, pid %ld, up %s\n", pid, up);
-    printf("generation %u, %zu workers, %u open connections\n", st->generation, st->nw,
-           conns);
+    printf("generation %u, %u workers", st->generation, current);
+    if (st->nw > current)
+        printf(" (and %zu of other generations)", st->nw - current);
+    printf(", %u open connections\n", conns);
     for (size_t i = 0; i < st->nw; i++) {
         ctl_span(now - st->w[i].since, up, sizeof up);
         printf("  worker %ld  generation %u  %-8s  up %-8s  %u connections\n",

@@ -528,9 +528,9 @@ static const char *sup_state_name(const struct sup_worker *w)
     if (w->gen == sup.pending)
         return "starting";
     switch (watchdog_state(w->slot)) {
-    case WD_SERVING: return "serving";
     case WD_DRAINING: return "draining";
-    default: return "starting";
+    case WD_STARTING: return "starting";
+    default: return w->serving ? "serving" : "starting";
     }
 }
 

@@ -275,17 +275,19 @@ static int relay_start(struct relay *r, struct event_base *base, int *session_fd
  * the socket buffer, so non-blocking reads find it) to stdout. */
 static void relay_finish(struct relay *r)
 {
-    if (!r->mid)
-        goto out;
-    int fd = bufferevent_getfd(r->mid);
-    struct evbuffer *pending = bufferevent_get_output(r->out);
-    evbuffer_add_buffer(pending, bufferevent_get_input(r->mid));
-    fcntl(1, F_SETFL, fcntl(1, F_GETFL) & ~O_NONBLOCK);
-    while (evbuffer_read(pending, fd, 65536) > 0)
-        ;
-    while (evbuffer_get_length(pending) && evbuffer_write(pending, 1) > 0)
-        ;
-out:
+    struct evbuffer *pending = evbuffer_new();  /* the bufferevent's own output */
+    if (r->mid && pending) {                     /* is frozen outside its loop */
+        int fd = bufferevent_getfd(r->mid);
+        evbuffer_add_buffer(pending, bufferevent_get_output(r->out));
+        evbuffer_add_buffer(pending, bufferevent_get_input(r->mid));
+        fcntl(1, F_SETFL, fcntl(1, F_GETFL) & ~O_NONBLOCK);
+        while (evbuffer_read(pending, fd, 65536) > 0)
+            ;
+        while (evbuffer_get_length(pending) && evbuffer_write(pending, 1) > 0)
+            ;
+    }
+    if (pending)
+        evbuffer_free(pending);
     if (r->in)
         bufferevent_free(r->in);
     if (r->out)
