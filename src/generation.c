@@ -299,11 +299,11 @@ static int sgen_load(struct sgen *g, struct sgen_env *env, char *err, size_t err
         return -1;
     }
     if (g->ids.change && st.st_uid != g->ids.uid) {
-        if (priv_chown(&g->ids, g->cfg.spool_dir) < 0) {
+        if (priv_chown(&g->ids, g->cfg.spool_dir) < 0 || chmod(g->cfg.spool_dir, 0700) < 0) {
             snprintf(err, errlen, "spool_dir %s: %s", g->cfg.spool_dir, strerror(errno));
             return -1;
         }
-        log_msg(LOG_LVL_INFO, "spool_dir %s now belongs to %s", g->cfg.spool_dir,
+        log_msg(LOG_LVL_INFO, "spool_dir %s now belongs to %s (mode 0700)", g->cfg.spool_dir,
                 g->ids.name);
     }
     if (!env->state[0]) {

@@ -174,6 +174,11 @@ int snap_copy_tree(struct snap *s, const char *src, const char *rel, int optiona
     struct stat st;
     if (optional && stat(src, &st) < 0 && errno == ENOENT)
         return 0;
+    if (s->ntrees < sizeof s->trees / sizeof s->trees[0]) {
+        s->trees[s->ntrees].rel = strdup(rel);
+        s->trees[s->ntrees].src = strdup(src);
+        s->ntrees++;
+    }
     return snap_tree(s, src, rel, 0, err, errlen);
 }
 
@@ -196,7 +201,19 @@ static size_t snap_unmap_one(const struct snap *s, const char *p, char *out, siz
     if (!strncmp(r, "config/../", 10))
         r += 10;
     const struct snap_file *f = snap_find(s, r);
-    snprintf(out, outlen, "%s", f && f->origin ? f->origin : r);
+    if (f && f->origin) {
+        snprintf(out, outlen, "%s", f->origin);
+        return len;
+    }
+    /* a file that is not in the copy: where it would have come from */
+    for (size_t i = s->ntrees; i-- > 0;) {
+        size_t tl = s->trees[i].rel ? strlen(s->trees[i].rel) : 0;
+        if (tl && s->trees[i].src && !strncmp(r, s->trees[i].rel, tl) && r[tl] == '/') {
+            snprintf(out, outlen, "%s%s", s->trees[i].src, r + tl);
+            return len;
+        }
+    }
+    snprintf(out, outlen, "%s", r);
     return len;
 }
 
@@ -228,6 +245,10 @@ void snap_free(struct snap *s)
         free(s->files[i].origin);
     }
     free(s->files);
+    for (size_t i = 0; i < s->ntrees; i++) {
+        free(s->trees[i].rel);
+        free(s->trees[i].src);
+    }
     free(s->dir);
     memset(s, 0, sizeof *s);
 }

@@ -28,6 +28,8 @@ struct snap {
     dev_t skip_dev;              /* a directory never copied (the spool) */
     ino_t skip_ino;
     const struct priv_ids *owner;  /* the copy belongs to the workers' user */
+    struct { char *rel, *src; } trees[8];  /* what snap_copy_tree copied where */
+    size_t ntrees;
 };
 
 /* Create dir (must not exist) as the root of an empty snapshot. skip: a
