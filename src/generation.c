@@ -144,7 +144,8 @@ void sgen_adopt_activated(void)
             close(fd);
             continue;
         }
-        l->fd = fd;
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);  /* systemd's default */
+        l->fd = fd;                                           /* is blocking */
         l->salen = sizeof l->sa;
         if (getsockname(fd, (struct sockaddr *)&l->sa, &l->salen) < 0)
             l->salen = 0;
