@@ -229,7 +229,6 @@ static int sgen_numeric(const char *s)
 int sgen_state_open(struct sgen_env *env, const struct priv_ids *ids, char *err,
                     size_t errlen)
 {
-    (void)ids;
     char lock[PATH_MAX + 8];
     if (mkdir(env->state, 0700) < 0 && errno != EEXIST)
         goto fail;
@@ -300,12 +299,13 @@ static int sgen_load(struct sgen *g, struct sgen_env *env, char *err, size_t err
         return -1;
     }
     if (g->ids.change && st.st_uid != g->ids.uid) {
-        if (priv_chown(&g->ids, g->cfg.spool_dir) < 0 || chmod(g->cfg.spool_dir, 0700) < 0) {
+        if (priv_chown(&g->ids, g->cfg.spool_dir) < 0 ||
+            chmod(g->cfg.spool_dir, 0700) < 0) {
             snprintf(err, errlen, "spool_dir %s: %s", g->cfg.spool_dir, strerror(errno));
             return -1;
         }
-        log_msg(LOG_LVL_INFO, "spool_dir %s now belongs to %s (mode 0700)", g->cfg.spool_dir,
-                g->ids.name);
+        log_msg(LOG_LVL_INFO, "spool_dir %s now belongs to %s (mode 0700)",
+                g->cfg.spool_dir, g->ids.name);
     }
     if (!env->state[0]) {
         snprintf(env->state, sizeof env->state, "%s/.gen", g->cfg.spool_dir);
@@ -509,7 +509,8 @@ void sgen_diff(const struct sgen *old, const struct sgen *g, char *out, size_t o
     diff_listeners(&o, &old->cfg, &g->cfg);
     diff_settings(&o, &old->cfg, &g->cfg);
     o.section = 0;
-    if (old->tls_hash != g->tls_hash || str_differs(old->cfg.tls.ciphers, g->cfg.tls.ciphers) ||
+    if (old->tls_hash != g->tls_hash ||
+        str_differs(old->cfg.tls.ciphers, g->cfg.tls.ciphers) ||
         str_differs(old->cfg.tls.ciphersuites, g->cfg.tls.ciphersuites))
         out_add(&o, "tls", " %s%s", "certificates or settings changed", "");
     diff_files(&o, &old->snap, &g->snap);

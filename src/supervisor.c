@@ -317,7 +317,8 @@ static void sup_reload(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     sdn_notify("RELOADING=1\nMONOTONIC_USEC=%llu",
-               (unsigned long long)ts.tv_sec * 1000000ULL + (unsigned long long)ts.tv_nsec / 1000);
+               (unsigned long long)ts.tv_sec * 1000000ULL +
+                   (unsigned long long)ts.tv_nsec / 1000);
     log_msg(LOG_LVL_INFO, "SIGHUP: loading generation %u", sup.cur->id + 1);
     sup_generation_start();
 }
@@ -369,6 +370,10 @@ static void sup_switch(void)
     sup.dirty = 1;
     sup_notify_ready();
     sup_tell_parent("ok\n");
+    if (sup.hup_again) {        /* a SIGHUP that came during the start */
+        sup.hup_again = 0;
+        sup_reload();
+    }
 }
 
 static void sup_pending_check(void)
@@ -418,16 +423,16 @@ static void sup_exited(const struct sup_worker *w, int status)
     int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
     if (w->gen == sup.pending) {
         char why[2200];
-        snprintf(why, sizeof why, "%s (worker %d, %s)", err[0] ? err : "worker died", (int)w->pid,
-                 how);
+        snprintf(why, sizeof why, "%s (worker %d, %s)", err[0] ? err : "worker died",
+                 (int)w->pid, how);
         sup_pending_fail(why);
     } else if (sup.stopping) {
         log_msg(LOG_LVL_INFO, "worker %d stopped (%s)", (int)w->pid, how);
         if (!clean && w->serving)
             sup.rc = 1;
     } else if (w->retiring) {
-        log_msg(clean ? LOG_LVL_INFO : LOG_LVL_WARN, "worker %d retired (generation %u, %s)",
-                (int)w->pid, w->gen->id, how);
+        log_msg(clean ? LOG_LVL_INFO : LOG_LVL_WARN,
+                "worker %d retired (generation %u, %s)", (int)w->pid, w->gen->id, how);
     } else if (w->gen == sup.cur) {
         sup_lost(w, how, err);
     } else {

@@ -154,7 +154,8 @@ static int snap_tree(struct snap *s, const char *src, const char *rel, int depth
 {
     struct stat st;
     if (stat(src, &st) < 0)
-        return errno == ENOENT && depth > 0 ? 0 : snap_fail(err, errlen, "cannot read", src);
+        return errno == ENOENT && depth > 0 ? 0
+                                            : snap_fail(err, errlen, "cannot read", src);
     if (st.st_dev == s->skip_dev && st.st_ino == s->skip_ino)
         return 0;
     if (S_ISREG(st.st_mode))

@@ -265,8 +265,6 @@ class Kasi:
         os.makedirs(self.confdir)
         os.makedirs(self.spool_dir)
         self.config = merge(self.default_config(), config or {})
-        if yaml is not None and start:
-            yaml = self.process_defaults(yaml)
         with open(os.path.join(self.confdir, "smtp.yaml"), "w") as f:
             f.write(yaml if yaml is not None else to_yaml(self.config) + "\n")
         for rel, content in (files or {}).items():
@@ -275,6 +273,7 @@ class Kasi:
             with open(path, "wb") as f:
                 f.write(content.encode() if isinstance(content, str) else content)
         self.args = list(args or [])
+        self.raw_yaml = yaml is not None
         self.proc = None
         self.ports = []
         self.exit_code = None
@@ -295,8 +294,9 @@ class Kasi:
         return cfg
 
     def process_defaults(self, yaml):
-        """Raw smtp.yaml text gets the harness's workers: and user: unless
-        it sets them (appended: line numbers above stay)."""
+        """Raw smtp.yaml text gets the harness's workers: and user: when
+        the server starts, unless it sets them (appended: line numbers
+        above stay)."""
         for key in ("workers", "user"):
             if key in self.config and not re.search(r"(?m)^%s:" % key, yaml):
                 yaml = yaml.rstrip("\n") + "\n%s: %s\n" % (key, _yaml_scalar(self.config[key]))
@@ -307,6 +307,12 @@ class Kasi:
     def start(self):
         if not os.access(KASI_BIN, os.X_OK):
             raise RuntimeError("server binary not found: %s (set KASI_BIN)" % KASI_BIN)
+        if self.raw_yaml:
+            path = os.path.join(self.confdir, "smtp.yaml")
+            with open(path) as f:
+                text = f.read()
+            with open(path, "w") as f:
+                f.write(self.process_defaults(text))
         self._log = open(self.logfile, "wb")
         self.proc = subprocess.Popen([KASI_BIN, "-c", self.confdir] + self.args,
                                      stdin=subprocess.DEVNULL, stdout=self._log,
@@ -502,8 +508,9 @@ class Kasi:
         return msgs
 
     def spool_names(self):
+        """Every name in the spool but .gen (the supervisor's state)."""
         try:
-            return sorted(os.listdir(self.spool_dir))
+            return sorted(n for n in os.listdir(self.spool_dir) if n != ".gen")
         except FileNotFoundError:
             return []
 
