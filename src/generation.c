@@ -5,7 +5,9 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <arpa/inet.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -67,21 +69,44 @@ static int same_addr(const struct sockaddr_storage *a, socklen_t al,
     return al == bl && !memcmp(a, b, al);
 }
 
-/* An activated socket whose address is lc's. */
+/* The port of an activated socket, and whether it listens on every
+ * address (0.0.0.0, or ::, which also takes IPv4 unless IPV6_V6ONLY). */
+static int sa_port(const struct sockaddr_storage *sa, int *wildcard)
+{
+    if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)sa;
+        *wildcard = IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr);
+        return ntohs(a->sin6_port);
+    }
+    const struct sockaddr_in *a = (const void *)sa;
+    *wildcard = a->sin_addr.s_addr == htonl(INADDR_ANY);
+    return ntohs(a->sin_port);
+}
+
+/* An activated socket for lc: the same address, or for a listen: on
+ * every address ("0.0.0.0:25", "[::]:25"), a wildcard socket with that
+ * port (kasi.socket's "ListenStream=25" is one dual-stack socket). */
 static struct sgen_listener *lt_activated(const struct listen_cfg *lc)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };
     struct addrinfo *res;
-    struct sgen_listener *found = NULL;
+    struct sgen_listener *found = NULL, *wild = NULL;
     if (!strcmp(lc->port, "0") || getaddrinfo(lc->host, lc->port, &hints, &res) != 0)
         return NULL;
-    for (size_t i = 0; i < sg.n && !found; i++)
-        if (!sg.l[i].host && same_addr(&sg.l[i].sa, sg.l[i].salen, res->ai_addr,
-                                       (socklen_t)res->ai_addrlen))
-            found = &sg.l[i];
+    int any = !strcmp(lc->host, "0.0.0.0") || !strcmp(lc->host, "::");
+    for (size_t i = 0; i < sg.n && !found; i++) {
+        struct sgen_listener *l = &sg.l[i];
+        int w, port = l->host || !l->salen ? -1 : sa_port(&l->sa, &w);
+        if (port < 0)
+            continue;
+        if (same_addr(&l->sa, l->salen, res->ai_addr, (socklen_t)res->ai_addrlen))
+            found = l;
+        else if (any && w && port == atoi(lc->port) && !wild)
+            wild = l;
+    }
     freeaddrinfo(res);
-    return found;
+    return found ? found : wild;
 }
 
 static struct sgen_listener *lt_find(const char *host, const char *port, int occ)

@@ -5,7 +5,8 @@ STOPPING=1 on SIGTERM, STATUS= with the generation) to a datagram socket
 named by $NOTIFY_SOCKET, and socket activation: a listening socket passed
 as fd 3 with LISTEN_FDS/LISTEN_PID is used for the listener with its
 address (the connection waiting in its queue before kasi started is
-served), and LISTEN_PID of another process is ignored."""
+served), a dual-stack wildcard socket serves a listen: on every address
+with its port, and LISTEN_PID of another process is ignored."""
 import os
 import signal
 import socket
@@ -96,6 +97,22 @@ with Kasi({"listen": ["127.0.0.1:%d" % port]}, start=False) as k:
 with Kasi({"listen": ["127.0.0.1:0"]}, start=False) as k:
     ok(activated(k, "1"), "LISTEN_PID of another process: ignored, kasi binds its own")
     unlike(k.log(), r"passed by the service manager|socket activation", "no socket taken")
+    k.stop()
+lsock.close()
+
+# kasi.socket's "ListenStream=25": one dual-stack [::] socket, used for a
+# listen: on every address with that port
+lsock = socket.socket(socket.AF_INET6)
+lsock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+lsock.bind(("::", 0))
+lsock.listen(16)
+port = lsock.getsockname()[1]
+with Kasi({"listen": ["0.0.0.0:%d" % port]}, start=False) as k:
+    ok(activated(k, "$$"), "a dual-stack socket for listen: 0.0.0.0:%d" % port, k.log_tail())
+    like(k.log(), r"listener 0\.0\.0\.0:%d passed by the service manager" % port,
+         "  is used for it")
+    with Raw(port, ehlo="client.test") as r:
+        is_(r.cmd("NOOP")[0], 250, "  and serves IPv4 clients")
     k.stop()
 lsock.close()
 done()
