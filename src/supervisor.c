@@ -83,7 +83,7 @@ static void sup_signal(int sig)
 {
     if (sig == SIGHUP)
         sup_hup = 1;
-    else if (sig == SIGCHLD)
+    else if (sig == SIGCHLD || sig == SIGUSR2)    /* a worker died, or is ready */
         sup_chld = 1;
     else
         sup_term = sig;
@@ -91,7 +91,7 @@ static void sup_signal(int sig)
 
 static void sup_signals(void (*handler)(int))
 {
-    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD };
+    static const int sigs[] = { SIGTERM, SIGINT, SIGHUP, SIGCHLD, SIGUSR2 };
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = handler;

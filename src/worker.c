@@ -192,9 +192,10 @@ int worker_run(struct kasi_config *cfg, const int *fds, const struct worker_opts
     }
     log_msg(LOG_LVL_INFO, "kasi %s ready, host name %s%s", KASI_VERSION, cfg->hostname,
             w.supervised ? ", waiting for the generation" : "");
-    if (w.supervised)
+    if (w.supervised) {
         watchdog_set_state(WD_READY);
-    else
+        kill(getppid(), SIGUSR2);   /* wake the supervisor: no tick to wait for */
+    } else
         on_go(0, 0, &w);
     event_base_dispatch(w.base);
     log_msg(LOG_LVL_INFO, "stopped");

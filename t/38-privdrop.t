@@ -75,8 +75,8 @@ with traversable(Kasi({"user": "nobody", "workers": 2}, start=False)).start() as
         is_(ids(int(m.group(1)))[0][0], U, "the new generation runs as nobody too")
 
 # a spool made by mkdir as root: 0700, given to the workers
-with traversable(Kasi({"user": "nobody", "spool_dir": None}, start=False)).start() as k:
-    spool = os.path.join(k.tmp, "config", "spool")
+with traversable(Kasi({"user": "nobody", "spool_dir": "new-spool"}, start=False)).start() as k:
+    spool = os.path.join(k.tmp, "config", "new-spool")
     st = os.stat(spool)
     is_((st.st_uid, stat.S_IMODE(st.st_mode)), (U, 0o700), "a new spool dir: 0700, nobody's")
 
