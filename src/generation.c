@@ -284,6 +284,20 @@ fail:
     return -1;
 }
 
+void sgen_state_close(const struct sgen_env *env)
+{
+    char path[PATH_MAX + 16];
+    if (!env->state[0] || sg.lock_fd < 0)
+        return;
+    snprintf(path, sizeof path, "%s/status", env->state);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/lock", env->state);
+    unlink(path);
+    close(sg.lock_fd);
+    sg.lock_fd = -1;
+    rmdir(env->state);          /* fails, harmlessly, if a worker left files */
+}
+
 /* ------------------------------------------------------- preparing */
 
 static unsigned long long sgen_hash_file(unsigned long long h, const char *path)

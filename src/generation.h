@@ -68,5 +68,8 @@ void sgen_prune(void);
  * against a second kasi and clear what an earlier run left. 0 or -1. */
 int sgen_state_open(struct sgen_env *env, const struct priv_ids *ids, char *err,
                     size_t errlen);
+/* At exit (every generation freed): remove the status file, the lock and
+ * the directory, so an empty spool stays empty. */
+void sgen_state_close(const struct sgen_env *env);
 
 #endif

@@ -627,11 +627,7 @@ static void sup_cleanup(void)
     tls_use(NULL, NULL);
     if (sup.pid_file[0])
         unlink(sup.pid_file);
-    if (sup.env.state[0]) {
-        char path[PATH_MAX + 16];
-        snprintf(path, sizeof path, "%s/status", sup.env.state);
-        unlink(path);
-    }
+    sgen_state_close(&sup.env);
     sup_shared_free();
     free(sup.w);
 }

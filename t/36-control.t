@@ -104,6 +104,8 @@ r = kasi(k, "stop")
 ok(r.returncode == 0, "stop: exit 0", r.stderr)
 ok(pid and not alive(pid), "stop: the supervisor is gone")
 ok(not os.path.exists(pid_file), "stop: the pid file is removed")
+ok(not os.path.exists(os.path.join(k.spool_dir, ".gen")),
+   "stop: the generations, status file and lock are removed")
 r = kasi(k, "stop")
 is_(r.returncode, 0, "stop when not running: exit 0")
 k.cleanup()
