@@ -60,6 +60,7 @@ static struct {
     size_t nw, wcap;
     int stopping, rc, start_failed, hup_again;
     double pending_deadline, restart_at, backoff;
+    int lost_slot;              /* slot of the last worker lost, for its successor */
     unsigned reloads;
     char last[2048];            /* result of the last reload */
     time_t since;
@@ -118,10 +119,13 @@ static int sup_shared_setup(const struct kasi_config *cfg)
     sup.http_fd = http_bind(cfg);
     if (sup.http_fd == -2)
         return -1;
-    if (stats_region_create(WATCHDOG_SLOTS) < 0) {
+    /* one statistics slot per worker slot, and the supervisor's own (the
+     * reloads it counts) after them */
+    if (stats_region_create(WATCHDOG_SLOTS + 1) < 0) {
         log_msg(LOG_LVL_WARN, "statistics off: %s", strerror(errno));
         return 0;
     }
+    stats_worker_attach(WATCHDOG_SLOTS);
     sup.stats_path = malloc(strlen(cfg->spool_dir) + sizeof "/kasi.stats");
     if (sup.stats_path)
         sprintf(sup.stats_path, "%s/kasi.stats", cfg->spool_dir);
@@ -204,7 +208,7 @@ static int sup_spawn(struct sgen *g)
         sup.w = w;
         sup.wcap = cap;
     }
-    int slot = watchdog_slot_take();
+    int slot = watchdog_slot_take(g == sup.cur ? sup.lost_slot : -1);
     if (slot < 0) {
         log_msg(LOG_LVL_ERROR, "no free worker slot (%d workers alive)", (int)sup.nw);
         return -1;
@@ -274,6 +278,7 @@ static void sup_pending_fail(const char *why)
         return;
     }
     log_msg(LOG_LVL_ERROR, "reload failed, generation %u stays: %s", sup.cur->id, why);
+    stats_generation(0, 0, 1);
     snprintf(sup.last, sizeof sup.last, "failed: %s", why);
     sup_reload_done();
 }
@@ -361,6 +366,7 @@ static void sup_switch(void)
         log_msg(LOG_LVL_INFO, "generation %u live (was %u): %s; workers%s ready",
                 g->id, old->id, diff, pids);
         snprintf(sup.last, sizeof sup.last, "ok: generation %u: %s", g->id, diff);
+        stats_generation(g->id, 1, 1);
         sup_reload_done();
         return;
     }
@@ -409,6 +415,7 @@ static void sup_lost(const struct sup_worker *w, const char *how, const char *er
         log_msg(LOG_LVL_ERROR, "worker %d could not start on generation %u: %s",
                 (int)w->pid, w->gen->id, err);
     log_msg(LOG_LVL_ERROR, "worker %d ended (%s), restarting", (int)w->pid, how);
+    sup.lost_slot = w->slot;
     sup.backoff = lived < 2 ? (sup.backoff < 0.1 ? 0.1 : sup.backoff * 2) : 0;
     if (sup.backoff > SUP_BACKOFF_MAX)
         sup.backoff = SUP_BACKOFF_MAX;
@@ -641,6 +648,7 @@ int supervisor_run(const struct sup_opts *o)
     sup.env.listen = o->listen;
     sup.env.nlisten = o->nlisten;
     sup.http_fd = -1;
+    sup.lost_slot = -1;
     sdn_setup();
     sup_signals(sup_signal);
     sgen_adopt_activated();

@@ -79,16 +79,26 @@ void watchdog_set_error(const char *msg)
 
 /* --------------------------------------------------- supervisor side */
 
-int watchdog_slot_take(void)
+static void watchdog_slot_reset(struct watchdog_slot *s)
 {
-    for (int i = 0; wd_table && i < WATCHDOG_SLOTS; i++) {
+    s->used = 1;
+    atomic_store(&s->deadline_ms, 0);
+    atomic_store(&s->state, WD_STARTING);
+    atomic_store(&s->sessions, 0);
+    s->error[0] = '\0';
+}
+
+int watchdog_slot_take(int prefer)
+{
+    if (!wd_table)
+        return -1;
+    if (prefer >= 0 && prefer < WATCHDOG_SLOTS && !wd_table[prefer].used) {
+        watchdog_slot_reset(&wd_table[prefer]);
+        return prefer;
+    }
+    for (int i = 0; i < WATCHDOG_SLOTS; i++) {
         if (!wd_table[i].used) {
-            struct watchdog_slot *s = &wd_table[i];
-            s->used = 1;
-            atomic_store(&s->deadline_ms, 0);
-            atomic_store(&s->state, WD_STARTING);
-            atomic_store(&s->sessions, 0);
-            s->error[0] = '\0';
+            watchdog_slot_reset(&wd_table[i]);
             return i;
         }
     }

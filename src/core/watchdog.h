@@ -33,7 +33,9 @@ void watchdog_set_error(const char *msg);
 
 /* Supervisor side. */
 int watchdog_setup(void);            /* the shared table; before any fork */
-int watchdog_slot_take(void);        /* a free slot, reset; -1 when none */
+/* A free slot, reset: `prefer` when it is free (a restarted worker keeps
+ * the slot of the one it replaces), else the lowest; -1 when none. */
+int watchdog_slot_take(int prefer);
 void watchdog_slot_free(int slot);
 /* Seconds the slot's worker has been over its budget, 0 when fine. */
 double watchdog_overdue(int slot);
