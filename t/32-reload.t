@@ -79,7 +79,7 @@ with Kasi(files={"config/plugins": "ver\nqueue/discard\n",
 
     write(k, "plugins/ver.lua", "local x = = 2\n")
     k.signal(signal.SIGHUP)
-    ok(k.wait_log(r"plugin reload failed, generation 2 stays: .*ver\.lua:1:"),
+    ok(k.wait_log(r"reload failed, generation 2 stays: .*ver\.lua:1:"),
        "syntax error: reload refused, logged with file and line")
     is_(mail_text(k.port), "2.1.0 v2 pear gen 2", "old behaviour continues")
 

@@ -48,7 +48,7 @@ ok(ALICE_PW not in text and "first" not in text, "no plaintext in the file")
 is_(oct(os.stat(users).st_mode & 0o777), "0o600", "the file's mode is kept")
 fresh = os.path.join(tmp, "fresh_users")
 passwd(fresh, "dave", "pw\n")
-is_(oct(os.stat(fresh).st_mode & 0o777), "0o640", "a new file: mode 0640")
+is_(oct(os.stat(fresh).st_mode & 0o777), "0o600", "a new file: mode 0600 (its hashes are secret)")
 for user, pw, why in [("bad:name", "x\n", "user name with ':'"),
                       ("two words", "x\n", "user name with a blank"),
                       ("", "x\n", "empty user name"),

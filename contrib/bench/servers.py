@@ -166,7 +166,9 @@ def kasi_smtp_yaml(port, spool, level, max_size="0"):
             f"limits:\n  max_connections: 20000\n  max_connections_per_ip: 0\n"
             f"  max_message_size: {max_size}\n"
             f"spool_dir: {spool}\n"
-            f"log:\n  target: stderr\n  level: {level}\n")
+            f"log:\n  target: stderr\n  level: {level}\n"
+            f"workers: 1\n"                  # one process, like the others
+            + ("user: root\n" if os.geteuid() == 0 else ""))
 
 
 def start_kasi(kasi_bin, name, workdir, files, level="info"):

@@ -9,6 +9,8 @@
 
 #include <arpa/inet.h>
 #include <ctype.h>
+#include <grp.h>
+#include <pwd.h>
 #include <errno.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -353,6 +355,62 @@ static int cfg_default_exempt(struct netmask_list *l)
     return 0;
 }
 
+/* ---- processes --------------------------------------------------------- */
+
+/* "auto" (one worker per CPU, stored as 0) or 1..CONFIG_WORKERS_MAX. */
+static int cfg_set_workers(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                           const struct cfg_key *k)
+{
+    if (v->type == YNODE_SCALAR && !strcmp(v->scalar, "auto")) {
+        c->cfg->workers = 0;
+        return 0;
+    }
+    const char *what = "auto or a number of processes";
+    const char *s = cfg_scalar(c, v, key, what);
+    unsigned long long n;
+    (void)k;
+    if (!s)
+        return -1;
+    if (cfg_parse_uint(s, &n) < 0)
+        return cfg_type_error(c, v, key, what);
+    if (n < 1 || n > CONFIG_WORKERS_MAX)
+        return cfg_fail(c, v->line, "%s: must be auto or between 1 and %d, got '%s'",
+                        key, CONFIG_WORKERS_MAX, s);
+    c->cfg->workers = (unsigned)n;
+    return 0;
+}
+
+/* user: / group: a name that exists now (checked again when workers start). */
+static int cfg_set_account(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                           const struct cfg_key *k)
+{
+    int is_user = !strcmp(k->name, "user");
+    const char *s = cfg_scalar(c, v, key, is_user ? "a user name" : "a group name");
+    if (!s)
+        return -1;
+    if (is_user ? !getpwnam(s) : !getgrnam(s))
+        return cfg_fail(c, v->line, "%s: no such %s '%s'", key,
+                        is_user ? "user" : "group", s);
+    return cfg_replace(is_user ? &c->cfg->user : &c->cfg->group, s) < 0 ? cfg_oom(c) : 0;
+}
+
+static int cfg_set_pid_file(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                            const struct cfg_key *k)
+{
+    const char *s = cfg_scalar(c, v, key, "a file name");
+    (void)k;
+    if (!s)
+        return -1;
+    if (!*s || s[strlen(s) - 1] == '/')
+        return cfg_type_error(c, v, key, "a file name");
+    char *path = s[0] == '/' ? strdup(s) : cfg_join(c->cfg->dir, s);
+    if (!path)
+        return cfg_oom(c);
+    free(c->cfg->pid_file);
+    c->cfg->pid_file = path;
+    return 0;
+}
+
 /* ---- tls ------------------------------------------------------------- */
 
 /* A file path: relative ones are taken relative to the config directory. */
@@ -603,6 +661,10 @@ static const struct cfg_key cfg_top_keys[] = {
     CFG_SECTION("tls", cfg_tls_keys),
     CFG_SECTION("auth", cfg_auth_keys),
     CFG_SECTION("http", cfg_http_keys),
+    CFG_FN("workers", cfg_set_workers),
+    CFG_FN("user", cfg_set_account),
+    CFG_FN("group", cfg_set_account),
+    CFG_FN("pid_file", cfg_set_pid_file),
     { 0 }
 };
 
@@ -773,15 +835,42 @@ int config_load(const char *dir, struct kasi_config *cfg, char *err, size_t errl
     return rc;
 }
 
+static void cfg_free_listen(struct listen_cfg *l, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        free(l[i].host);
+        free(l[i].port);
+    }
+    free(l);
+}
+
+int config_override_listen(struct kasi_config *cfg, char *const *addrs, size_t n,
+                           char *err, size_t errlen)
+{
+    if (!n)
+        return 0;
+    struct listen_cfg *l = calloc(n, sizeof *l);
+    if (!l)
+        return cfg_msg(err, errlen, "%s", "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        char why[256];
+        if (config_parse_listen(addrs[i], &l[i].host, &l[i].port, why, sizeof why) < 0) {
+            snprintf(err, errlen, "--listen %s: %s", addrs[i], why);
+            cfg_free_listen(l, i);
+            return -1;
+        }
+    }
+    cfg_free_listen(cfg->listen, cfg->nlisten);
+    cfg->listen = l;
+    cfg->nlisten = n;
+    return 0;
+}
+
 void config_free(struct kasi_config *cfg)
 {
     if (!cfg)
         return;
-    for (size_t i = 0; i < cfg->nlisten; i++) {
-        free(cfg->listen[i].host);
-        free(cfg->listen[i].port);
-    }
-    free(cfg->listen);
+    cfg_free_listen(cfg->listen, cfg->nlisten);
     for (size_t i = 0; i < cfg->tls.ncerts; i++) {
         free(cfg->tls.certs[i].cert);
         free(cfg->tls.certs[i].key);
@@ -797,5 +886,8 @@ void config_free(struct kasi_config *cfg)
     free(cfg->http_port);
     free(cfg->http_token);
     netmask_list_free(&cfg->exempt);
+    free(cfg->user);
+    free(cfg->group);
+    free(cfg->pid_file);
     memset(cfg, 0, sizeof *cfg);
 }

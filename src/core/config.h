@@ -94,12 +94,24 @@ struct kasi_config {
     char *http_host, *http_port;       /* NULL: no HTTP listener */
     char *http_token;                  /* Bearer token, NULL: none */
     int http_line;                     /* where http.listen is */
+
+    /* processes (see src/supervisor.h) */
+    unsigned workers;              /* worker processes; 0 = auto (one per CPU) */
+    char *user;                    /* workers run as this user (NULL: no switch) */
+    char *group;                   /* and group (NULL: the user's primary group) */
+    char *pid_file;                /* the supervisor's pid (joined to dir), or NULL */
 };
+
+#define CONFIG_WORKERS_MAX 64
 
 /* Load DIR/smtp.yaml and DIR/me. Returns 0, or -1 with "file:line: key: why"
  * in err. A missing smtp.yaml means all defaults; cfg is always left freeable. */
 int config_load(const char *dir, struct kasi_config *cfg, char *err, size_t errlen);
 void config_free(struct kasi_config *cfg);
+/* --listen: replace the configured listeners by addrs (n > 0). 0, or -1
+ * with "--listen ADDR: why" in err and cfg unchanged. */
+int config_override_listen(struct kasi_config *cfg, char *const *addrs, size_t n,
+                           char *err, size_t errlen);
 
 /* Parse a listen address "HOST:PORT" or "[IPv6]:PORT" (port 0..65535; 0 lets
  * the OS pick). Returns 0 with *host and *port malloc'd (host without the

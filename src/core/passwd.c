@@ -126,7 +126,7 @@ static int passwd_write(int fd, const char *path, const char *user, const char *
     if (!old && errno != ENOENT)
         return passwd_fail(err, errlen, "cannot read", path);
     struct stat st;
-    mode_t mode = old && fstat(fileno(old), &st) == 0 ? st.st_mode & 07777 : 0640;
+    mode_t mode = old && fstat(fileno(old), &st) == 0 ? st.st_mode & 07777 : 0600;
     FILE *out = fdopen(fd, "w");
     if (!out) {
         if (old)

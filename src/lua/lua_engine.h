@@ -87,6 +87,8 @@ struct lsess {
 struct lgen *lgen_build(const struct kasi_config *cfg, int serving,
                         const struct lsettings *set, char *err, size_t errlen);
 void lgen_free(struct lgen *g);
+/* The id the next generation built gets (then counting up from it). */
+void lgen_set_next_id(unsigned id);
 int lgen_settings(const struct kasi_config *cfg, struct lsettings *set,
                   char *err, size_t errlen);
 /* Find a file under the search roots ("plugins/x.lua", "lua/kasi.lua"). */

@@ -27,6 +27,11 @@
 
 static unsigned lgen_counter;
 
+void lgen_set_next_id(unsigned id)
+{
+    lgen_counter = id ? id - 1 : 0;
+}
+
 /* ------------------------------------------------------------ allocator */
 
 static void *lgen_alloc(void *ud, void *p, size_t osize, size_t nsize)

@@ -112,6 +112,20 @@ int plugins_reload(void)
     return 0;
 }
 
+void plugins_set_generation(unsigned id)
+{
+    lgen_set_next_id(id);
+}
+
+void plugins_retire(void)
+{
+    struct lgen *g = eng.current;
+    if (!g)
+        return;
+    eng.current = NULL;
+    gen_release(g);
+}
+
 void plugins_free(void)
 {
     while (eng.all) {

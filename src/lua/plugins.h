@@ -19,6 +19,12 @@ int plugins_init(struct kasi_config *cfg, struct event_base *base,
 /* SIGHUP: build a new generation; on failure keep the old one (logged).
  * Returns 0 when the new generation is live. */
 int plugins_reload(void);
+/* The number the next generation loaded gets (the supervisor's
+ * generation, so conn.generation is the same in every worker). */
+void plugins_set_generation(unsigned id);
+/* No new sessions will come: drop the current generation's reference, so
+ * it is freed with its last session. */
+void plugins_retire(void);
 /* Free every generation (process exit). */
 void plugins_free(void);
 /* kasi -t: load every plugin without serving. 0, or -1 with err. */

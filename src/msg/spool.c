@@ -22,11 +22,11 @@ int spool_prepare(const char *dir)
         if (*p != '/')
             continue;
         *p = '\0';
-        if (mkdir(path, 0750) < 0 && errno != EEXIST)
+        if (mkdir(path, 0755) < 0 && errno != EEXIST)
             return -1;
         *p = '/';
     }
-    if (mkdir(path, 0750) < 0 && errno != EEXIST)
+    if (mkdir(path, 0700) < 0 && errno != EEXIST)
         return -1;
     return 0;
 }
@@ -99,7 +99,7 @@ static int write_file(const char *dir, const char *id, const char *ext,
     char tmp[4096], final[4096];
     snprintf(tmp, sizeof tmp, "%s/.%s.%s.tmp", dir, id, ext);
     snprintf(final, sizeof final, "%s/%s.%s", dir, id, ext);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
     int rc;

@@ -182,10 +182,10 @@ static SSL_CTX *tls_build(const struct tls_cfg *t, char *err, size_t errlen)
 
 /* ---------------------------------------------------------------- API */
 
-int tls_init(const struct kasi_config *cfg, char *err, size_t errlen)
+int tls_prepare(const struct kasi_config *cfg, struct ssl_ctx_st **out, char *err,
+                size_t errlen)
 {
-    tls_free();
-    tls_state.cfg = cfg;
+    *out = NULL;
     if (cfg->tls.ncerts == 0)
         return 0;
     if (tls_state.ex_idx < 0)
@@ -194,8 +194,33 @@ int tls_init(const struct kasi_config *cfg, char *err, size_t errlen)
         tls_fail(err, errlen, "tls", NULL);
         return -1;
     }
-    tls_state.cur = tls_build(&cfg->tls, err, errlen);
-    return tls_state.cur ? 0 : -1;
+    *out = tls_build(&cfg->tls, err, errlen);
+    return *out ? 0 : -1;
+}
+
+void tls_use(const struct kasi_config *cfg, struct ssl_ctx_st *ctx)
+{
+    if (ctx)
+        SSL_CTX_up_ref(ctx);
+    SSL_CTX_free(tls_state.cur);
+    tls_state.cur = ctx;
+    tls_state.cfg = cfg;
+}
+
+void tls_drop(struct ssl_ctx_st *ctx)
+{
+    SSL_CTX_free(ctx);
+}
+
+int tls_init(const struct kasi_config *cfg, char *err, size_t errlen)
+{
+    SSL_CTX *ctx;
+    tls_free();
+    tls_state.cfg = cfg;
+    if (tls_prepare(cfg, &ctx, err, errlen) < 0)
+        return -1;
+    tls_state.cur = ctx;
+    return 0;
 }
 
 int tls_reload(void)

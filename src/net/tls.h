@@ -20,6 +20,16 @@ int tls_init(const struct kasi_config *cfg, char *err, size_t errlen);
 /* Load the certificate files again. On failure the contexts in use stay
  * (the error is logged) and -1 is returned. Open sessions are unaffected. */
 int tls_reload(void);
+/* A generation of contexts built from cfg without touching the live ones
+ * (the supervisor keeps one per generation and installs it before each
+ * fork). *out is NULL when cfg has no certificates. 0, or -1 with err. */
+struct ssl_ctx_st;
+int tls_prepare(const struct kasi_config *cfg, struct ssl_ctx_st **out, char *err,
+                size_t errlen);
+/* Make ctx (NULL: TLS off) the live contexts; takes its own reference. */
+void tls_use(const struct kasi_config *cfg, struct ssl_ctx_st *ctx);
+/* Release a reference from tls_prepare. */
+void tls_drop(struct ssl_ctx_st *ctx);
 /* Drop the contexts, server and client (sessions still open keep theirs
  * alive). */
 void tls_free(void);

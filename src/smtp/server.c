@@ -241,8 +241,7 @@ static void accept_error_cb(struct evconnlistener *l, void *arg)
     log_msg(LOG_LVL_ERROR, "accept: %s", strerror(errno));
 }
 
-/* Create, bind and listen one socket; returns the fd or -1 (logged). */
-static int bind_one(const struct listen_cfg *lc)
+int server_bind_one(const struct listen_cfg *lc)
 {
     struct addrinfo hints = { .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };
@@ -272,7 +271,7 @@ static int bind_one(const struct listen_cfg *lc)
 int server_bind(const struct kasi_config *cfg, int *fds)
 {
     for (size_t i = 0; i < cfg->nlisten; i++) {
-        fds[i] = bind_one(&cfg->listen[i]);
+        fds[i] = server_bind_one(&cfg->listen[i]);
         if (fds[i] < 0) {
             while (i-- > 0)
                 close(fds[i]);
@@ -282,7 +281,7 @@ int server_bind(const struct kasi_config *cfg, int *fds)
     return 0;
 }
 
-static void log_listener(int fd, const struct listen_cfg *lc)
+void server_log_listener(int fd, const struct listen_cfg *lc)
 {
     struct sockaddr_storage ss;
     socklen_t sl = sizeof ss;
@@ -317,27 +316,32 @@ int server_init(struct server *srv, struct event_base *base,
         log_msg(LOG_LVL_ERROR, "no shared counters: they are made before the worker starts");
         return -1;
     }
-    srv->listeners = calloc(cfg->nlisten, sizeof *srv->listeners);
-    srv->lctx = calloc(cfg->nlisten, sizeof *srv->lctx);
+    srv->listeners = calloc(cfg->nlisten + 1, sizeof *srv->listeners);
+    srv->lctx = calloc(cfg->nlisten + 1, sizeof *srv->lctx);
     srv->trim_ev = evtimer_new(base, trim_cb, srv);
     srv->last_trim = clock_now() - TRIM_INTERVAL;
     if (!srv->listeners || !srv->lctx || !srv->trim_ev)
         return -1;
-    for (size_t i = 0; i < cfg->nlisten; i++) {
+    for (size_t i = 0; fds && i < cfg->nlisten; i++) {
         srv->lctx[i] = (struct server_listener){ srv, &cfg->listen[i] };
         struct evconnlistener *l = evconnlistener_new(
-            base, accept_cb, &srv->lctx[i], LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC,
-            -1, fds[i]);
+            base, accept_cb, &srv->lctx[i],
+            LEV_OPT_CLOSE_ON_FREE | LEV_OPT_CLOSE_ON_EXEC | LEV_OPT_DISABLED, -1, fds[i]);
         if (!l) {
             log_msg(LOG_LVL_ERROR, "listener: %s", strerror(errno));
             return -1;
         }
         evconnlistener_set_error_cb(l, accept_error_cb);
         srv->listeners[srv->nlisteners++] = l;
-        log_listener(fds[i], &cfg->listen[i]);
     }
     g_server = srv;
     return 0;
+}
+
+void server_accept_start(struct server *srv)
+{
+    for (size_t i = 0; i < srv->nlisteners; i++)
+        evconnlistener_enable(srv->listeners[i]);
 }
 
 static void close_listeners(struct server *srv)
@@ -375,17 +379,30 @@ static void grace_over_cb(evutil_socket_t fd, short what, void *arg)
     }
 }
 
+/* Close the listeners; the loop ends with the last session. */
+static void stop_accepting(struct server *srv, const char *why)
+{
+    if (!srv->shutting_down) {
+        srv->shutting_down = 1;
+        close_listeners(srv);
+        log_msg(LOG_LVL_INFO, "%s: %u sessions open", why, srv->nsessions);
+    }
+    if (srv->nsessions == 0)
+        event_base_loopexit(srv->base, NULL);
+}
+
+void server_drain(struct server *srv)
+{
+    stop_accepting(srv, "draining");
+}
+
 void server_shutdown(struct server *srv)
 {
-    if (srv->shutting_down)
+    if (srv->grace_ev)
         return;
-    srv->shutting_down = 1;
-    close_listeners(srv);
-    log_msg(LOG_LVL_INFO, "shutting down: %u sessions open", srv->nsessions);
-    if (srv->nsessions == 0) {
-        event_base_loopexit(srv->base, NULL);
+    stop_accepting(srv, "shutting down");
+    if (srv->nsessions == 0)
         return;
-    }
     struct timeval tv = clock_tv(srv->cfg->timeout_shutdown);
     srv->grace_ev = evtimer_new(srv->base, grace_over_cb, srv);
     evtimer_add(srv->grace_ev, &tv);

@@ -44,14 +44,25 @@ extern struct server *g_server;
  * cfg->nlisten descriptors. Returns 0 or -1 (logged). */
 int server_bind(const struct kasi_config *cfg, int *fds);
 
-/* Serve the bound sockets fds (one per listener) on base. 0 or -1. */
+/* One listener of cfg: the fd, or -1 (logged). */
+int server_bind_one(const struct listen_cfg *lc);
+/* "listening on HOST:PORT (what)" for a bound socket. */
+void server_log_listener(int fd, const struct listen_cfg *lc);
+
+/* Serve the bound sockets fds (one per listener; NULL: none, sessions
+ * come from session_new directly) on base. The listeners start disabled:
+ * server_accept_start enables them. 0 or -1. */
 int server_init(struct server *srv, struct event_base *base,
                 struct kasi_config *cfg, const struct hook_engine *engine,
                 const int *fds);
+void server_accept_start(struct server *srv);
 void server_free(struct server *srv);
 
 /* Stop accepting, give sessions `grace` seconds, then 421 them. */
 void server_shutdown(struct server *srv);
+/* Stop accepting and let every session finish on its own (a retired
+ * worker after a reload); the loop ends with the last one. */
+void server_drain(struct server *srv);
 
 /* Count a new client at ip (16 bytes, core/netmask.h; ipstr for the log)
  * against limits.max_connections and its network's limit, for all worker

@@ -1550,6 +1550,9 @@ static void addr_to_str(const struct sockaddr *sa, char *ip, size_t iplen, int *
         else
             inet_ntop(AF_INET6, &a->sin6_addr, ip, (socklen_t)iplen);
         *port = ntohs(a->sin6_port);
+    } else if (sa->sa_family != AF_INET) {   /* kasi --inetd on a pipe or */
+        snprintf(ip, iplen, "127.0.0.1");    /* a local socket */
+        *port = 0;
     } else {
         const struct sockaddr_in *a = (const struct sockaddr_in *)sa;
         inet_ntop(AF_INET, &a->sin_addr, ip, (socklen_t)iplen);

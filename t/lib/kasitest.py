@@ -273,6 +273,7 @@ class Kasi:
             with open(path, "wb") as f:
                 f.write(content.encode() if isinstance(content, str) else content)
         self.args = list(args or [])
+        self.raw_yaml = yaml is not None
         self.proc = None
         self.ports = []
         self.exit_code = None
@@ -281,18 +282,37 @@ class Kasi:
             self.start()
 
     def default_config(self):
-        return {
+        cfg = {
             "hostname": HOSTNAME,
             "listen": ["127.0.0.1:0"],
             "spool_dir": self.spool_dir,
             "log": {"target": "stderr", "level": "debug"},
+            "workers": 1,
         }
+        if os.geteuid() == 0:   # the suite runs as root: say so explicitly
+            cfg["user"] = "root"
+        return cfg
+
+    def process_defaults(self, yaml):
+        """Raw smtp.yaml text gets the harness's workers: and user: when
+        the server starts, unless it sets them (appended: line numbers
+        above stay)."""
+        for key in ("workers", "user"):
+            if key in self.config and not re.search(r"(?m)^%s:" % key, yaml):
+                yaml = yaml.rstrip("\n") + "\n%s: %s\n" % (key, _yaml_scalar(self.config[key]))
+        return yaml
 
     # -- process -------------------------------------------------------
 
     def start(self):
         if not os.access(KASI_BIN, os.X_OK):
             raise RuntimeError("server binary not found: %s (set KASI_BIN)" % KASI_BIN)
+        if self.raw_yaml:
+            path = os.path.join(self.confdir, "smtp.yaml")
+            with open(path) as f:
+                text = f.read()
+            with open(path, "w") as f:
+                f.write(self.process_defaults(text))
         self._log = open(self.logfile, "wb")
         self.proc = subprocess.Popen([KASI_BIN, "-c", self.confdir] + self.args,
                                      stdin=subprocess.DEVNULL, stdout=self._log,
@@ -327,6 +347,38 @@ class Kasi:
 
     def signal(self, sig):
         self.proc.send_signal(sig)
+
+    def worker_pids(self):
+        """PIDs of the workers alive now, from the supervisor's log lines
+        ("worker N started" minus those that stopped, retired or ended)."""
+        log = self.log()
+        started = re.findall(r"\bworker (\d+) started", log)
+        gone = set(re.findall(r"\bworker (\d+) (?:ended|retired|stopped)", log))
+        return [int(p) for p in started if p not in gone]
+
+    def current_workers(self):
+        """PIDs of the live workers of the generation that is live now."""
+        log = self.log()
+        gens = re.findall(r"generation (\d+) live", log)
+        if not gens:
+            return []
+        gen = gens[-1]
+        live = set(self.worker_pids())
+        started = re.findall(r"\bworker (\d+) started \(generation %s\)" % gen, log)
+        return [int(p) for p in started if int(p) in live]
+
+    def wait_workers(self, n, timeout=10, exclude=()):
+        """Wait until n workers (none of them in exclude) are serving:
+        started and told to accept. Returns their PIDs, or None."""
+        deadline = time.monotonic() + scaled(timeout)
+        while time.monotonic() < deadline:
+            pids = [p for p in self.current_workers() if p not in exclude]
+            serving = [p for p in pids if re.search(
+                r"kasi\[%d\] debug: accepting connections" % p, self.log())]
+            if len(serving) >= n:
+                return serving
+            time.sleep(0.02)
+        return None
 
     def running(self):
         return self.proc is not None and self.proc.poll() is None
@@ -456,8 +508,9 @@ class Kasi:
         return msgs
 
     def spool_names(self):
+        """Every name in the spool but .gen (the supervisor's state)."""
         try:
-            return sorted(os.listdir(self.spool_dir))
+            return sorted(n for n in os.listdir(self.spool_dir) if n != ".gen")
         except FileNotFoundError:
             return []
 

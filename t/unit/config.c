@@ -257,7 +257,8 @@ static void test_shipped(void)
 }
 
 static const char known_top[] =
-    "known: hostname, listen, limits, timeouts, data, spool_dir, log, tls, auth, http";
+    "known: hostname, listen, limits, timeouts, data, spool_dir, log, tls, auth, http, "
+    "workers, user, group, pid_file";
 
 static void test_errors(void)
 {

@@ -1,0 +1,565 @@
+/* generation.c — preparing and comparing generations, and the table of
+ * listening sockets they share (see generation.h). */
+#include "generation.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "core/log.h"
+#include "core/paths.h"
+#include "core/sdnotify.h"
+#include "msg/spool.h"
+#include "net/dns.h"
+#include "net/tls.h"
+#include "smtp/server.h"
+
+/* ------------------------------------------------------- listeners */
+
+struct sgen_listener {
+    char *host, *port;          /* NULL: passed by socket activation, unclaimed */
+    int occ;                    /* the how-many-th listener with this address
+                                   (several "127.0.0.1:0" are distinct) */
+    int fd;
+    int refs;                   /* generations (current, pending) using it */
+    struct sockaddr_storage sa; /* activated sockets: their address */
+    socklen_t salen;
+};
+
+static struct {
+    struct sgen_listener *l;
+    size_t n;
+    int lock_fd;
+} sg = { NULL, 0, -1 };
+
+static struct sgen_listener *lt_add(void)
+{
+    struct sgen_listener *l = realloc(sg.l, (sg.n + 1) * sizeof *l);
+    if (!l)
+        return NULL;
+    sg.l = l;
+    memset(&l[sg.n], 0, sizeof *l);
+    l[sg.n].fd = -1;
+    return &l[sg.n++];
+}
+
+static void lt_remove(size_t i)
+{
+    if (sg.l[i].fd >= 0)
+        close(sg.l[i].fd);
+    free(sg.l[i].host);
+    free(sg.l[i].port);
+    memmove(&sg.l[i], &sg.l[i + 1], (sg.n - i - 1) * sizeof sg.l[i]);
+    sg.n--;
+}
+
+static int same_addr(const struct sockaddr_storage *a, socklen_t al,
+                     const struct sockaddr *b, socklen_t bl)
+{
+    return al == bl && !memcmp(a, b, al);
+}
+
+/* The port of an activated socket, and whether it listens on every
+ * address (0.0.0.0, or ::, which also takes IPv4 unless IPV6_V6ONLY). */
+static int sa_port(const struct sockaddr_storage *sa, int *wildcard)
+{
+    if (sa->ss_family == AF_INET6) {
+        const struct sockaddr_in6 *a = (const void *)sa;
+        *wildcard = IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr);
+        return ntohs(a->sin6_port);
+    }
+    const struct sockaddr_in *a = (const void *)sa;
+    *wildcard = a->sin_addr.s_addr == htonl(INADDR_ANY);
+    return ntohs(a->sin_port);
+}
+
+/* An activated socket for lc: the same address, or for a listen: on
+ * every address ("0.0.0.0:25", "[::]:25"), a wildcard socket with that
+ * port (kasi.socket's "ListenStream=25" is one dual-stack socket). */
+static struct sgen_listener *lt_activated(const struct listen_cfg *lc)
+{
+    struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
+                              .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };
+    struct addrinfo *res;
+    struct sgen_listener *found = NULL, *wild = NULL;
+    if (!strcmp(lc->port, "0") || getaddrinfo(lc->host, lc->port, &hints, &res) != 0)
+        return NULL;
+    int any = !strcmp(lc->host, "0.0.0.0") || !strcmp(lc->host, "::");
+    for (size_t i = 0; i < sg.n && !found; i++) {
+        struct sgen_listener *l = &sg.l[i];
+        int w, port = l->host || !l->salen ? -1 : sa_port(&l->sa, &w);
+        if (port < 0)
+            continue;
+        if (same_addr(&l->sa, l->salen, res->ai_addr, (socklen_t)res->ai_addrlen))
+            found = l;
+        else if (any && w && port == atoi(lc->port) && !wild)
+            wild = l;
+    }
+    freeaddrinfo(res);
+    return found ? found : wild;
+}
+
+static struct sgen_listener *lt_find(const char *host, const char *port, int occ)
+{
+    for (size_t i = 0; i < sg.n; i++)
+        if (sg.l[i].host && sg.l[i].occ == occ && !strcmp(sg.l[i].host, host) &&
+            !strcmp(sg.l[i].port, port))
+            return &sg.l[i];
+    return NULL;
+}
+
+/* The socket for lc, the occ-th listener of its config with that address:
+ * kept, passed to us, or bound now. -1 with err. */
+static int lt_get(const struct listen_cfg *lc, int occ, const char *confdir, char *err,
+                  size_t errlen)
+{
+    struct sgen_listener *l = lt_find(lc->host, lc->port, occ);
+    if (!l && (l = lt_activated(lc))) {
+        l->host = strdup(lc->host);
+        l->port = strdup(lc->port);
+        log_msg(LOG_LVL_INFO, "listener %s:%s passed by the service manager", lc->host,
+                lc->port);
+    }
+    if (!l) {
+        int fd = server_bind_one(lc);
+        int saved = errno;
+        if (fd < 0 || !(l = lt_add())) {
+            snprintf(err, errlen, "%s/smtp.yaml:%d: listen %s:%s: %s", confdir, lc->line,
+                     lc->host, lc->port, strerror(fd < 0 ? saved : ENOMEM));
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        l->fd = fd;
+        l->occ = occ;
+        l->host = strdup(lc->host);
+        l->port = strdup(lc->port);
+    }
+    l->refs++;
+    return l->fd;
+}
+
+static void lt_put(int fd)
+{
+    for (size_t i = 0; i < sg.n; i++) {
+        if (sg.l[i].fd == fd) {
+            if (--sg.l[i].refs <= 0)
+                lt_remove(i);
+            return;
+        }
+    }
+}
+
+void sgen_adopt_activated(void)
+{
+    int first, n = sdn_listen_fds(&first);
+    for (int fd = first; fd < first + n; fd++) {
+        struct sgen_listener *l = lt_add();
+        if (!l) {
+            close(fd);
+            continue;
+        }
+        fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);  /* systemd's default */
+        l->fd = fd;                                           /* is blocking */
+        l->salen = sizeof l->sa;
+        if (getsockname(fd, (struct sockaddr *)&l->sa, &l->salen) < 0)
+            l->salen = 0;
+    }
+    if (n)
+        log_msg(LOG_LVL_INFO, "socket activation: %d sockets passed", n);
+}
+
+void sgen_prune(void)
+{
+    for (size_t i = sg.n; i-- > 0;) {
+        if (!sg.l[i].host) {
+            log_msg(LOG_LVL_WARN, "a socket passed by the service manager matches no "
+                    "listen: address, closing it");
+            lt_remove(i);
+        }
+    }
+}
+
+void sgen_drop_listeners(struct sgen *g)
+{
+    for (size_t i = 0; g->lfd && i < g->cfg.nlisten; i++)
+        if (g->lfd[i] >= 0)
+            lt_put(g->lfd[i]);
+    free(g->lfd);
+    g->lfd = NULL;
+}
+
+static int sgen_has_fd(const struct sgen *g, int fd)
+{
+    for (size_t i = 0; g->lfd && i < g->cfg.nlisten; i++)
+        if (g->lfd[i] == fd)
+            return 1;
+    return 0;
+}
+
+void sgen_close_others(const struct sgen *g)
+{
+    for (size_t i = 0; i < sg.n; i++)
+        if (sg.l[i].fd >= 0 && !sgen_has_fd(g, sg.l[i].fd))
+            close(sg.l[i].fd);
+}
+
+void sgen_close_all(void)
+{
+    while (sg.n)
+        lt_remove(sg.n - 1);
+}
+
+static int sgen_listeners(struct sgen *g, char *err, size_t errlen)
+{
+    g->lfd = calloc(g->cfg.nlisten, sizeof *g->lfd);
+    if (!g->lfd) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    for (size_t i = 0; i < g->cfg.nlisten; i++)
+        g->lfd[i] = -1;
+    for (size_t i = 0; i < g->cfg.nlisten; i++) {
+        const struct listen_cfg *lc = &g->cfg.listen[i];
+        int occ = 0;
+        for (size_t j = 0; j < i; j++)
+            occ += !strcmp(g->cfg.listen[j].host, lc->host) &&
+                   !strcmp(g->cfg.listen[j].port, lc->port);
+        g->lfd[i] = lt_get(lc, occ, g->confdir, err, errlen);
+        if (g->lfd[i] < 0) {
+            sgen_drop_listeners(g);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* ------------------------------------------------------- state dir */
+
+static int sgen_numeric(const char *s)
+{
+    return *s && strspn(s, "0123456789") == strlen(s);
+}
+
+int sgen_state_open(struct sgen_env *env, const struct priv_ids *ids, char *err,
+                    size_t errlen)
+{
+    char lock[PATH_MAX + 8];
+    if (mkdir(env->state, 0700) < 0 && errno != EEXIST)
+        goto fail;
+    if (priv_chown(ids, env->state) < 0)
+        goto fail;
+    snprintf(lock, sizeof lock, "%s/lock", env->state);
+    sg.lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    if (sg.lock_fd < 0)
+        goto fail;
+    if (flock(sg.lock_fd, LOCK_EX | LOCK_NB) < 0) {
+        snprintf(err, errlen, "%s: another kasi is running with this spool directory",
+                 env->state);
+        return -1;
+    }
+    DIR *d = opendir(env->state);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        char path[PATH_MAX + 300];
+        snprintf(path, sizeof path, "%s/%s", env->state, e->d_name);
+        if (sgen_numeric(e->d_name))
+            snap_remove(path);
+    }
+    if (d)
+        closedir(d);
+    return 0;
+fail:
+    snprintf(err, errlen, "state directory %s: %s", env->state, strerror(errno));
+    return -1;
+}
+
+void sgen_state_close(const struct sgen_env *env)
+{
+    char path[PATH_MAX + 16];
+    if (!env->state[0] || sg.lock_fd < 0)
+        return;
+    snprintf(path, sizeof path, "%s/status", env->state);
+    unlink(path);
+    snprintf(path, sizeof path, "%s/lock", env->state);
+    unlink(path);
+    close(sg.lock_fd);
+    sg.lock_fd = -1;
+    rmdir(env->state);          /* fails, harmlessly, if a worker left files */
+}
+
+/* ------------------------------------------------------- preparing */
+
+static unsigned long long sgen_hash_file(unsigned long long h, const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    int c;
+    if (!f)
+        return h * 31;
+    while ((c = getc(f)) != EOF)
+        h = (h ^ (unsigned char)c) * 1099511628211ULL;
+    fclose(f);
+    return h;
+}
+
+static unsigned long long sgen_tls_hash(const struct tls_cfg *t)
+{
+    unsigned long long h = 1469598103934665603ULL ^ (unsigned long long)t->min_version;
+    for (size_t i = 0; i < t->ncerts; i++)
+        h = sgen_hash_file(sgen_hash_file(h, t->certs[i].cert), t->certs[i].key);
+    return h;
+}
+
+static int sgen_load(struct sgen *g, struct sgen_env *env, char *err, size_t errlen)
+{
+    if (config_load(env->confdir, &g->cfg, err, errlen) < 0 ||
+        config_override_listen(&g->cfg, env->listen, env->nlisten, err, errlen) < 0)
+        return -1;
+    if (priv_resolve(g->cfg.user, g->cfg.group, &g->ids, err, errlen) < 0)
+        return -1;
+    struct dns_settings dns;    /* the workers read dns.yaml: check it here */
+    if (dns_settings_load(g->cfg.dir, &dns, err, errlen) < 0 ||
+        tls_prepare(&g->cfg, &g->tls, err, errlen) < 0)
+        return -1;
+    g->tls_hash = sgen_tls_hash(&g->cfg.tls);
+    struct stat st;
+    if (spool_prepare(g->cfg.spool_dir) < 0 || stat(g->cfg.spool_dir, &st) < 0) {
+        snprintf(err, errlen, "spool_dir %s: %s", g->cfg.spool_dir, strerror(errno));
+        return -1;
+    }
+    if (g->ids.change && st.st_uid != g->ids.uid) {
+        if (priv_chown(&g->ids, g->cfg.spool_dir) < 0 ||
+            chmod(g->cfg.spool_dir, 0700) < 0) {
+            snprintf(err, errlen, "spool_dir %s: %s", g->cfg.spool_dir, strerror(errno));
+            return -1;
+        }
+        log_msg(LOG_LVL_INFO, "spool_dir %s now belongs to %s (mode 0700)",
+                g->cfg.spool_dir, g->ids.name);
+    }
+    if (!env->state[0]) {
+        snprintf(env->state, sizeof env->state, "%s/.gen", g->cfg.spool_dir);
+        if (sgen_state_open(env, &g->ids, err, errlen) < 0) {
+            env->state[0] = '\0';
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* The plugin trees, lowest priority first so the winners are copied
+ * last: the shipped ones (core/paths.h), then the site's beside the config
+ * directory; then the config directory itself. */
+static int sgen_copy(struct sgen *g, char *err, size_t errlen)
+{
+    static const char *const trees[] = { "plugins", "lua" };
+    for (size_t i = 0; i < 2; i++) {
+        char shipped[PATH_MAX], site[PATH_MAX + 16];
+        if (paths_find_shipped(trees[i], shipped, sizeof shipped) == 0 &&
+            snap_copy_tree(&g->snap, shipped, trees[i], 1, err, errlen) < 0)
+            return -1;
+        snprintf(site, sizeof site, "%s/../%s", g->confdir, trees[i]);
+        if (snap_copy_tree(&g->snap, site, trees[i], 1, err, errlen) < 0)
+            return -1;
+    }
+    return snap_copy_tree(&g->snap, g->confdir, "config", 0, err, errlen);
+}
+
+static int sgen_snapshot(struct sgen *g, struct sgen_env *env, char *err,
+                         size_t errlen)
+{
+    char dir[PATH_MAX + 16], conf[PATH_MAX + 32];
+    snprintf(dir, sizeof dir, "%s/%u", env->state, ++env->attempts);
+    snap_remove(dir);           /* left by an attempt that failed */
+    if (snap_begin(&g->snap, dir, g->cfg.spool_dir, &g->ids, err, errlen) < 0)
+        return -1;
+    if (sgen_copy(g, err, errlen) < 0)
+        return -1;
+    snprintf(conf, sizeof conf, "%s/config", dir);
+    char *d = strdup(conf);
+    if (!d) {
+        snprintf(err, errlen, "out of memory");
+        return -1;
+    }
+    free(g->cfg.dir);
+    g->cfg.dir = d;
+    return 0;
+}
+
+static unsigned sgen_cpus(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > CONFIG_WORKERS_MAX ? CONFIG_WORKERS_MAX : (unsigned)n;
+}
+
+int sgen_prepare(struct sgen *g, unsigned id, struct sgen_env *env, char *err,
+                 size_t errlen)
+{
+    memset(g, 0, sizeof *g);
+    g->id = id;
+    g->confdir = strdup(env->confdir);
+    if (!g->confdir || sgen_load(g, env, err, errlen) < 0 ||
+        sgen_snapshot(g, env, err, errlen) < 0 || sgen_listeners(g, err, errlen) < 0) {
+        sgen_free(g);
+        return -1;
+    }
+    g->nworkers = g->cfg.workers ? g->cfg.workers : sgen_cpus();
+    g->refs = 1;
+    return 0;
+}
+
+void sgen_free(struct sgen *g)
+{
+    sgen_drop_listeners(g);
+    if (g->snap.dir)
+        snap_remove(g->snap.dir);
+    snap_free(&g->snap);
+    tls_drop(g->tls);
+    config_free(&g->cfg);
+    free(g->confdir);
+    memset(g, 0, sizeof *g);
+}
+
+/* ------------------------------------------------------- comparing */
+
+#define SGEN_FIELD(name, field) \
+    { name, offsetof(struct kasi_config, field), sizeof(((struct kasi_config *)0)->field) }
+
+static const struct { const char *name; size_t off, size; } sgen_fields[] = {
+    SGEN_FIELD("max_connections", max_connections),
+    SGEN_FIELD("max_connections_per_ip", max_conn_per_ip),
+    SGEN_FIELD("max_recipients", max_recipients),
+    SGEN_FIELD("max_errors", max_errors),
+    SGEN_FIELD("max_message_size", max_message_size),
+    SGEN_FIELD("max_line_length", max_line_length),
+    SGEN_FIELD("max_command_length", max_command_length),
+    SGEN_FIELD("memory_buffer", memory_buffer),
+    SGEN_FIELD("timeouts.command", timeout_command),
+    SGEN_FIELD("timeouts.data_block", timeout_data_block),
+    SGEN_FIELD("timeouts.shutdown", timeout_shutdown),
+    SGEN_FIELD("data.bare_lf", bare_lf_accept),
+    SGEN_FIELD("data.long_lines", long_lines_wrap),
+    SGEN_FIELD("auth.max_failures", auth_max_failures),
+    SGEN_FIELD("auth.max_failures_per_ip", auth_max_failures_per_ip),
+    SGEN_FIELD("auth.failure_window", auth_failure_window),
+    SGEN_FIELD("workers", workers),
+    SGEN_FIELD("log.level", log_level),
+};
+
+struct sgen_out {
+    char *buf;
+    size_t len, used;
+    int section;                /* a word was added to the current section */
+};
+
+static void out_add(struct sgen_out *o, const char *section, const char *fmt,
+                    const char *a, const char *b)
+{
+    if (o->used + 1 >= o->len)
+        return;
+    if (!o->section)
+        o->used += (size_t)snprintf(o->buf + o->used, o->len - o->used, "%s%s",
+                                    o->used ? "; " : "", section);
+    o->section = 1;
+    if (o->used < o->len)
+        o->used += (size_t)snprintf(o->buf + o->used, o->len - o->used, fmt, a, b);
+    if (o->used >= o->len)
+        o->used = o->len - 1;
+}
+
+static const struct listen_cfg *find_listen(const struct kasi_config *c,
+                                            const struct listen_cfg *l)
+{
+    for (size_t i = 0; i < c->nlisten; i++)
+        if (!strcmp(c->listen[i].host, l->host) && !strcmp(c->listen[i].port, l->port))
+            return &c->listen[i];
+    return NULL;
+}
+
+static void diff_listeners(struct sgen_out *o, const struct kasi_config *a,
+                           const struct kasi_config *b)
+{
+    o->section = 0;
+    for (size_t i = 0; i < b->nlisten; i++) {
+        const struct listen_cfg *l = &b->listen[i], *p = find_listen(a, l);
+        if (!p)
+            out_add(o, "listeners", " +%s:%s", l->host, l->port);
+        else if (p->tls != l->tls || p->submission != l->submission ||
+                 p->auth != l->auth || p->auth_plaintext != l->auth_plaintext)
+            out_add(o, "listeners", " ~%s:%s", l->host, l->port);
+    }
+    for (size_t i = 0; i < a->nlisten; i++)
+        if (!find_listen(b, &a->listen[i]))
+            out_add(o, "listeners", " -%s:%s", a->listen[i].host, a->listen[i].port);
+}
+
+static int str_differs(const char *a, const char *b)
+{
+    return (a || b) && (!a || !b || strcmp(a, b));
+}
+
+static void diff_settings(struct sgen_out *o, const struct kasi_config *a,
+                          const struct kasi_config *b)
+{
+    o->section = 0;
+    for (size_t i = 0; i < sizeof sgen_fields / sizeof sgen_fields[0]; i++)
+        if (memcmp((const char *)a + sgen_fields[i].off,
+                   (const char *)b + sgen_fields[i].off, sgen_fields[i].size))
+            out_add(o, "limits", " %s%s", sgen_fields[i].name, "");
+    o->section = 0;
+    if (str_differs(a->hostname, b->hostname))
+        out_add(o, "settings", " %s%s", "hostname", "");
+    if (str_differs(a->spool_dir, b->spool_dir))
+        out_add(o, "settings", " %s%s", "spool_dir", "");
+    if (str_differs(a->user, b->user) || str_differs(a->group, b->group))
+        out_add(o, "settings", " %s%s", "user", "");
+}
+
+static void diff_files(struct sgen_out *o, const struct snap *a, const struct snap *b)
+{
+    o->section = 0;
+    for (size_t i = 0; i < b->n; i++) {
+        const struct snap_file *f = &b->files[i], *p = snap_find(a, f->rel);
+        if (!p || p->hash != f->hash)
+            out_add(o, "files", " %s%s", p ? "~" : "+", f->rel);
+    }
+    for (size_t i = 0; i < a->n; i++)
+        if (!snap_find(b, a->files[i].rel))
+            out_add(o, "files", " -%s%s", a->files[i].rel, "");
+}
+
+void sgen_diff(const struct sgen *old, const struct sgen *g, char *out, size_t outlen)
+{
+    struct sgen_out o = { out, outlen, 0, 0 };
+    out[0] = '\0';
+    if (!old) {
+        snprintf(out, outlen, "first generation");
+        return;
+    }
+    diff_listeners(&o, &old->cfg, &g->cfg);
+    diff_settings(&o, &old->cfg, &g->cfg);
+    o.section = 0;
+    if (old->tls_hash != g->tls_hash ||
+        str_differs(old->cfg.tls.ciphers, g->cfg.tls.ciphers) ||
+        str_differs(old->cfg.tls.ciphersuites, g->cfg.tls.ciphersuites))
+        out_add(&o, "tls", " %s%s", "certificates or settings changed", "");
+    diff_files(&o, &old->snap, &g->snap);
+    if (!out[0])
+        snprintf(out, outlen, "nothing changed");
+}
+
+void sgen_log_listeners(const struct sgen *old, const struct sgen *g)
+{
+    for (size_t i = 0; i < g->cfg.nlisten; i++)
+        if (!old || !find_listen(&old->cfg, &g->cfg.listen[i]))
+            server_log_listener(g->lfd[i], &g->cfg.listen[i]);
+}
