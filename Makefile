@@ -78,9 +78,16 @@ unit: $(UNITBIN) $(HELPERS)
 deps:
 	@contrib/deps.sh
 
+# As root, the workers (and so the plugins) run as nobody when nobody can
+# reach this tree, else as root, said out loud; production configs name
+# their user in smtp.yaml (user:).
+RUN_USER = $(shell [ "$$(id -u)" = 0 ] && { runuser -u nobody -- test -x "$(CURDIR)" 2>/dev/null \
+             && echo nobody || echo root; })
+
 run: deps
 	$(MAKE) kasi
-	./kasi -c config
+	@[ -z "$(RUN_USER)" ] || echo "make run: started as root, the workers run as $(RUN_USER) (--user)"
+	./kasi -c config $(if $(RUN_USER),--user $(RUN_USER))
 
 check-layers:
 	@contrib/check-layers src

@@ -323,7 +323,8 @@ static unsigned long long sgen_tls_hash(const struct tls_cfg *t)
 static int sgen_load(struct sgen *g, struct sgen_env *env, char *err, size_t errlen)
 {
     if (config_load(env->confdir, &g->cfg, err, errlen) < 0 ||
-        config_override_listen(&g->cfg, env->listen, env->nlisten, err, errlen) < 0)
+        config_override_listen(&g->cfg, env->listen, env->nlisten, err, errlen) < 0 ||
+        config_override_user(&g->cfg, env->user, err, errlen) < 0)
         return -1;
     if (priv_resolve(g->cfg.user, g->cfg.group, &g->ids, err, errlen) < 0)
         return -1;

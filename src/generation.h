@@ -39,6 +39,7 @@ struct sgen_env {
     const char *confdir;
     char *const *listen;        /* --listen overrides */
     size_t nlisten;
+    const char *user;           /* --user override, NULL none */
     char state[PATH_MAX];       /* <spool>/.gen, set by the first prepare */
     unsigned attempts;          /* snapshots made: their directory names */
 };

@@ -51,6 +51,7 @@ struct options {
     int top;            /* kasi top */
     char **listen;      /* --listen values */
     size_t nlisten;
+    const char *user;   /* --user */
     char absdir[PATH_MAX];
 };
 
@@ -63,12 +64,12 @@ static void usage(FILE *f)
             "       kasi [-c DIR] top       (the plugin table of a running kasi)\n"
             "       kasi passwd FILE USER   (add a user for auth/flat_file)\n"
             "       kasi init DIR           (create a deployment in DIR)\n"
-            "       kasi init DIR           (create a deployment in DIR)\n"
             "  -c, --config DIR     configuration directory (default ./config)\n"
             "  -t, --test           check the configuration and exit\n"
             "  -d, --daemon         detach; log to syslog; exit once serving\n"
             "  -l, --listen H:P     listen on H:P instead of the configured\n"
             "                       addresses (repeatable; IPv6 as [::1]:25)\n"
+            "  -u, --user NAME      the workers' user, instead of smtp.yaml's user:\n"
             "  --inetd              serve one session on stdin/stdout, then exit\n"
             "  --no-supervisor      no supervising process (debugging)\n"
             "  -V, --version        print the version and exit\n"
@@ -100,11 +101,12 @@ static int parse_args(int argc, char **argv, struct options *o)
         { "help", no_argument, NULL, 'h' },
         { "no-supervisor", no_argument, NULL, 'S' },
         { "inetd", no_argument, NULL, 'I' },
+        { "user", required_argument, NULL, 'u' },
         { NULL, 0, NULL, 0 },
     };
     int c;
     o->confdir = "config";
-    while ((c = getopt_long(argc, argv, "+c:tdl:Vh", longopts, NULL)) != -1) {
+    while ((c = getopt_long(argc, argv, "+c:tdl:u:Vh", longopts, NULL)) != -1) {
         switch (c) {
         case 'c': o->confdir = optarg; break;
         case 't': o->check_only = 1; break;
@@ -121,6 +123,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case 'h': usage(stdout); exit(0);
         case 'S': o->no_supervisor = 1; break;
         case 'I': o->inetd = 1; break;
+        case 'u': o->user = optarg; break;
         default: usage(stderr); return -1;
         }
         if (optind < argc && control_is_command(argv[optind]) && !o->cmd)
@@ -276,7 +279,7 @@ static int daemonize(void)
 
 static int run_supervised(struct kasi_config *cfg, const struct options *o)
 {
-    struct sup_opts so = { o->confdir, o->listen, o->nlisten, -1 };
+    struct sup_opts so = { o->confdir, o->listen, o->nlisten, o->user, -1 };
     if (o->daemon) {
         so.ready_fd = daemonize();
         if (so.ready_fd < 0) {
@@ -335,7 +338,8 @@ int main(int argc, char **argv)
     memset(&cfg, 0, sizeof cfg);
     int rc = 1;
     if (config_load(o.confdir, &cfg, err, sizeof err) < 0 ||
-        config_override_listen(&cfg, o.listen, o.nlisten, err, sizeof err) < 0)
+        config_override_listen(&cfg, o.listen, o.nlisten, err, sizeof err) < 0 ||
+        config_override_user(&cfg, o.user, err, sizeof err) < 0)
         fprintf(stderr, "kasi: %s\n", err);
     else
         rc = run(&cfg, &o);

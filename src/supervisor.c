@@ -647,6 +647,7 @@ int supervisor_run(const struct sup_opts *o)
     sup.env.confdir = o->confdir;
     sup.env.listen = o->listen;
     sup.env.nlisten = o->nlisten;
+    sup.env.user = o->user;
     sup.http_fd = -1;
     sup.lost_slot = -1;
     sdn_setup();

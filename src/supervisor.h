@@ -23,6 +23,7 @@ struct sup_opts {
     const char *confdir;
     char *const *listen;        /* --listen overrides */
     size_t nlisten;
+    const char *user;           /* --user override, NULL none */
     int ready_fd;               /* -d: "ok\n" or the error once started; -1 */
 };
 

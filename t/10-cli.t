@@ -41,6 +41,14 @@ is_(r.returncode, 2, "unknown option exits 2")
 like(r.stderr, r"(?i)usage", "unknown option prints usage on stderr")
 is_(r.stdout, "", "nothing on stdout for a usage error")
 
+# --user: a user that does not exist is refused before anything starts
+_, d = write_conf("listen:\n  - 127.0.0.1:0\n")
+r = run([KASI_BIN, "-t", "-c", d, "--user", "no-such-user-kasi"])
+is_(r.returncode, 1, "--user with an unknown user: exit 1")
+like(r.stderr, r"--user no-such-user-kasi: no such user", "--user: the reason")
+r = run([KASI_BIN, "-t", "-c", d, "--user", "nobody"])
+ok(r.returncode == 0, "--user nobody: -t accepts it", r.stderr)
+
 # a full, valid configuration
 FULL = """\
 hostname: mx.example.test

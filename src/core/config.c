@@ -844,6 +844,16 @@ static void cfg_free_listen(struct listen_cfg *l, size_t n)
     free(l);
 }
 
+int config_override_user(struct kasi_config *cfg, const char *user, char *err,
+                         size_t errlen)
+{
+    if (!user)
+        return 0;
+    if (!getpwnam(user))
+        return cfg_msg(err, errlen, "--user %s: no such user", user);
+    return cfg_replace(&cfg->user, user) < 0 ? cfg_msg(err, errlen, "%s", "out of memory") : 0;
+}
+
 int config_override_listen(struct kasi_config *cfg, char *const *addrs, size_t n,
                            char *err, size_t errlen)
 {

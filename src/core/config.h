@@ -110,6 +110,10 @@ int config_load(const char *dir, struct kasi_config *cfg, char *err, size_t errl
 void config_free(struct kasi_config *cfg);
 /* --listen: replace the configured listeners by addrs (n > 0). 0, or -1
  * with "--listen ADDR: why" in err and cfg unchanged. */
+/* --user NAME: the workers' user instead of smtp.yaml's user: (and its
+ * primary group unless group: is set). NULL: no change. 0 or -1 with err. */
+int config_override_user(struct kasi_config *cfg, const char *user, char *err,
+                         size_t errlen);
 int config_override_listen(struct kasi_config *cfg, char *const *addrs, size_t n,
                            char *err, size_t errlen);
 
