@@ -89,7 +89,7 @@ with start(yaml, 1, files={"config/plugins": "test_bytes\nqueue/spool\n",
     with Raw(k.port, ehlo="client.test") as c:
         code, lines = c.cmd("MAIL FROM:<hostile@client.test>")
         is_(code, 550, "a plugin's refusal with hostile bytes: 550")
-    k.wait_log(r"mail: DENY")
+    k.wait_log(r"reject plugin=test_bytes hook=mail")
 
     with open(k.logfile, "rb") as f:
         log = f.read()
@@ -98,8 +98,8 @@ with start(yaml, 1, files={"config/plugins": "test_bytes\nqueue/spool\n",
         ok(True, "the whole log is valid UTF-8")
     except UnicodeDecodeError as e:
         ok(False, "the whole log is valid UTF-8", repr(e), repr(log[e.start - 80:e.end + 80]))
-    like(log, r"mail: DENY 550 \S+ bad \\xFF\\xFE text\\x0Aforged line",
-         "the plugin text is escaped in the log line")
+    like(log, r'reject plugin=test_bytes hook=mail code=550 \S+ .* msg="bad \\xFF\\xFE '
+         r'text\\x0Aforged line"', "the plugin text is escaped in the log line")
     unlike(log, r"(?m)^forged line", "  no forged log line")
     like(log, r"user=\\xFF\\xFEus\\xE9r mechanism=PLAIN ok|user=\?\?us\?r",
          "the AUTH user is escaped in the log")

@@ -7,6 +7,7 @@
  * plugins_hook() answers at once. When a plugin waits (lua_async.h), the
  * chain continues from the event loop and ends in the session's hook_ctx.done(). */
 #include "proto/hooks.h"
+#include "proto/reply.h"
 #include "core/check.h"
 #include "core/clock.h"
 #include "lua/plugins.h"
@@ -152,14 +153,6 @@ int plugins_check(struct kasi_config *cfg, char *err, size_t errlen)
 
 /* ------------------------------------------------------- answers */
 
-static int valid_enh(const char *s)
-{
-    size_t n = strlen(s);
-    if (n < 5 || n > 11 || (s[0] != '2' && s[0] != '4' && s[0] != '5'))
-        return 0;
-    return strspn(s, "0123456789.") == n;
-}
-
 /* Lines of a message (string or array of strings) joined with '\n'. */
 static char *message_text(lua_State *L, int idx)
 {
@@ -184,6 +177,27 @@ static char *message_text(lua_State *L, int idx)
     return s;
 }
 
+/* A plugin's reply code as given: 0 none, -1 not a reply code at all
+ * (reply_check decides whether it fits). */
+static int answer_code(lua_State *co, int idx)
+{
+    if (lua_isnil(co, idx))
+        return 0;
+    if (!lua_isnumber(co, idx))
+        return -1;
+    lua_Number n = lua_tonumber(co, idx);
+    return n >= 1 && n <= 999 && n == (lua_Number)(int)n ? (int)n : -1;
+}
+
+static void answer_enh(lua_State *co, int idx, char *enh, size_t len)
+{
+    size_t n = 0;
+    const char *s = lua_isnil(co, idx) ? "" : lua_tolstring(co, idx, &n);
+    if (!s || n >= len)
+        s = "?";                        /* never a valid enhanced code */
+    snprintf(enh, len, "%s", s);
+}
+
 /* rc[, msg | {code=, enh=, msg=}] on the coroutine's stack -> r.
  * Returns NULL or what is wrong with it. */
 static const char *parse_answer(lua_State *co, struct hook_result *r)
@@ -193,44 +207,29 @@ static const char *parse_answer(lua_State *co, struct hook_result *r)
     if (top == 0 || lua_isnil(co, 1))
         return NULL;
     if (lua_type(co, 1) != LUA_TNUMBER)
-        return "a hook must return a kasi answer (OK, NEXT, DENY...) or nothing";
-    lua_Integer rc = lua_tointeger(co, 1);
-    if (rc < RC_NEXT || rc > RC_DISCONNECT)
-        return "unknown answer code";
-    r->rc = (enum hook_rc)rc;
+        return "not a kasi answer (OK, NEXT, DENY...)";
+    lua_Number rc = lua_tonumber(co, 1);
+    if (rc < RC_NEXT || rc > RC_DISCONNECT || rc != (lua_Number)(int)rc)
+        return "an unknown answer value";
+    r->rc = (enum hook_rc)(int)rc;
     if (top < 2 || lua_isnil(co, 2))
         return NULL;
     if (lua_istable(co, 2)) {
         lua_getfield(co, 2, "code");
         lua_getfield(co, 2, "enh");
         lua_getfield(co, 2, "msg");
-        int has = !lua_isnil(co, -1) || !lua_isnil(co, -2) || !lua_isnil(co, -3);
-        if (has) {
-            lua_Integer code = lua_tointeger(co, -3);
-            const char *enh = lua_tostring(co, -2);
-            if (!lua_isnil(co, -3) && (code < 200 || code > 599))
-                return "reply code must be 200..599";
-            if (enh && !valid_enh(enh))
-                return "bad enhanced status code";
-            r->code = (int)code;
-            snprintf(r->enh, sizeof r->enh, "%s", enh ? enh : "");
+        int fields = !lua_isnil(co, -1) || !lua_isnil(co, -2) || !lua_isnil(co, -3);
+        if (fields) {                   /* {code=, enh=, msg=}; else lines */
+            r->code = answer_code(co, -3);
+            answer_enh(co, -2, r->enh, sizeof r->enh);
             r->msg = message_text(co, lua_gettop(co));
-            return NULL;
         }
         lua_pop(co, 3);
+        if (fields)
+            return NULL;
     }
     r->msg = message_text(co, 2);
     return NULL;
-}
-
-static void failure(struct hook_result *r, enum hook_id h, int timeout)
-{
-    memset(r, 0, sizeof *r);
-    r->rc = RC_DENYSOFT;
-    r->code = h == HOOK_CONNECT ? 421 : 451;
-    snprintf(r->enh, sizeof r->enh, timeout ? "4.4.5" : "4.3.0");
-    r->msg = strdup(timeout ? "Error: plugin timed out, try again later"
-                            : "Error: temporary plugin failure, try again later");
 }
 
 /* ------------------------------------------------------- the chain */
@@ -357,8 +356,37 @@ static void call_failed(struct lsess *ps, enum lcall how, struct hook_result *re
         memset(res, 0, sizeof *res);
         res->rc = RC_NEXT;
     } else {
-        failure(res, r->hook, how == LCALL_TIMEOUT);
+        reply_failure(r->hook, how == LCALL_TIMEOUT, res);
     }
+}
+
+/* A plugin returned something that is not an answer: a temporary failure
+ * whatever its on_error says (never an accept). */
+static void bad_answer(struct lsess *ps, const char *bad, struct hook_result *res)
+{
+    struct lrun *r = &ps->run;
+    const char *v = luaL_typename(r->co, 1);
+    if (lua_type(r->co, 1) == LUA_TNUMBER || lua_type(r->co, 1) == LUA_TSTRING)
+        v = lua_tostring(r->co, 1);
+    conn_log(ps->hc->conn, LOG_LVL_ERROR, "plugin %s: hook_%s failed: it returned %.40s, "
+             "%s: a temporary failure", ps->gen->plug[r->plugin].name,
+             hook_name(r->in_deny ? HOOK_DENY : r->hook), v, bad);
+    reply_failure(r->hook, 0, res);
+}
+
+/* Check the reply parts of a plugin's answer; log what is replaced. */
+static void check_answer(struct lsess *ps, struct hook_result *res)
+{
+    struct lrun *r = &ps->run;
+    enum hook_id h = r->in_deny ? HOOK_DENY : r->hook;
+    char why[256];
+    if (!reply_check(h, res, why, sizeof why))
+        return;
+    struct reply rep;
+    reply_answer(h, res, &rep);
+    conn_log(ps->hc->conn, LOG_LVL_WARN, "plugin %s: hook_%s: %s; replying %d%s%s",
+             ps->gen->plug[r->plugin].name, hook_name(h), why, rep.code,
+             rep.enh[0] ? " " : "", rep.enh);
 }
 
 /* The answer of the call that just ended. */
@@ -369,19 +397,22 @@ static void call_answer(struct lsess *ps, enum lcall how, struct hook_result *re
     *engine_made = 0;
     if (how == LCALL_DONE) {
         const char *bad = parse_answer(r->co, res);
-        if (!bad) {
-            lgen_thread_put(ps->gen, r->co, r->co_ref);
-            r->co = NULL;
-            r->co_ref = LUA_NOREF;
-            return;
+        if (bad) {
+            hook_result_clear(res);
+            bad_answer(ps, bad, res);
+            *engine_made = 1;
+        } else {
+            check_answer(ps, res);
         }
-        hook_result_clear(res);
-        lua_settop(r->co, 0);
-        lua_pushstring(r->co, bad);
-        how = LCALL_ERROR;
+        lgen_thread_put(ps->gen, r->co, r->co_ref);
+        r->co = NULL;
+        r->co_ref = LUA_NOREF;
+    } else {
+        call_failed(ps, how, res);
+        *engine_made = 1;
     }
-    call_failed(ps, how, res);
-    *engine_made = 1;
+    if (res->rc != RC_NEXT)
+        snprintf(res->plugin, sizeof res->plugin, "%s", ps->gen->plug[r->plugin].name);
 }
 
 /* Fold one plugin's answer into the chain. Returns 1 when the chain is
@@ -410,9 +441,6 @@ static int call_result(struct lsess *ps, enum lcall how)
     }
     if (res.rc != RC_NEXT && !engine_made)
         lapi_record(ps, ps->gen->plug[r->plugin].name, r->hook, &res);
-    if (res.rc >= RC_DENY && !engine_made)
-        conn_log(ps->hc->conn, LOG_LVL_INFO, "plugin %s: hook_%s answered %s",
-             ps->gen->plug[r->plugin].name, hook_name(r->hook), hook_rc_name(res.rc));
     if (res.rc == RC_NEXT) {
         r->pos++;
         return 0;

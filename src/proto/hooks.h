@@ -30,6 +30,7 @@ struct hook_result {
     char enh[16];      /* "" : the default enhanced code */
     char *msg;         /* NULL: default text; else owned (malloc), lines
                           separated by '\n' for a multi-line reply */
+    char plugin[64];   /* who answered, "" the core's default (for logs) */
 };
 
 struct conn;

@@ -33,6 +33,7 @@
 #include "core/netmask.h"
 #include "core/shmcount.h"
 #include "core/stats.h"
+#include "proto/reply.h"
 #include "smtp/session.h"
 
 #define TRIM_MIN_FREED 64       /* sessions closed: fewer leave little behind */
@@ -64,8 +65,9 @@ static int net_key(const struct kasi_config *c, const unsigned char ip[NETMASK_B
 }
 
 /* The reply for a client the counters did not admit (logged here). */
-static const char *refusal(const struct kasi_config *c, enum shmcount_rc rc, int global,
-                           const unsigned char bin[NETMASK_BYTES], const char *ip)
+static const struct reply_std *refusal(const struct kasi_config *c, enum shmcount_rc rc,
+                                       int global, const unsigned char bin[NETMASK_BYTES],
+                                       const char *ip)
 {
     char net[64];
     struct netmask m;
@@ -74,20 +76,20 @@ static const char *refusal(const struct kasi_config *c, enum shmcount_rc rc, int
     if (rc == SHMCOUNT_OVER && global) {
         log_msg(LOG_LVL_WARN, "connection limit (%u) reached, refusing %s",
                 c->max_connections, ip);
-        return "421 4.7.0 Too many connections, try again later\r\n";
+        return reply_core(RPL_CONN_LIMIT);
     }
     if (rc == SHMCOUNT_OVER) {
         log_msg(LOG_LVL_WARN, "per-network connection limit (%u) reached for %s (%s)",
                 c->max_conn_per_ip, ip, net);
-        return "421 4.7.0 Too many connections from your network, try again later\r\n";
+        return reply_core(RPL_CONN_LIMIT_NET);
     }
     log_msg(LOG_LVL_ERROR, "shared counters: %s, refusing %s (%s)",
             rc == SHMCOUNT_FULL ? "no room to count a new network" : "not usable", ip, net);
-    return "421 4.3.2 System busy, try again later\r\n";
+    return reply_core(RPL_CONN_BUSY);
 }
 
-const char *server_admit(struct server *srv, const unsigned char ip[NETMASK_BYTES],
-                         const char *ipstr)
+const struct reply_std *server_admit(struct server *srv, const unsigned char ip[NETMASK_BYTES],
+                                     const char *ipstr)
 {
     const struct kasi_config *c = srv->cfg;
     unsigned char key[NETMASK_KEY];
@@ -184,11 +186,13 @@ void server_session_remove(struct server *srv, struct session *s)
 
 /* ---------------------------------------------------------------- accept */
 
-static void refuse(int fd, const char *text)
+static void refuse(int fd, const struct reply_std *r)
 {
+    char text[REPLY_LINE_MAX];
+    size_t n = reply_format(text, sizeof text, r->code, r->enh, r->text);
     stats_conn_refused();
     /* best effort, non-blocking: the socket buffer is empty */
-    ssize_t w = send(fd, text, strlen(text), MSG_NOSIGNAL | MSG_DONTWAIT);
+    ssize_t w = send(fd, text, n, MSG_NOSIGNAL | MSG_DONTWAIT);
     (void)w;
     close(fd);
 }
@@ -218,10 +222,10 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     sockaddr_ip(sa, ip, sizeof ip);
     if (netmask_sockaddr(sa, bin) < 0) {     /* not IP: nothing to count it by */
         log_msg(LOG_LVL_ERROR, "connection from a non-IP address refused");
-        refuse(fd, "421 4.3.0 Unsupported address family\r\n");
+        refuse(fd, reply_core(RPL_CONN_FAMILY));
         return;
     }
-    const char *no = server_admit(srv, bin, ip);
+    const struct reply_std *no = server_admit(srv, bin, ip);
     if (no) {
         refuse(fd, no);
         return;
@@ -229,7 +233,7 @@ static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
     if (!session_new(srv, sl->lc, fd, sa, (socklen_t)salen)) {
         log_msg(LOG_LVL_ERROR, "out of memory for a new session from %s", ip);
         server_release(srv, bin);
-        refuse(fd, "421 4.3.0 Out of memory\r\n");
+        refuse(fd, reply_core(RPL_CONN_NO_MEMORY));
     }
 }
 

@@ -67,9 +67,10 @@ void server_drain(struct server *srv);
 /* Count a new client at ip (16 bytes, core/netmask.h; ipstr for the log)
  * against limits.max_connections and its network's limit, for all worker
  * processes together: NULL when admitted (server_session_remove gives it
- * back), else the "421 ..." line to refuse it with (logged). */
-const char *server_admit(struct server *srv, const unsigned char ip[16],
-                         const char *ipstr);
+ * back), else the 421 reply to refuse it with (proto/reply.h; logged). */
+struct reply_std;
+const struct reply_std *server_admit(struct server *srv, const unsigned char ip[16],
+                                     const char *ipstr);
 
 /* Session bookkeeping, called by session.c. */
 void server_session_add(struct server *srv, struct session *s);

@@ -31,6 +31,7 @@
 
 #include "core/check.h"
 #include "proto/auth.h"
+#include "proto/reply.h"
 #include "core/config.h"
 #include "core/netmask.h"
 #include "core/shmcount.h"
@@ -55,48 +56,57 @@ static void start_banner(struct session *s);
 static int starttls_offered(const struct session *s);
 static int auth_offered(const struct session *s);
 
-/* ---------------------------------------------------------------- logging */
-
 /* ---------------------------------------------------------------- replies */
 
-/* One reply line, built in a buffer and added in one piece. The text never
- * injects line ends or control bytes: they become spaces. */
-static void reply_line(struct evbuffer *out, int code, char sep,
-                       const char *enh, const char *text, size_t len)
-{
-    char buf[1024];
-    size_t n = (size_t)((enh && *enh)
-                        ? snprintf(buf, sizeof buf, "%d%c%s ", code, sep, enh)
-                        : snprintf(buf, sizeof buf, "%d%c", code, sep));
-    for (size_t i = 0; i < len; i++) {
-        if (n == sizeof buf - 2) {      /* a very long text: flush a piece */
-            evbuffer_add(out, buf, n);
-            n = 0;
-        }
-        unsigned char c = (unsigned char)text[i];
-        buf[n++] = (c < 0x20 || c == 0x7f) ? ' ' : (char)c;
-    }
-    buf[n++] = '\r';
-    buf[n++] = '\n';
-    evbuffer_add(out, buf, n);
-}
-
+/* Every reply leaves here, in the shape reply_format() gives it (no
+ * injected line ends, bounded lines); 4xx and 5xx are counted for the
+ * summary line. */
 void session_reply(struct session *s, int code, const char *enh, const char *text)
 {
-    struct evbuffer *out = bufferevent_get_output(s->bev);
-    const char *p = text ? text : "";
-    for (;;) {
-        const char *nl = strchr(p, '\n');
-        size_t len = nl ? (size_t)(nl - p) : strlen(p);
-        if (len && p[len - 1] == '\r')
-            len--;
-        reply_line(out, code, nl && nl[1] ? '-' : ' ', enh, p, len);
-        if (!nl || !nl[1])
-            break;
-        p = nl + 1;
+    char buf[REPLY_WIRE_MAX];
+    size_t n = reply_format(buf, sizeof buf, code, enh, text);
+    evbuffer_add(bufferevent_get_output(s->bev), buf, n);
+    if (code >= 500)
+        s->nrejected++;
+    else if (code >= 400)
+        s->ndeferred++;
+    if (log_enabled(LOG_LVL_DEBUG)) {
+        size_t first = strcspn(buf, "\r");
+        slog(s, LOG_LVL_DEBUG, "> %.*s%s", (int)(first > 300 ? 300 : first), buf,
+             first + 2 < n ? " ..." : "");
     }
-    if (log_enabled(LOG_LVL_DEBUG))
-        slog(s, LOG_LVL_DEBUG, "> %d %s %s", code, enh ? enh : "", p);
+}
+
+/* One of the core's own replies (reply.c), with its text or another. */
+static void core_reply_text(struct session *s, enum reply_id id, const char *text)
+{
+    const struct reply_std *c = reply_core(id);
+    session_reply(s, c->code, c->enh, text ? text : c->text);
+}
+
+/* Returns the code sent. */
+static int core_reply(struct session *s, enum reply_id id)
+{
+    core_reply_text(s, id, NULL);
+    return reply_core(id)->code;
+}
+
+/* A refusal by the core: one info line with the command it answers. */
+static void log_core_error(struct session *s, int code, const char *enh, const char *text)
+{
+    char cmd[128], msg[160];
+    log_quote(cmd, sizeof cmd, s->cur_cmd ? s->cur_cmd : "-",
+              s->cur_cmd ? s->cur_cmd_len : 1);
+    log_quote(msg, sizeof msg, text ? text : "", text ? strlen(text) : 0);
+    slog(s, LOG_LVL_INFO, "error code=%d enh=%s ip=%s cmd=\"%s\" msg=\"%s\"", code,
+         enh && *enh ? enh : "-", s->conn.remote_ip, cmd, msg);
+}
+
+static void core_refuse(struct session *s, enum reply_id id)
+{
+    const struct reply_std *c = reply_core(id);
+    log_core_error(s, c->code, c->enh, c->text);
+    session_reply(s, c->code, c->enh, c->text);
 }
 
 /* Count a protocol error whose reply is already queued. */
@@ -104,101 +114,88 @@ static void count_error(struct session *s)
 {
     if (s->state != SS_CLOSING && ++s->errors >= s->srv->cfg->max_errors) {
         slog(s, LOG_LVL_INFO, "too many errors (%u), closing", s->errors);
-        session_reply(s, 421, "4.7.0", "Too many errors, closing connection");
+        core_reply(s, RPL_TOO_MANY_ERRORS);
         s->last_result = "errors";
         session_close(s);
     }
 }
 
-/* A protocol error: reply and count it; too many closes the session. */
-static void proto_error(struct session *s, int code, const char *enh,
-                        const char *text)
+/* A protocol error: reply, log and count it; too many closes the session. */
+static void proto_error(struct session *s, enum reply_id id)
 {
-    session_reply(s, code, enh, text);
+    core_refuse(s, id);
     count_error(s);
 }
 
+/* A protocol error a parser described (smtp_parse.c, auth.c). */
 static void status_error(struct session *s, const smtp_status *st)
 {
-    proto_error(s, st->code, st->enh, st->text);
+    log_core_error(s, st->code, st->enh, st->text);
+    session_reply(s, st->code, st->enh, st->text);
+    count_error(s);
 }
 
-/* ------------------------------------------------------- hook answer table */
+/* ------------------------------------------------------- hook answers */
 
-struct hook_default {
-    int deny_code; const char *deny_enh; const char *deny_text;
-    int soft_code; const char *soft_enh; const char *soft_text;
-};
-
-static const struct hook_default hook_defaults[HOOK_COUNT] = {
-    [HOOK_CONNECT] = { 554, "5.7.1", "Connection rejected",
-                       421, "4.7.0", "Connection temporarily rejected" },
-    [HOOK_HELO]    = { 550, "5.7.1", "HELO rejected",
-                       450, "4.7.1", "HELO temporarily rejected" },
-    [HOOK_EHLO]    = { 550, "5.7.1", "EHLO rejected",
-                       450, "4.7.1", "EHLO temporarily rejected" },
-    [HOOK_AUTH]    = { 535, "5.7.8", "Authentication credentials invalid",
-                       454, "4.7.0", "Temporary authentication failure" },
-    [HOOK_MAIL]    = { 550, "5.7.1", "Sender rejected",
-                       450, "4.7.1", "Sender temporarily rejected" },
-    [HOOK_RCPT]    = { 550, "5.7.1", "Recipient rejected",
-                       450, "4.7.1", "Recipient temporarily rejected" },
-    [HOOK_DATA]    = { 554, "5.7.1", "Message rejected",
-                       451, "4.7.1", "Message temporarily rejected" },
-    [HOOK_DATA_POST] = { 550, "5.7.1", "Message rejected",
-                       451, "4.7.1", "Message temporarily rejected" },
-    [HOOK_QUEUE]   = { 554, "5.7.1", "Message rejected",
-                       451, "4.3.0", "Message temporarily rejected" },
-    [HOOK_UNRECOGNIZED] = { 500, "5.5.2", "Command unrecognized",
-                       450, "4.5.2", "Command temporarily refused" },
-};
-
-/* Reply for a deny-class answer. Returns 1 when it replied (the caller
- * stops), 0 for NEXT/OK. DISCONNECT variants also close the session. */
-static int deny_reply(struct session *s, enum hook_id h, struct hook_result *r)
+/* The line every refusal by a hook leaves: who refused what, for whom. */
+static void log_refusal(struct session *s, enum hook_id h, const struct hook_result *r,
+                        const struct reply *rep, const struct smtp_rcpt *rcpt)
 {
-    const struct hook_default *d = &hook_defaults[h];
-    int code;
-    const char *enh, *text;
-
-    switch (r->rc) {
-    case RC_NEXT:
-    case RC_OK:
-        return 0;
-    case RC_DENY:
-    case RC_DENYDISCONNECT:
-        code = d->deny_code ? d->deny_code : 550;
-        enh = d->deny_enh ? d->deny_enh : "5.7.1";
-        text = d->deny_text ? d->deny_text : "Rejected";
-        break;
-    case RC_DENYSOFT:
-        code = d->soft_code ? d->soft_code : 451;
-        enh = d->soft_enh ? d->soft_enh : "4.7.1";
-        text = d->soft_text ? d->soft_text : "Temporarily rejected";
-        break;
-    case RC_DISCONNECT:
-    default:
-        code = 421;
-        enh = "4.7.0";
-        text = "Closing connection";
-        break;
+    struct txn *t = s->conn.txn;
+    char who[600] = "", msg[256];
+    size_t off = 0;
+    if (t && t->mail.addr.local) {
+        char *from = smtp_addr_format(&t->mail.addr);
+        off += (size_t)snprintf(who, sizeof who, " from=<%.250s>", from ? from : "");
+        free(from);
     }
-    if (r->code)
-        code = r->code;
-    if (r->enh[0])
-        enh = r->enh;
-    if (r->msg)
-        text = r->msg;
-    session_reply(s, code, enh, text);
-    sstats_deny(s, h, code);
-    slog(s, LOG_LVL_INFO, "%s: %s %d %s %s", hook_name(h), hook_rc_name(r->rc),
-         code, enh, text);
-    /* a refused connection is closed whatever the answer */
-    if (r->rc == RC_DENYDISCONNECT || r->rc == RC_DISCONNECT || h == HOOK_CONNECT) {
+    if (rcpt) {
+        char *to = smtp_addr_format(&rcpt->addr);
+        snprintf(who + off, sizeof who - off, " rcpt=<%.250s>", to ? to : "");
+        free(to);
+    } else if (t && (h == HOOK_DATA || h == HOOK_DATA_POST || h == HOOK_QUEUE)) {
+        snprintf(who + off, sizeof who - off, " rcpts=%zu txn=%s", t->nrcpt, t->id);
+    }
+    const char *text = rep->text ? rep->text : "";
+    log_quote(msg, sizeof msg, text, strlen(text));
+    slog(s, LOG_LVL_INFO, "%s plugin=%s hook=%s code=%d enh=%s ip=%s%s msg=\"%s\"",
+         rep->code >= 500 ? "reject" : "defer", r->plugin[0] ? r->plugin : "-",
+         hook_name(h), rep->code, rep->enh[0] ? rep->enh : "-", s->conn.remote_ip, who, msg);
+}
+
+/* What answer r at hook h means (reply.c); a refusal is logged. rcpt: the
+ * recipient under decision, if any. */
+static enum reply_action decide(struct session *s, enum hook_id h, const struct hook_result *r,
+                                struct reply *rep, const struct smtp_rcpt *rcpt)
+{
+    reply_answer(h, r, rep);
+    if (rep->action != REPLY_ACCEPT && rep->code >= 400) {
+        log_refusal(s, h, r, rep, rcpt);
+        sstats_deny(s, h, rep->code);
+    }
+    return rep->action;
+}
+
+/* Send a decided reply (own: the text when the reply has none of its own)
+ * and close when it says so. */
+static enum reply_action send_answer(struct session *s, const struct hook_result *r,
+                                     const struct reply *rep, const char *own)
+{
+    if (rep->code)
+        session_reply(s, rep->code, rep->enh, rep->text ? rep->text : own);
+    if (rep->action == REPLY_CLOSE) {
         s->last_result = hook_rc_name(r->rc);
         session_close(s);
     }
-    return 1;
+    return rep->action;
+}
+
+static enum reply_action answer(struct session *s, enum hook_id h, const struct hook_result *r,
+                                const char *own, const struct smtp_rcpt *rcpt)
+{
+    struct reply rep;
+    decide(s, h, r, &rep, rcpt);
+    return send_answer(s, r, &rep, own);
 }
 
 /* Run hook h; cont gets the answer now or when the engine finishes. */
@@ -249,7 +246,8 @@ static void hook_done(struct hook_ctx *c, struct hook_result *r)
         reset_timeout(s);
     cont(s, r);
     hook_result_clear(r);
-    session_process(s);
+    if (!s->dying)              /* a dying session has no input left */
+        session_process(s);
 }
 
 /* ----------------------------------------------------------- transactions */
@@ -289,15 +287,15 @@ static int txn_open_msg(struct session *s)
 
 /* ------------------------------------------------------------- greeting */
 
+/* A refused connection is closed whatever the answer (reply.c). */
 static void connect_done(struct session *s, struct hook_result *r)
 {
-    if (deny_reply(s, HOOK_CONNECT, r))
-        return;
     char banner[512];
     snprintf(banner, sizeof banner, "%s ESMTP kasi", s->srv->cfg->hostname);
-    session_reply(s, 220, NULL, r->msg ? r->msg : banner);
-    sstats_greeted(s);
-    s->state = SS_GREET;
+    if (answer(s, HOOK_CONNECT, r, banner, NULL) == REPLY_ACCEPT) {
+        sstats_greeted(s);
+        s->state = SS_GREET;
+    }
 }
 
 static void start_banner(struct session *s)
@@ -318,31 +316,34 @@ static const char *received_proto(const struct session *s)
     return names[!!s->conn.esmtp][!!s->conn.tls][!!s->conn.auth_user];
 }
 
-static void helo_done(struct session *s, struct hook_result *r)
+/* The EHLO reply: the greeting line and the extensions. */
+static void ehlo_text(const struct session *s, char *text, size_t len)
 {
     const struct kasi_config *c = s->srv->cfg;
-    if (deny_reply(s, s->conn.esmtp ? HOOK_EHLO : HOOK_HELO, r)) {
-        free(s->conn.helo);          /* a refused greeting leaves the session ungreeted */
-        s->conn.helo = NULL;
-        if (s->state != SS_CLOSING)
-            s->state = SS_GREET;
-        return;
-    }
-    s->state = SS_READY;
     if (!s->conn.esmtp) {
-        char text[600];
-        snprintf(text, sizeof text, "%s", c->hostname);
-        session_reply(s, 250, NULL, text);
+        snprintf(text, len, "%s", c->hostname);
         return;
     }
-    char text[1024];
-    snprintf(text, sizeof text,
+    snprintf(text, len,
              "%s Hello %.255s [%s]\nPIPELINING\nSIZE %zu\n8BITMIME\n"
              "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING%s%s",
              c->hostname, s->conn.helo, s->conn.remote_ip, c->max_message_size,
              starttls_offered(s) ? "\nSTARTTLS" : "",
              auth_offered(s) ? "\nAUTH " AUTH_MECHANISMS : "");
-    session_reply(s, 250, NULL, text);
+}
+
+static void helo_done(struct session *s, struct hook_result *r)
+{
+    char text[1024];
+    ehlo_text(s, text, sizeof text);
+    if (answer(s, s->conn.esmtp ? HOOK_EHLO : HOOK_HELO, r, text, NULL) == REPLY_ACCEPT) {
+        s->state = SS_READY;
+        return;
+    }
+    free(s->conn.helo);          /* a refused greeting leaves the session ungreeted */
+    s->conn.helo = NULL;
+    if (s->state != SS_CLOSING)
+        s->state = SS_GREET;
 }
 
 static void cmd_helo(struct session *s, const struct smtp_cmd *c)
@@ -357,7 +358,7 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *c)
     s->conn.helo = strndup(c->arg, c->arg_len);
     s->conn.esmtp = c->verb == SMTP_EHLO;
     if (!s->conn.helo) {
-        session_reply(s, 451, "4.3.0", "Out of memory");
+        core_refuse(s, RPL_NO_MEMORY);
         return;
     }
     run_hook(s, s->conn.esmtp ? HOOK_EHLO : HOOK_HELO, NULL, helo_done);
@@ -367,27 +368,26 @@ static void cmd_helo(struct session *s, const struct smtp_cmd *c)
 
 static void mail_done(struct session *s, struct hook_result *r)
 {
-    if (deny_reply(s, HOOK_MAIL, r)) {
+    if (answer(s, HOOK_MAIL, r, NULL, NULL) != REPLY_ACCEPT) {
         txn_end(s);
         return;
     }
     s->state = SS_MAIL;
-    session_reply(s, 250, "2.1.0", r->msg ? r->msg : "Ok");
 }
 
 static void cmd_mail(struct session *s, const struct smtp_cmd *c)
 {
     const struct kasi_config *cfg = s->srv->cfg;
     if (s->state == SS_GREET) {
-        proto_error(s, 503, "5.5.1", "Error: send HELO/EHLO first");
+        proto_error(s, RPL_NEED_HELO);
         return;
     }
     if (s->state != SS_READY) {
-        proto_error(s, 503, "5.5.1", "Error: nested MAIL command");
+        proto_error(s, RPL_NESTED_MAIL);
         return;
     }
     if (s->listen && s->listen->submission && !s->conn.auth_user) {
-        session_reply(s, 530, "5.7.0", "Authentication required");
+        core_refuse(s, RPL_AUTH_REQUIRED);
         return;
     }
     struct smtp_parse_opts o = { .esmtp = s->conn.esmtp,
@@ -401,7 +401,7 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *c)
     s->conn.txn = txn_new(&s->conn, ++s->ntxn);
     if (!s->conn.txn) {
         smtp_mail_clear(&m);
-        session_reply(s, 451, "4.3.0", "Out of memory");
+        core_refuse(s, RPL_NO_MEMORY);
         return;
     }
     s->conn.txn->mail = m;
@@ -411,8 +411,7 @@ static void cmd_mail(struct session *s, const struct smtp_cmd *c)
 /* rcpt_ok runs after the 250: only a disconnect answer matters. */
 static void rcpt_ok_done(struct session *s, struct hook_result *r)
 {
-    if (r->rc == RC_DISCONNECT || r->rc == RC_DENYDISCONNECT)
-        deny_reply(s, HOOK_RCPT_OK, r);
+    answer(s, HOOK_RCPT_OK, r, NULL, NULL);
 }
 
 /* The recipient under decision waits in s->conn.txn->rcpt[nrcpt] (not counted
@@ -421,14 +420,13 @@ static void rcpt_done(struct session *s, struct hook_result *r)
 {
     struct txn *t = s->conn.txn;
     struct smtp_rcpt *cand = &t->rcpt[t->nrcpt];
-    if (deny_reply(s, HOOK_RCPT, r)) {
+    if (answer(s, HOOK_RCPT, r, NULL, cand) != REPLY_ACCEPT) {
         smtp_rcpt_clear(cand);
         return;
     }
     t->nrcpt++;
     sstats_rcpt_accepted(s);
     s->state = SS_RCPT;
-    session_reply(s, 250, "2.1.5", r->msg ? r->msg : "Ok");
     run_hook(s, HOOK_RCPT_OK, &t->rcpt[t->nrcpt - 1], rcpt_ok_done);
 }
 
@@ -436,14 +434,14 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *c)
 {
     const struct kasi_config *cfg = s->srv->cfg;
     if (s->state != SS_MAIL && s->state != SS_RCPT) {
-        proto_error(s, 503, "5.5.1", "Error: need MAIL command");
+        proto_error(s, RPL_NEED_MAIL);
         return;
     }
     struct txn *t = s->conn.txn;
     if (t->nrcpt >= cfg->max_recipients) {
         if (junk_command(s))
             return;
-        session_reply(s, 452, "4.5.3", "Error: too many recipients");
+        core_refuse(s, RPL_TOO_MANY_RCPTS);
         return;
     }
     struct smtp_parse_opts o = { .esmtp = s->conn.esmtp, .smtputf8 = t->mail.smtputf8,
@@ -457,7 +455,7 @@ static void cmd_rcpt(struct session *s, const struct smtp_cmd *c)
     /* reserve the slot, then decide */
     if (txn_add_rcpt(t, &r) < 0) {
         smtp_rcpt_clear(&r);
-        session_reply(s, 451, "4.3.0", "Out of memory");
+        core_refuse(s, RPL_NO_MEMORY);
         return;
     }
     t->nrcpt--;
@@ -480,13 +478,18 @@ static void data_emit(void *ctx, const char *p, size_t n)
         msg_store_append(t->msg->store, p, n);
 }
 
+/* The 354 (reply.c: only an accepted DATA) goes out together with the
+ * switch to message input, never without it. */
 static void data_done(struct session *s, struct hook_result *r)
 {
-    if (deny_reply(s, HOOK_DATA, r))
+    struct reply rep;
+    if (decide(s, HOOK_DATA, r, &rep, NULL) != REPLY_ACCEPT) {
+        send_answer(s, r, &rep, NULL);
         return;     /* the transaction stays open: the client may RSET */
+    }
     const struct kasi_config *c = s->srv->cfg;
     if (txn_open_msg(s) < 0) {
-        session_reply(s, 451, "4.3.0", "Out of memory");
+        core_refuse(s, RPL_NO_MEMORY);
         return;
     }
     data_decoder_init(&s->dec, c->max_line_length, bare_policy(c), long_policy(c),
@@ -494,23 +497,21 @@ static void data_done(struct session *s, struct hook_result *r)
     s->input = IN_DATA;
     reset_timeout(s);
     data_phase_start(s);
-    session_reply(s, 354, NULL, "End data with <CR><LF>.<CR><LF>");
+    send_answer(s, r, &rep, NULL);
 }
 
 static void cmd_data(struct session *s, const struct smtp_cmd *c)
 {
     if (*c->arg) {
-        proto_error(s, 501, "5.5.4", "Syntax: DATA");
+        proto_error(s, RPL_SYNTAX_DATA);
         return;
     }
     if (s->state == SS_MAIL || (s->state == SS_RCPT && s->conn.txn->bdat)) {
-        proto_error(s, 503, "5.5.1", s->state == SS_MAIL
-                    ? "Error: need RCPT command"
-                    : "Error: DATA not allowed after BDAT");
+        proto_error(s, s->state == SS_MAIL ? RPL_NEED_RCPT : RPL_DATA_AFTER_BDAT);
         return;
     }
     if (s->state != SS_RCPT) {
-        proto_error(s, 503, "5.5.1", "Error: need MAIL command");
+        proto_error(s, RPL_NEED_MAIL);
         return;
     }
     run_hook(s, HOOK_DATA, "DATA", data_done);
@@ -551,7 +552,7 @@ static void bdat_chunk_end(struct session *s)
     if (!s->bdat_last) {
         char text[64];
         snprintf(text, sizeof text, "%zu octets received", s->conn.txn->bytes);
-        session_reply(s, 250, "2.0.0", text);
+        core_reply_text(s, RPL_BDAT_CHUNK, text);
         return;
     }
     data_decoder_scan_end(&s->dec);
@@ -590,8 +591,10 @@ static void bdat_discard(struct session *s, int code, const char *enh,
     s->bdat_reply.code = code;
     snprintf(s->bdat_reply.enh, sizeof s->bdat_reply.enh, "%s", enh);
     s->bdat_reply.msg = strdup(text);
-    if (is_error)
+    if (is_error) {
+        log_core_error(s, code, enh, text);
         s->errors++;
+    }
     s->input = IN_BDAT;
     if (s->bdat_left == 0)
         bdat_chunk_end(s);
@@ -599,20 +602,22 @@ static void bdat_discard(struct session *s, int code, const char *enh,
 
 static void bdat_data_done(struct session *s, struct hook_result *r)
 {
-    if (r->rc != RC_NEXT && r->rc != RC_OK) {
+    struct reply rep;
+    enum reply_action a = decide(s, HOOK_DATA, r, &rep, NULL);
+    if (a == REPLY_CLOSE) {
+        send_answer(s, r, &rep, NULL);
+        return;
+    }
+    if (a == REPLY_REFUSE) {
         /* refuse the message, but the chunk's bytes are on their way */
-        const struct hook_default *d = &hook_defaults[HOOK_DATA];
-        int soft = r->rc == RC_DENYSOFT;
-        bdat_discard(s, r->code ? r->code : soft ? d->soft_code : d->deny_code,
-                     r->enh[0] ? r->enh : soft ? d->soft_enh : d->deny_enh,
-                     r->msg ? r->msg : soft ? d->soft_text : d->deny_text, 0);
-        sstats_verdict(s, s->bdat_reply.code);
+        bdat_discard(s, rep.code, rep.enh, rep.text ? rep.text : "", 0);
         txn_end(s);
         return;
     }
     if (txn_open_msg(s) < 0) {
-        bdat_discard(s, 451, "4.3.0", "Out of memory", 0);
-        sstats_verdict(s, 451);
+        const struct reply_std *c = reply_core(RPL_NO_MEMORY);
+        bdat_discard(s, c->code, c->enh, c->text, 0);
+        sstats_verdict(s, c->code);
         txn_end(s);
         return;
     }
@@ -639,8 +644,8 @@ static void cmd_bdat(struct session *s, const struct smtp_cmd *c)
     s->bdat_left = size;
     s->bdat_last = last;
     if (s->state != SS_RCPT) {
-        bdat_discard(s, 503, "5.5.1", s->state == SS_MAIL
-                     ? "Error: need RCPT command" : "Error: need MAIL command", 1);
+        const struct reply_std *c = reply_core(s->state == SS_MAIL ? RPL_NEED_RCPT : RPL_NEED_MAIL);
+        bdat_discard(s, c->code, c->enh, c->text, 1);
         return;
     }
     if (!s->conn.txn->bdat) {        /* first chunk: the data hook decides */
@@ -658,43 +663,38 @@ static void cmd_bdat(struct session *s, const struct smtp_cmd *c)
 static void queue_ok_done(struct session *s, struct hook_result *r)
 {
     txn_end(s);
-    if (r->rc == RC_DISCONNECT || r->rc == RC_DENYDISCONNECT)
-        deny_reply(s, HOOK_QUEUE_OK, r);
+    answer(s, HOOK_QUEUE_OK, r, NULL, NULL);
 }
 
+/* 250 only when a queue plugin said OK: the message is stored or
+ * forwarded (reply.c turns every other answer into a 4xx or 5xx). */
 static void queue_done(struct session *s, struct hook_result *r)
 {
     struct txn *t = s->conn.txn;
-    if (r->rc == RC_OK) {
-        char text[512];
-        if (!r->msg)
-            snprintf(text, sizeof text, "Ok: queued as %s", t->id);
-        session_reply(s, r->code ? r->code : 250, r->enh[0] ? r->enh : "2.0.0",
-                      r->msg ? r->msg : text);
-        sstats_verdict(s, r->code ? r->code : 250);
-        char *from = smtp_addr_format(&t->mail.addr);
-        slog(s, LOG_LVL_INFO, "txn %s accepted: from=<%s> rcpts=%zu size=%zu",
-             t->id, from ? from : "", t->nrcpt, msg_size(t->msg));
-        free(from);
-        s->nmsgs++;
-        s->nrcpts += (unsigned)t->nrcpt;
-        s->junk = 0;
-        s->last_result = "250";
-        run_hook(s, HOOK_QUEUE_OK, NULL, queue_ok_done);
+    struct reply rep;
+    if (decide(s, HOOK_QUEUE, r, &rep, NULL) != REPLY_ACCEPT) {
+        send_answer(s, r, &rep, NULL);
+        txn_end(s);
         return;
     }
-    if (r->rc == RC_NEXT) {
-        r->rc = RC_DENYSOFT;
-        if (!r->msg)
-            r->msg = strdup("Queuing not available");
-    }
-    deny_reply(s, HOOK_QUEUE, r);
-    txn_end(s);
+    char text[512];
+    snprintf(text, sizeof text, "Ok: queued as %s", t->id);
+    send_answer(s, r, &rep, text);
+    sstats_verdict(s, rep.code);
+    char *from = smtp_addr_format(&t->mail.addr);
+    slog(s, LOG_LVL_INFO, "txn %s accepted: from=<%s> rcpts=%zu size=%zu plugin=%s",
+         t->id, from ? from : "", t->nrcpt, msg_size(t->msg), r->plugin[0] ? r->plugin : "-");
+    free(from);
+    s->nmsgs++;
+    s->nrcpts += (unsigned)t->nrcpt;
+    s->junk = 0;
+    s->last_result = "250";
+    run_hook(s, HOOK_QUEUE_OK, NULL, queue_ok_done);
 }
 
 static void data_post_done(struct session *s, struct hook_result *r)
 {
-    if (deny_reply(s, HOOK_DATA_POST, r)) {
+    if (answer(s, HOOK_DATA_POST, r, NULL, NULL) != REPLY_ACCEPT) {
         txn_end(s);
         return;
     }
@@ -745,12 +745,14 @@ static void finish_message(struct session *s)
         slog(s, LOG_LVL_INFO, "txn %s rejected: %s", t->id, why);
         session_reply(s, code, enh, why);
     } else if (t->too_big) {
-        session_reply(s, code = 552, "5.3.4", "Message size exceeds fixed maximum message size");
+        slog(s, LOG_LVL_INFO, "txn %s rejected: %zu bytes, over the size limit", t->id, t->bytes);
+        code = core_reply(s, RPL_TOO_BIG);
     } else if (msg_store_failed(t->msg->store)) {
         slog(s, LOG_LVL_ERROR, "txn %s: message store: %s", t->id, strerror(errno));
-        session_reply(s, code = 451, "4.3.0", "Error: local error storing the message");
+        code = core_reply(s, RPL_STORE_FAILED);
     } else if (msg_parse_headers(t->msg) < 0 || add_received(s) < 0) {
-        session_reply(s, code = 451, "4.3.0", "Out of memory");
+        slog(s, LOG_LVL_ERROR, "txn %s: out of memory", t->id);
+        code = core_reply(s, RPL_NO_MEMORY);
     } else {
         run_hook(s, HOOK_DATA_POST, NULL, data_post_done);
         return;
@@ -807,20 +809,19 @@ static void starttls_reset(struct session *s)
 static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
 {
     if (*c->arg) {
-        proto_error(s, 501, "5.5.4", "Syntax: STARTTLS");
+        proto_error(s, RPL_SYNTAX_STARTTLS);
         return;
     }
     if (s->conn.tls) {
-        proto_error(s, 503, "5.5.1", "Error: TLS already active");
+        proto_error(s, RPL_TLS_ACTIVE);
         return;
     }
     if (!starttls_offered(s)) {
-        proto_error(s, 502, "5.5.1", "Error: command not implemented");
+        proto_error(s, RPL_NOT_IMPLEMENTED);
         return;
     }
     if (s->state != SS_READY) {
-        proto_error(s, 503, "5.5.1", s->state == SS_GREET
-                    ? "Error: send EHLO first" : "Error: MAIL transaction in progress");
+        proto_error(s, s->state == SS_GREET ? RPL_NEED_EHLO : RPL_IN_TXN);
         return;
     }
     /* CVE-2011-0411: what the client pipelined after STARTTLS was sent in
@@ -831,7 +832,7 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
         slog(s, LOG_LVL_INFO, "STARTTLS: discarding %zu pipelined bytes", junk);
         evbuffer_drain(in, junk);
     }
-    session_reply(s, 220, "2.0.0", "Ready to start TLS");
+    core_reply(s, RPL_TLS_GO);
     struct bufferevent *tb = tls_wrap_filter(s->srv->base, s->bev);
     if (!tb) {
         slog(s, LOG_LVL_ERROR, "STARTTLS: cannot set up TLS");
@@ -898,7 +899,7 @@ static int auth_ip_limited(const struct session *s)
 static void auth_close(struct session *s, const char *why)
 {
     slog(s, LOG_LVL_INFO, "%s (%u on this connection), closing", why, s->auth_failures);
-    session_reply(s, 421, "4.7.0", "Too many authentication failures, closing connection");
+    core_reply(s, RPL_AUTH_TOO_MANY);
     s->last_result = "auth";
     session_close(s);
 }
@@ -918,10 +919,9 @@ static void auth_delay_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     s->paused = 0;
-    char *msg = s->auth_fail_msg;
-    s->auth_fail_msg = NULL;
+    struct hook_result *f = &s->auth_fail;
     if (s->state == SS_CLOSING) {
-        free(msg);
+        hook_result_clear(f);
         return;
     }
     if (s->auth_failures >= s->srv->cfg->auth_max_failures)
@@ -929,23 +929,26 @@ static void auth_delay_cb(evutil_socket_t fd, short what, void *arg)
     else if (auth_ip_limited(s))
         auth_close(s, "too many authentication failures from this address");
     else
-        session_reply(s, 535, "5.7.8", msg ? msg : "Authentication credentials invalid");
-    free(msg);
+        session_reply(s, f->code, f->enh, f->msg);
+    hook_result_clear(f);
     if (s->state == SS_CLOSING)
         return;
     session_process(s);
 }
 
-/* A refused attempt: answer 535 (with the plugin's text, msg, when it
- * gave one; taken) after a delay that doubles each time. */
-static void auth_failed(struct session *s, char *msg)
+/* A refused attempt: answer rep (535 or the plugin's 5xx) after a delay
+ * that doubles each time. */
+static void auth_failed(struct session *s, const struct reply *rep)
 {
     unsigned n = ++s->auth_failures;
     unsigned char key[NETMASK_KEY];
+    struct hook_result *f = &s->auth_fail;
     if (auth_net_key(s, key))
         shmcount_add(key, sizeof key, 1, s->srv->cfg->auth_failure_window, clock_now());
-    free(s->auth_fail_msg);
-    s->auth_fail_msg = msg;
+    hook_result_clear(f);
+    f->code = rep->code;
+    snprintf(f->enh, sizeof f->enh, "%s", rep->enh);
+    f->msg = rep->text ? strdup(rep->text) : NULL;
     struct timeval tv = { (time_t)1 << (n < 6 ? n - 1 : 5), 0 };
     if (!s->auth_delay_ev)
         s->auth_delay_ev = evtimer_new(s->srv->base, auth_delay_cb, s);
@@ -963,24 +966,24 @@ static void auth_done(struct session *s, struct hook_result *r)
     safe_name(a->user, user, sizeof user);
     slog(s, LOG_LVL_INFO, "auth: user=%s mechanism=%s %s", user, a->creds.mechanism,
          r->rc == RC_OK ? "ok" : hook_rc_name(r->rc));
-    if (r->rc == RC_OK) {
+    struct reply rep;
+    enum reply_action act = decide(s, HOOK_AUTH, r, &rep, NULL);
+    if (act == REPLY_ACCEPT) {
         s->conn.auth_user = strdup(a->user);
         auth_clear(a);
         if (!s->conn.auth_user) {
-            session_reply(s, 454, "4.3.0", "Out of memory");
+            core_refuse(s, RPL_AUTH_NO_MEMORY);
             return;
         }
         s->conn.relaying = 1;
-        session_reply(s, 235, "2.7.0", r->msg ? r->msg : "Authentication successful");
+        send_answer(s, r, &rep, NULL);
         return;
     }
     auth_clear(a);
-    if (r->rc == RC_DENY || r->rc == RC_NEXT) {
-        auth_failed(s, r->rc == RC_DENY ? r->msg : NULL);
-        if (r->rc == RC_DENY)
-            r->msg = NULL;
-    } else
-        deny_reply(s, HOOK_AUTH, r);
+    if (act == REPLY_REFUSE && (r->rc == RC_DENY || r->rc == RC_NEXT))
+        auth_failed(s, &rep);       /* refused or no taker: a failed attempt */
+    else
+        send_answer(s, r, &rep, NULL);
 }
 
 /* Act on what the SASL exchange says next. */
@@ -989,12 +992,14 @@ static void auth_next(struct session *s, const struct auth_step *st)
     switch (st->next) {
     case AUTH_CHALLENGE:
         s->input = IN_AUTH;
-        session_reply(s, 334, NULL, st->challenge);
+        core_reply_text(s, RPL_AUTH_CHALLENGE, st->challenge);
         break;
-    case AUTH_FAIL:
+    case AUTH_FAIL: {
         s->input = IN_CMD;
-        proto_error(s, st->code, st->enh, st->text);
+        smtp_status fail = { st->code, st->enh, st->text };
+        status_error(s, &fail);
         break;
+    }
     case AUTH_COMPLETE:
         s->input = IN_CMD;
         run_hook(s, HOOK_AUTH, &s->sasl->creds, auth_done);
@@ -1002,25 +1007,23 @@ static void auth_next(struct session *s, const struct auth_step *st)
     }
 }
 
-/* The reason AUTH cannot start now, or NULL. */
+/* AUTH cannot start now: refuse it (returns 1), else 0. */
 static int auth_refused(struct session *s)
 {
-    const char *why = NULL;
+    enum reply_id why = RPL_COUNT;
     if (!s->listen || !s->listen->auth)
-        why = "Error: authentication not enabled";
-    else if (!s->conn.tls && !s->listen->auth_plaintext) {
-        proto_error(s, 538, "5.7.11",
-                    "Encryption required for requested authentication mechanism");
-        return 1;
-    } else if (s->state == SS_GREET || !s->conn.esmtp)
-        why = "Error: send EHLO first";
+        why = RPL_AUTH_DISABLED;
+    else if (!s->conn.tls && !s->listen->auth_plaintext)
+        why = RPL_AUTH_ENCRYPT;
+    else if (s->state == SS_GREET || !s->conn.esmtp)
+        why = RPL_NEED_EHLO;
     else if (s->conn.auth_user)
-        why = "Error: already authenticated";
+        why = RPL_AUTH_DONE;
     else if (s->state != SS_READY)
-        why = "Error: MAIL transaction in progress";
-    if (why)
-        proto_error(s, 503, "5.5.1", why);
-    return why != NULL;
+        why = RPL_IN_TXN;
+    if (why != RPL_COUNT)
+        proto_error(s, why);
+    return why != RPL_COUNT;
 }
 
 static void cmd_auth(struct session *s, const struct smtp_cmd *c)
@@ -1033,7 +1036,7 @@ static void cmd_auth(struct session *s, const struct smtp_cmd *c)
         return;
     }
     if (!s->sasl && !(s->sasl = calloc(1, sizeof *s->sasl))) {
-        session_reply(s, 454, "4.3.0", "Out of memory");
+        core_refuse(s, RPL_AUTH_NO_MEMORY);
         return;
     }
     auth_start(s->sasl, c->arg, &st);
@@ -1046,8 +1049,9 @@ static void auth_line(struct session *s, char *line, size_t len)
     struct auth_step st;
     if (strlen(line) != len) {
         auth_clear(s->sasl);
-        st = (struct auth_step){ .next = AUTH_FAIL, .code = 501, .enh = "5.5.2",
-                                 .text = "Invalid base64 data" };
+        const struct reply_std *c = reply_core(RPL_BAD_BASE64);
+        st = (struct auth_step){ .next = AUTH_FAIL, .code = c->code, .enh = c->enh,
+                                 .text = c->text };
     } else {
         auth_continue(s->sasl, line, &st);
     }
@@ -1066,7 +1070,7 @@ static int junk_command(struct session *s)
     if (!max || ++s->junk <= max)
         return 0;
     slog(s, LOG_LVL_INFO, "too many commands without mail (%u), closing", max);
-    session_reply(s, 421, "4.7.0", "Too many commands without mail, closing connection");
+    core_reply(s, RPL_TOO_MANY_JUNK);
     s->last_result = "junk";
     session_close(s);
     return 1;
@@ -1078,39 +1082,27 @@ static int is_junk(enum smtp_verb v)
            v == SMTP_HELO || v == SMTP_EHLO;
 }
 
+/* RSET cannot fail: 250, unless a plugin closes the connection. */
 static void rset_done(struct session *s, struct hook_result *r)
 {
-    if (r->rc == RC_DISCONNECT || r->rc == RC_DENYDISCONNECT) {
-        deny_reply(s, HOOK_RSET, r);
-        return;
-    }
-    session_reply(s, 250, "2.0.0", "Ok");
+    answer(s, HOOK_RSET, r, NULL, NULL);
 }
 
+/* QUIT cannot fail: 221 and close, whatever the answer. */
 static void quit_done(struct session *s, struct hook_result *r)
 {
     char text[512];
     snprintf(text, sizeof text, "%s closing connection", s->srv->cfg->hostname);
-    session_reply(s, 221, "2.0.0", r->msg ? r->msg : text);
+    answer(s, HOOK_QUIT, r, text, NULL);
     s->last_result = "quit";
-    session_close(s);
 }
 
+/* OK: a plugin handled the command; anything else counts as an error. */
 static void unrecognized_done(struct session *s, struct hook_result *r)
 {
-    if (r->rc == RC_OK) {   /* a plugin handled the command and replied */
-        if (r->msg)
-            session_reply(s, r->code ? r->code : 250, r->enh[0] ? r->enh : "2.0.0", r->msg);
-        return;
-    }
-    if (r->rc != RC_NEXT) {
-        deny_reply(s, HOOK_UNRECOGNIZED, r);
+    if (answer(s, HOOK_UNRECOGNIZED, r, NULL, NULL) != REPLY_ACCEPT)
         count_error(s);
-        return;
-    }
-    proto_error(s, 500, "5.5.2", "Error: command not recognized");
 }
-
 
 static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
 {
@@ -1124,26 +1116,21 @@ static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
     case SMTP_DATA: cmd_data(s, c); break;
     case SMTP_BDAT: cmd_bdat(s, c); break;
     case SMTP_RSET:
-        if (*c->arg) { proto_error(s, 501, "5.5.4", "Syntax: RSET"); break; }
+        if (*c->arg) { proto_error(s, RPL_SYNTAX_RSET); break; }
         txn_end(s);
         run_hook(s, HOOK_RSET, NULL, rset_done);
         break;
-    case SMTP_NOOP: session_reply(s, 250, "2.0.0", "Ok"); break;
+    case SMTP_NOOP: core_reply(s, RPL_OK); break;
     case SMTP_QUIT:
-        if (*c->arg) { proto_error(s, 501, "5.5.4", "Syntax: QUIT"); break; }
+        if (*c->arg) { proto_error(s, RPL_SYNTAX_QUIT); break; }
         run_hook(s, HOOK_QUIT, NULL, quit_done);
         break;
     case SMTP_VRFY:
-        if (!*c->arg) { proto_error(s, 501, "5.5.4", "Syntax: VRFY address"); break; }
-        session_reply(s, 252, "2.5.0",
-                      "Cannot VRFY user, but will accept message and attempt delivery");
+        if (!*c->arg) { proto_error(s, RPL_SYNTAX_VRFY); break; }
+        core_reply(s, RPL_VRFY);
         break;
-    case SMTP_EXPN: proto_error(s, 502, "5.5.1", "EXPN not available"); break;
-    case SMTP_HELP:
-        session_reply(s, 214, "2.0.0",
-                      "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP\n"
-                      "See RFC 5321");
-        break;
+    case SMTP_EXPN: proto_error(s, RPL_EXPN); break;
+    case SMTP_HELP: core_reply(s, RPL_HELP); break;
     case SMTP_STARTTLS: cmd_starttls(s, c); break;
     case SMTP_AUTH: cmd_auth(s, c); break;
     default:
@@ -1152,6 +1139,18 @@ static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
     }
 }
 
+/* How much of a command line may be logged: AUTH's initial response holds
+ * credentials, so only the verb and mechanism. */
+static size_t loggable_len(const char *line, size_t len)
+{
+    size_t n = len;
+    if (len > 5 && !strncasecmp(line, "AUTH ", 5))
+        n = 5 + strcspn(line + 5, " ");
+    return n > 200 ? 200 : n;
+}
+
+static void run_command(struct session *s, char *line, size_t len);
+
 /* Handle one complete command line (CRLF removed). */
 static void handle_line(struct session *s, char *line, size_t len)
 {
@@ -1159,15 +1158,19 @@ static void handle_line(struct session *s, char *line, size_t len)
         auth_line(s, line, len);
         return;
     }
-    if (log_enabled(LOG_LVL_DEBUG)) {
-        /* AUTH's initial response holds credentials: log the verb and mechanism */
-        int n = len > 200 ? 200 : (int)len;
-        if (len > 5 && !strncasecmp(line, "AUTH ", 5))
-            n = 5 + (int)strcspn(line + 5, " ");
-        slog(s, LOG_LVL_DEBUG, "< %.*s%s", n, line, (size_t)n < len ? " ..." : "");
-    }
+    size_t n = loggable_len(line, len);
+    if (log_enabled(LOG_LVL_DEBUG))
+        slog(s, LOG_LVL_DEBUG, "< %.*s%s", (int)n, line, n < len ? " ..." : "");
+    s->cur_cmd = line;              /* for the log lines of refusals */
+    s->cur_cmd_len = n;
+    run_command(s, line, len);
+    s->cur_cmd = NULL;
+}
+
+static void run_command(struct session *s, char *line, size_t len)
+{
     if (memchr(line, '\r', len) || memchr(line, '\n', len)) {
-        proto_error(s, 500, "5.5.2", "Error: bare CR or LF in command");
+        proto_error(s, RPL_BARE_CRLF);
         return;
     }
     if (s->state == SS_GREET || s->state == SS_READY || s->state == SS_MAIL ||
@@ -1199,7 +1202,7 @@ static int partial_line_expired(struct session *s)
     if (t - s->partial_since <= s->srv->cfg->timeout_command)
         return 0;
     slog(s, LOG_LVL_INFO, "command not completed in time, closing");
-    session_reply(s, 421, "4.4.2", "Error: timeout exceeded");
+    core_reply(s, RPL_TIMEOUT);
     s->last_result = "timeout";
     session_close(s);
     return 1;
@@ -1218,7 +1221,7 @@ static int read_command(struct session *s, struct evbuffer *in)
         if (evbuffer_get_length(in) >= max) {
             evbuffer_drain(in, evbuffer_get_length(in));
             s->input = IN_SKIPLINE;
-            proto_error(s, 500, "5.5.6", "Error: line too long");
+            proto_error(s, RPL_LINE_TOO_LONG);
         }
         return 0;
     }
@@ -1226,7 +1229,7 @@ static int read_command(struct session *s, struct evbuffer *in)
     size_t len = (size_t)p.pos;
     if (len + 2 > max) {
         evbuffer_drain(in, len + eol_len);
-        proto_error(s, 500, "5.5.6", "Error: line too long");
+        proto_error(s, RPL_LINE_TOO_LONG);
         return 1;
     }
     char stack[1024];               /* nearly every command fits */
@@ -1374,14 +1377,14 @@ static void session_expired(void *arg, enum guard_why why)
     switch (why) {
     case GUARD_IDLE:
         slog(s, LOG_LVL_INFO, "timeout, closing");
-        session_reply(s, 421, "4.4.2", "Error: timeout exceeded");
+        core_reply(s, RPL_TIMEOUT);
         s->last_result = "timeout";
         session_close(s);
         return;
     case GUARD_DATA_RATE:
         slog(s, LOG_LVL_INFO, "message data slower than %u bytes/s (%llu bytes), closing",
              c->min_data_rate, s->guard.rate_bytes);
-        session_reply(s, 421, "4.4.2", "Error: timeout exceeded (data too slow)");
+        core_reply(s, RPL_DATA_TOO_SLOW);
         s->last_result = "slow-data";
         session_close(s);
         return;
@@ -1482,8 +1485,10 @@ void session_close(struct session *s)
 
 void session_kick(struct session *s, const char *reason)
 {
+    if (s->dying)
+        return;                 /* the client is gone already */
     if (s->state != SS_CLOSING) {
-        session_reply(s, 421, "4.3.2", reason);
+        core_reply_text(s, RPL_SHUTDOWN, reason);
         s->last_result = "shutdown";
         session_close(s);
     }
@@ -1496,49 +1501,94 @@ static void session_summary(struct session *s)
 {
     slog(s, LOG_LVL_INFO,
          "disconnect ip=%s port=%d helo=%s tls=%s auth=%s txns=%u msgs=%u "
-         "rcpts=%u bytes=%llu result=%s",
+         "rcpts=%u bytes=%llu rejected=%u deferred=%u duration=%.3f result=%s",
          s->conn.remote_ip, s->conn.remote_port, s->conn.helo ? s->conn.helo : "-",
          s->conn.tls ? s->conn.tls_version : "no", s->conn.auth_user ? s->conn.auth_user : "-", s->ntxn,
-         s->nmsgs, s->nrcpts, s->nbytes, s->last_result ? s->last_result : "-");
+         s->nmsgs, s->nrcpts, s->nbytes, s->nrejected, s->ndeferred,
+         clock_now() - s->started, s->last_result ? s->last_result : "-");
 }
 
-void session_destroy(struct session *s)
+/* The client is gone: close the socket and stop all that talks to it.
+ * What the disconnect hooks read (conn, txn) stays. */
+static void session_release_io(struct session *s)
 {
-    const struct hook_engine *eng = s->srv->engine;
-    if (s->hc.pending)
-        eng->cancel(&s->hc);
-    s->hc.pending = 0;
-    struct hook_result r = { .rc = RC_NEXT };
-    eng->hook(&s->hc, HOOK_DISCONNECT, NULL, &r);   /* a late answer is dropped */
-    hook_result_clear(&r);
-    eng->end(&s->hc);
-    guard_free(&s->guard);
-    if (s->close_ev)
-        event_free(s->close_ev);
-    session_summary(s);
-    sstats_txn_end(s);
-    sstats_conn_end(s);
-    txn_free(s->conn.txn);
-    hook_result_clear(&s->bdat_reply);
-    if (s->auth_delay_ev)
+    guard_free(&s->guard);          /* no limit applies to a client that is gone */
+    if (s->auth_delay_ev) {
         event_free(s->auth_delay_ev);
-    free(s->auth_fail_msg);
-    if (s->sasl) {
-        auth_clear(s->sasl);
-        free(s->sasl);
+        s->auth_delay_ev = NULL;
     }
     if (s->below_cb)
         evbuffer_remove_cb_entry(bufferevent_get_output(bufferevent_get_underlying(s->bev)),
                                  s->below_cb);
+    s->below_cb = NULL;
     if (s->conn.tls && s->state == SS_CLOSING && !s->tls_closing)
         tls_close_notify(s->bev);   /* implicit TLS: straight to the socket */
     bufferevent_free(s->bev);
+    s->bev = NULL;
+}
+
+/* Last: the disconnect hooks are over (or abandoned at exit). */
+static void session_free(struct session *s)
+{
+    s->srv->engine->end(&s->hc);
+    if (s->close_ev)
+        event_free(s->close_ev);
+    txn_free(s->conn.txn);
+    hook_result_clear(&s->bdat_reply);
+    hook_result_clear(&s->auth_fail);
+    if (s->sasl) {
+        auth_clear(s->sasl);
+        free(s->sasl);
+    }
     server_session_remove(s->srv, s);
     dns_rdns_cancel(&s->conn);
     free(s->conn.helo);
     free(s->conn.rdns);
     free(s->conn.auth_user);
     free(s);
+}
+
+/* The disconnect chain ended: free from the loop, not inside the
+ * engine's callback. */
+static void disconnect_done(struct session *s, struct hook_result *r)
+{
+    (void)r;
+    event_active(s->close_ev, EV_TIMEOUT, 0);
+}
+
+/* The socket closes at once; the session stays until its disconnect
+ * hooks have run to their end (each within its plugin's time budget),
+ * then close_ev frees it. A second call (process exit) frees at once. */
+void session_destroy(struct session *s)
+{
+    const struct hook_engine *eng = s->srv->engine;
+    if (s->dying) {
+        session_free(s);
+        return;
+    }
+    if (s->hc.pending)
+        eng->cancel(&s->hc);
+    s->hc.pending = 0;
+    session_summary(s);
+    sstats_txn_end(s);          /* counted now; the txn stays for the hooks */
+    sstats_conn_end(s);
+    session_release_io(s);
+    s->dying = 1;
+    s->state = SS_CLOSING;
+    if (s->close_ev)
+        event_del(s->close_ev);
+    else
+        s->close_ev = evtimer_new(s->srv->base, close_now_cb, s);
+    struct hook_result r = { .rc = RC_NEXT };
+    if (!eng->hook(&s->hc, HOOK_DISCONNECT, NULL, &r)) {
+        s->hc.pending = 1;
+        s->cont = disconnect_done;
+        if (s->close_ev)
+            return;
+        eng->cancel(&s->hc);        /* out of memory: no waiting */
+    }
+    hook_result_clear(&r);
+    session_free(s);
 }
 
 static void addr_to_str(const struct sockaddr *sa, char *ip, size_t iplen, int *port)
@@ -1560,11 +1610,11 @@ static void addr_to_str(const struct sockaddr *sa, char *ip, size_t iplen, int *
     }
 }
 
-/* hook_ctx.input_pending */
+/* hook_ctx.input_pending (0 once the client is gone) */
 static size_t input_pending(const struct hook_ctx *c)
 {
     const struct session *s = SESSION_OF(c);
-    return evbuffer_get_length(bufferevent_get_input(s->bev));
+    return s->bev ? evbuffer_get_length(bufferevent_get_input(s->bev)) : 0;
 }
 
 struct session *session_new(struct server *srv, const struct listen_cfg *lc, int fd,
@@ -1580,6 +1630,7 @@ struct session *session_new(struct server *srv, const struct listen_cfg *lc, int
     s->hc.conn = &s->conn;
     s->hc.done = hook_done;
     s->hc.input_pending = input_pending;
+    s->started = clock_now();
     snprintf(s->conn.id, sizeof s->conn.id, "%s%06llX", srv->boot_id, ++srv->next_conn);
     addr_to_str(sa, s->conn.remote_ip, sizeof s->conn.remote_ip, &s->conn.remote_port);
     struct sockaddr_storage local;

@@ -54,7 +54,7 @@ struct session {
     unsigned auth_failures;            /* failed AUTH attempts */
     int paused;                        /* input held (AUTH failure delay) */
     struct event *auth_delay_ev;       /* ends the delay */
-    char *auth_fail_msg;               /* a plugin's text for the delayed 535 */
+    struct hook_result auth_fail;      /* the reply after the failure delay */
 
     enum session_state state;
     enum session_input input;
@@ -70,7 +70,12 @@ struct session {
     session_cont_fn cont;              /* what to do with the answer */
 
     unsigned nmsgs, nrcpts;            /* for the summary line */
+    unsigned nrejected, ndeferred;     /* 5xx and 4xx replies sent */
+    double started;                    /* monotonic seconds at accept */
     unsigned long long nbytes;
+    const char *cur_cmd;               /* the command being handled (loggable part) */
+    size_t cur_cmd_len;
+    int dying;                         /* client gone, disconnect hooks running */
     const char *last_result;           /* e.g. "250" "quit" "timeout" */
     int stats_conn;                    /* 1 + outcome of the connect decision */
     int stats_verdict;                 /* the open transaction's final reply, 0 none */
