@@ -105,16 +105,22 @@ local function note_refused(conn, txn, g, res)
   return refused
 end
 
+-- What the client hears when a route failed. The downstream's own reply
+-- (fail == "reply") is passed on; kasi's failures (connect, timeout, TLS,
+-- a missing extension...) get a generic text: their details name our
+-- hosts and ports and go to the log with the transaction id instead.
+local TEMPFAIL = "Temporary failure, try again later"
+
 local function deny_of(res)
+  local theirs = res.fail == "reply" and res.text ~= ""
   if res.code >= 500 then
     return DENY, { code = res.code, enh = res.enh ~= "" and res.enh or "5.0.0",
-                   msg = res.text ~= "" and res.text or "Rejected downstream" }
+                   msg = theirs and res.text or "Message cannot be delivered as sent" }
   end
   -- 4xx, unreachable, timeout, connection lost: the client keeps its copy
   local enh = res.enh
-  if not enh or enh == "" or enh:sub(1, 1) ~= "4" then enh = "4.4.2" end
-  return DENYSOFT, { code = 451, enh = enh,
-                     msg = res.text ~= "" and res.text or "Downstream unavailable" }
+  if not enh or enh == "" or enh:sub(1, 1) ~= "4" then enh = theirs and "4.4.2" or "4.4.1" end
+  return DENYSOFT, { code = 451, enh = enh, msg = theirs and res.text or TEMPFAIL }
 end
 
 -- Did this route take the message? SMTP: the downstream said 2xx to the

@@ -38,16 +38,20 @@ function P.register(c)
   cfg = c
 end
 
-local UNAVAILABLE = { code = 451, enh = "4.4.2", msg = "Downstream unavailable, try again later" }
+-- The client never hears where the downstream is or what went wrong with
+-- it: a generic text, the details in the log with the transaction id.
+local TEMPFAIL = "Temporary failure, try again later"
+local UNAVAILABLE = { code = 451, enh = "4.4.2", msg = TEMPFAIL }
 
--- The connection itself failed: the details go to the log, the client
--- hears a generic 451, and the session is dropped.
-local function lost(conn, why)
+-- The connection itself failed: the session is dropped. enh: 4.4.1 when
+-- the downstream could not be reached, else 4.4.2.
+local function lost(conn, txn, why, enh)
   local s = conn.notes[NOTE]
-  if s then s:close() end
+  if s then s.sess:close() end
   conn.notes[NOTE] = nil
-  conn:logwarn("downstream %s:%s: %s", cfg.host, tostring(cfg.port), tostring(why))
-  return DENYSOFT, UNAVAILABLE
+  local log = txn or conn
+  log:logwarn("downstream %s:%s: %s", cfg.host, tostring(cfg.port), tostring(why))
+  return DENYSOFT, { code = 451, enh = enh or "4.4.2", msg = TEMPFAIL }
 end
 
 -- The downstream's refusal becomes ours: 5xx as is, anything else 451.
@@ -84,10 +88,10 @@ end
 
 function P.hook_mail(conn, txn, from)
   local s, err = session(conn)
-  if not s then return lost(conn, err) end
+  if not s then return lost(conn, txn, err, "4.4.1") end
   local r
   r, err = s.sess:mail(txn)
-  if not r then return lost(conn, err) end
+  if not r then return lost(conn, txn, err) end
   s.in_txn = true
   if ok(r) then return NEXT end
   txn:loginfo("downstream refused MAIL: %d %s %s", r.code, r.enh, r.text)
@@ -98,7 +102,7 @@ function P.hook_rcpt(conn, txn, rcpt)
   local s = conn.notes[NOTE]
   if not s or not s.in_txn then return DENYSOFT, UNAVAILABLE end
   local r, err = s.sess:rcpt(rcpt)
-  if not r then return lost(conn, err) end
+  if not r then return lost(conn, txn, err) end
   if ok(r) then
     return OK, { code = 250, enh = r.enh ~= "" and r.enh or "2.1.5", msg = r.text ~= "" and r.text or "Ok" }
   end
@@ -110,7 +114,7 @@ function P.hook_queue(conn, txn)
   local s = conn.notes[NOTE]
   if not s or not s.in_txn then return DENYSOFT, UNAVAILABLE end
   local r, err = s.sess:data(txn)
-  if not r then return lost(conn, "during DATA: " .. tostring(err)) end
+  if not r then return lost(conn, txn, "during DATA: " .. tostring(err)) end
   s.in_txn = false
   if ok(r) then
     local theirs = r.queue_id or "?"
@@ -128,7 +132,7 @@ function P.hook_rset(conn)
   if not s or not s.in_txn then return end
   local r = s.sess:rset()
   s.in_txn = false
-  if not r or not ok(r) then lost(conn, "RSET failed") end
+  if not r or not ok(r) then lost(conn, nil, "RSET failed") end
 end
 
 local function quit(conn)

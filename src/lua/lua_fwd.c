@@ -5,8 +5,11 @@
  *       fwd_dest) for all of the transaction's recipients, or for the
  *       addresses in rcpts ("user@host" strings). The hook is suspended
  *       until the downstream answered; abandoning the hook cancels the
- *       job. The result table: code, enh, text (what kasi should answer),
- *       fail ("ok", "connect", "timeout", "dropped", "reply", ...),
+ *       job. The result table: code, enh (what kasi should answer), text
+ *       (the downstream's reply text when fail is "reply" or "ok", else
+ *       the detail of kasi's own failure, naming the downstream: for the
+ *       log, not for the client), fail ("ok", "connect", "timeout",
+ *       "dropped", "reply", ...),
  *       queue_id (the downstream's), naccepted, tls, reused and
  *       rcpt = { {address=, code=, enh=, text=}, ... }.
  *   kasi.forward_envelope(txn) -> {mail_from=, rcpt={...}, body=, smtputf8=,
