@@ -18,6 +18,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from kasitest import *  # noqa: E402,F401,F403
+from kasinet import free_port  # noqa: E402
 
 VER = '''
 local P = {}
@@ -46,14 +47,6 @@ def mail_text(port):
 
 def results_count(k):
     return k.count_log(r"generation \d+ live \(was|reload failed, generation")
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
 
 
 files = {"config/plugins": "ver\nqueue/spool\n",

@@ -20,6 +20,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "core/config.h"
+#include "core/fdio.h"
 #include "core/log.h"
 #include "core/stats.h"
 #include "net/stats_render.h"
@@ -46,17 +47,7 @@ int http_bind(const struct kasi_config *cfg)
                 gai_strerror(rc));
         return -2;
     }
-    int one = 1;
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (res->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 64) < 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
+    int fd = fdio_listen(res, 64);
     if (fd < 0)
         log_msg(LOG_LVL_ERROR, "http.listen %s:%s: %s", cfg->http_host, cfg->http_port,
                 strerror(errno));

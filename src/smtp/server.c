@@ -29,6 +29,7 @@
 #include <event2/listener.h>
 
 #include "core/config.h"
+#include "core/fdio.h"
 #include "core/log.h"
 #include "core/netmask.h"
 #include "core/shmcount.h"
@@ -255,17 +256,7 @@ int server_bind_one(const struct listen_cfg *lc)
         log_msg(LOG_LVL_ERROR, "listen %s:%s: %s", lc->host, lc->port, gai_strerror(rc));
         return -1;
     }
-    int one = 1;
-    int fd = socket(res->ai_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd >= 0) {
-        setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof one);
-        if (res->ai_family == AF_INET6)
-            setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof one);
-        if (bind(fd, res->ai_addr, res->ai_addrlen) < 0 || listen(fd, 1024) < 0) {
-            close(fd);
-            fd = -1;
-        }
-    }
+    int fd = fdio_listen(res, 1024);
     if (fd < 0)
         log_msg(LOG_LVL_ERROR, "listen %s:%s: %s", lc->host, lc->port, strerror(errno));
     freeaddrinfo(res);
