@@ -64,7 +64,7 @@ def kill_worker(k, name):
     started = k.count_log(r"worker \d+ started")
     pid = int(re.findall(r"worker (\d+) started", k.log())[-1])
     os.kill(pid, signal.SIGKILL)
-    ok(k.wait_count(r"worker \d+ started", started + 1, 10),
+    ok(k.wait_count(r"worker \d+ started", started + 1, 30),
        "%s: worker %d killed, another started" % (name, pid))
 
 
