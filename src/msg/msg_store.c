@@ -187,3 +187,74 @@ int msg_store_copy_to_fd(struct msg_store *st, size_t off, int fd)
     }
     return 0;
 }
+
+/* ------------------------------------------------------------ snapshots */
+
+int msg_store_snapshot(struct msg_store *st, size_t off, struct msg_snap *sn)
+{
+    memset(sn, 0, sizeof *sn);
+    sn->fd = -1;
+    if (off < st->fd_len) {
+        sn->fd = fcntl(st->fd, F_DUPFD_CLOEXEC, 0);
+        if (sn->fd < 0)
+            return -1;
+        sn->fd_off = off;
+        sn->fd_end = st->fd_len;
+        off = st->fd_len;
+    }
+    if (off < st->size) {
+        sn->mem_len = st->size - off;
+        sn->mem = malloc(sn->mem_len);
+        if (!sn->mem) {
+            msg_snap_free(sn);
+            errno = ENOMEM;
+            return -1;
+        }
+        memcpy(sn->mem, st->mem + (off - st->fd_len), sn->mem_len);
+    }
+    return 0;
+}
+
+/* Copy file bytes [off, end) of in to out: copy_file_range, else pread
+ * and write. */
+static int snap_copy_file(int in, size_t off, size_t end, int out)
+{
+    loff_t pos = (loff_t)off;
+    while ((size_t)pos < end) {
+        ssize_t r = copy_file_range(in, &pos, out, NULL, end - (size_t)pos, 0);
+        if (r > 0)
+            continue;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0 || !(errno == EXDEV || errno == ENOSYS || errno == EINVAL))
+            return -1;
+        break;
+    }
+    char buf[STORE_WBUF];
+    while ((size_t)pos < end) {
+        size_t want = end - (size_t)pos < sizeof buf ? end - (size_t)pos : sizeof buf;
+        ssize_t r = pread(in, buf, want, pos);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || fdio_write_all(out, buf, (size_t)r) < 0)
+            return -1;
+        pos += r;
+    }
+    return 0;
+}
+
+int msg_snap_write_fd(const struct msg_snap *sn, int fd)
+{
+    if (sn->fd >= 0 && snap_copy_file(sn->fd, sn->fd_off, sn->fd_end, fd) < 0)
+        return -1;
+    return sn->mem_len ? fdio_write_all(fd, sn->mem, sn->mem_len) : 0;
+}
+
+void msg_snap_free(struct msg_snap *sn)
+{
+    if (sn->fd >= 0)
+        close(sn->fd);
+    free(sn->mem);
+    sn->fd = -1;
+    sn->mem = NULL;
+}
