@@ -833,7 +833,7 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
         evbuffer_drain(in, junk);
     }
     core_reply(s, RPL_TLS_GO);
-    struct bufferevent *tb = tls_wrap_filter(s->srv->base, s->bev);
+    struct bufferevent *tb = tls_wrap_starttls(s->srv->base, s->bev);
     if (!tb) {
         slog(s, LOG_LVL_ERROR, "STARTTLS: cannot set up TLS");
         s->last_result = "tls-error";
