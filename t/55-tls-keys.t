@@ -16,6 +16,7 @@
     tests ran on that filter before.)
 """
 import os
+import shutil
 import ssl
 import subprocess
 import sys
@@ -132,4 +133,5 @@ with start(config("../spool", [pki["rsa"], EC]), 1,
     is_(k.count_log(FILTER), 0, "the 220 went out at once: no filter")
 
 
+shutil.rmtree(pki_dir, ignore_errors=True)
 done()
