@@ -24,6 +24,7 @@ import time
 import benchlib as bl
 import report
 import servers as sv
+import tls_bench as tb
 from servers import Skip
 
 QUICK = os.environ.get("BENCH_QUICK") == "1"
@@ -106,6 +107,8 @@ def kasi_scenarios(kbin, work, sink, dns, dns_skip):
     srv, why = try_start(sv.start_kasi, kbin, "kasi-spool", work,
                          sv.kasi_spool_files(), LEVEL)
     scen.append(Scenario("kasi-spool", "kasi spool (fsync)", srv, why, "spool"))
+    srv, why = try_start(sv.start_postfix_queue, work)
+    scen.append(Scenario("postfix-queue", "Postfix queue (fsync)", srv, why, "postfix"))
     return scen
 
 
@@ -138,6 +141,8 @@ def haraka_scenarios(exe, why, work, sink, dns, dns_skip):
 def delivered(sc, sink):
     if sc.counts == "spool":
         return sv.spool_count(sc.server)
+    if sc.counts == "postfix":
+        return sv.postfix_held(sc.server)
     return sv.sink_messages(sink)
 
 
@@ -200,6 +205,9 @@ def add_ratios(rows):
     for k, h in pairs.items():
         if by.get(k, {}).get("rate") and by.get(h, {}).get("rate"):
             by[k]["ratio"] = by[k]["rate"] / by[h]["rate"]
+    spool, pfq = by.get("kasi-spool", {}), by.get("postfix-queue", {})
+    if spool.get("rate") and pfq.get("rate"):
+        spool["note"] = (spool["note"] + f" {spool['rate'] / pfq['rate']:.1f}x Postfix queue").strip()
     direct = by.get("direct", {}).get("rate")
     fwd = by.get("kasi-fwd", {}).get("rate")
     if direct and fwd:
@@ -209,15 +217,16 @@ def add_ratios(rows):
 
 # ----------------------------------------------------------- memory ----
 
-def idle_memory(label, server, why):
+def idle_memory(label, server, why, starttls=False):
     if server is None:
         return {"label": label, "note": "skipped: " + why}
     want = [n for n in IDLE if n > 0]
-    argv = [sys.executable, os.path.join(sv.HERE, "idle_rss.py"),
-            str(server.port), str(server.pid)] + [str(n) for n in want]
+    argv = [sys.executable, os.path.join(sv.HERE, "idle_rss.py")] + \
+        (["--starttls"] if starttls else []) + \
+        [str(server.port), str(server.pid)] + [str(n) for n in want]
     try:
         r = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                           timeout=min(300, max(10, time_left())))
+                           timeout=min(400, max(10, time_left())))
     except subprocess.TimeoutExpired:
         return {"label": label, "note": "failed: idle_rss.py timed out"}
     text = r.stdout.decode("utf-8", "replace")
@@ -227,30 +236,52 @@ def idle_memory(label, server, why):
         return {"label": label, "note": "failed: " + text.strip()[-200:]}
     base = pts[0][1]
     last = pts[-1]
+    closed = re.search(r"closed rss_kib=(\d+)", text)
     note = "" if last[0] == want[-1] else f"only {last[0]} of {want[-1]} connections"
     return {"label": label, "base_kib": base, "points": [[p[0], p[2]] for p in pts],
-            "per_conn": (last[2] - base) / max(last[0], 1), "note": note}
+            "per_conn": (last[2] - base) / max(last[0], 1), "note": note,
+            "closed_kib": int(closed.group(1)) if closed else None}
 
 
 # ------------------------------------------------------------ large ----
 
 def large_message(label, server, why, sc_counts, sink):
+    """One message of large_mb through server, runs times: the median."""
     if server is None:
         return {"label": label, "note": "skipped: " + why}
     size = SET["large_mb"] * 1000 * 1000
     worker = bl.worker_pid(server.pid)
     hwm0 = bl.status_kib(worker, "VmHWM")
     probe = Scenario("large", label, server, counts=sc_counts)
-    n0 = delivered(probe, sink)
-    wall, good, err = bl.smtp_source(server.port, 1, size, 1,
-                                     min(SET["run_timeout"], max(5, time_left())))
+    walls = []
+    for _ in range(SET["runs"]):
+        n0 = delivered(probe, sink)
+        wall, good, err = bl.smtp_source(server.port, 1, size, 1,
+                                         min(SET["run_timeout"], max(5, time_left())))
+        time.sleep(0.05)
+        if not good or delivered(probe, sink) - n0 < 1:
+            return {"label": label, "note": "failed: " + (err or "message did not arrive")}
+        walls.append(wall)
     hwm1 = bl.status_kib(worker, "VmHWM")
-    time.sleep(0.05)
-    if not good or delivered(probe, sink) - n0 < 1:
-        return {"label": label, "note": "failed: " + (err or "message did not arrive")}
+    wall = bl.median(walls)
     return {"label": label, "mb": size / 1e6, "seconds": wall, "mb_s": size / 1e6 / wall,
             "hwm_growth_kib": hwm1 - hwm0,
             "note": f"worker VmHWM {hwm0 / 1024:.1f} -> {hwm1 / 1024:.1f} MiB"}
+
+
+def large_direct(sink):
+    """The same message from smtp-source straight into smtp-sink."""
+    size = SET["large_mb"] * 1000 * 1000
+    walls = []
+    for _ in range(SET["runs"]):
+        wall, good, err = bl.smtp_source(sink.port, 1, size, 1,
+                                         min(SET["run_timeout"], max(5, time_left())))
+        if not good:
+            return {"label": "smtp-sink direct", "note": "failed: " + err}
+        walls.append(wall)
+    wall = bl.median(walls)
+    return {"label": "smtp-sink direct", "mb": size / 1e6, "seconds": wall,
+            "mb_s": size / 1e6 / wall, "note": "no kasi: the two legs' own limit"}
 
 
 # ------------------------------------------------------------- hook ----
@@ -365,8 +396,10 @@ def run_all(kbin, work):
     for sc in scen:
         if sc.server:
             bl.stop(sc.server.proc)
+    res["tls"] = tls_phase(kbin, work, sink)
+    res["workers"] = workers_phase(kbin, work, sink)
     res["idle"] = memory_phase(kbin, work, hexe, hwhy, sink)
-    res["large"] = [large_phase(kbin, work, sink)]
+    res["large"] = [large_phase(kbin, work, sink), large_direct(sink)]
     res["hook"] = hook_cost()
     res["meta"] = meta(kbin, hexe)
     res["meta"]["pending"] = pending(res)
@@ -388,6 +421,9 @@ def memory_phase(kbin, work, hexe, hwhy, sink):
     srv, why, _, mode = fresh_kasi(kbin, work, "kasi-idle", sink)
     rows.append(idle_memory(f"kasi ({mode})", srv, why))
     bl.stop(srv.proc if srv else None)
+    srv, why = kasi_tls(kbin, work, "kasi-idle-tls", sink, "starttls", ["rsa", "ecdsa"])
+    rows.append(idle_memory("kasi STARTTLS", srv, why, starttls=True))
+    bl.stop(srv.proc if srv else None)
     if hexe:
         srv, why = try_start(sv.start_haraka, hexe, "haraka-idle", work, sink.port,
                              level=LEVEL)
@@ -396,6 +432,101 @@ def memory_phase(kbin, work, hexe, hwhy, sink):
     rows.append(idle_memory("Haraka", srv, why))
     bl.stop(srv.proc if srv else None)
     return rows
+
+
+CERTS = {}
+
+
+def kasi_tls(kbin, work, name, sink, mode, keys):
+    """kasi forwarding to the sink with a TLS listener (mode starttls or
+    implicit) and the certificates named in keys ("rsa", "ecdsa")."""
+    if not CERTS:
+        try:
+            CERTS.update(sv.make_certs(work))
+        except (Skip, OSError, subprocess.SubprocessError) as e:
+            return None, f"certificates: {e}"
+    return try_start(sv.start_kasi, kbin, name, work, sv.kasi_forward_files(sink.port),
+                     LEVEL, listen_tls=mode, certs=[CERTS[k] for k in keys])
+
+
+def handshake_rows():
+    """Full handshakes: kasi (implicit TLS) and openssl s_server, per key."""
+    secs = 1 if QUICK else 5
+    rows = []
+    for key in ("rsa", "ecdsa"):
+        srv, why = kasi_tls(KBIN[0], WORK[0], "kasi-hs-" + key, SINK[0], "implicit", [key])
+        row = {"label": f"kasi {key.upper()}", "note": "" if srv else "skipped: " + why}
+        if srv:
+            got, why = tb.s_time(srv.port, srv.pid, secs)
+            row.update(zip(("rate", "per_cpu"), got) if got else {"note": "failed: " + why})
+            bl.stop(srv.proc)
+        ref = {"label": f"s_server {key.upper()}", "note": ""}
+        proc, port = tb.start_s_server(WORK[0], "s_server-" + key, *CERTS.get(key, ("", "")))
+        if proc:
+            got, why = tb.s_time(port, proc.pid, secs)
+            ref.update(zip(("rate", "per_cpu"), got) if got else {"note": "failed: " + why})
+            bl.stop(proc)
+        else:
+            ref["note"] = "skipped: s_server did not start"
+        if row.get("per_cpu") and ref.get("per_cpu"):
+            row["note"] = f"{100 * row['per_cpu'] / ref['per_cpu']:.0f}% of s_server per CPU-s"
+        rows += [row, ref]
+    return rows
+
+
+def starttls_rows(kbin, work, sink):
+    """The same Python load with and without STARTTLS, alternated."""
+    srv, why = kasi_tls(kbin, work, "kasi-starttls", sink, "starttls", ["rsa", "ecdsa"])
+    if srv is None:
+        return [{"label": "kasi STARTTLS", "note": "skipped: " + why}]
+    count = 40 if QUICK else SET["msgs"] // 2
+    samples = {False: [], True: []}
+    note = ""
+    for _ in range(SET["runs"]):
+        for tls in (False, True):
+            got, why = tb.load(srv.port, srv.pid, tls, SET["sessions"], SET["size"], count,
+                               min(SET["run_timeout"], max(5, time_left())))
+            if got:
+                samples[tls].append(got)
+            else:
+                note = "failed: " + why
+    bl.stop(srv.proc)
+    rows = []
+    for tls, label in ((False, "kasi plain (same client)"), (True, "kasi STARTTLS")):
+        s = samples[tls]
+        rows.append({"label": label, "rate": bl.median([x[0] for x in s]),
+                     "cpu10k": bl.median([x[1] for x in s]), "note": note})
+    if rows[0]["rate"] and rows[1]["rate"]:
+        rows[1]["note"] = (rows[1]["note"] + f" {100 * rows[1]['rate'] / rows[0]['rate']:.0f}%"
+                           " of plain (RSA+ECDSA pair; ECDSA chosen)").strip()
+    return rows
+
+
+KBIN, WORK, SINK = [None], [None], [None]
+
+
+def tls_phase(kbin, work, sink):
+    KBIN[0], WORK[0], SINK[0] = kbin, work, sink
+    srv, why = kasi_tls(kbin, work, "kasi-tls-check", sink, "implicit", ["rsa"])
+    if srv is None:
+        return {"handshakes": [{"label": "kasi TLS", "note": "skipped: " + why}], "load": []}
+    bl.stop(srv.proc)
+    return {"handshakes": handshake_rows(), "load": starttls_rows(kbin, work, sink)}
+
+
+def workers_phase(kbin, work, sink):
+    """kasi smtp_forward with 1 and 2 worker processes (20 sessions)."""
+    rows = []
+    for n in (1, 2):
+        srv, why = try_start(sv.start_kasi, kbin, f"kasi-w{n}", work,
+                             sv.kasi_forward_files(sink.port), LEVEL, workers=n)
+        sc = Scenario(f"kasi-w{n}", f"kasi smtp_forward, workers: {n}", srv, why)
+        rows.append(sc)
+    res = throughput(rows, sink, f"workers, {SET['sessions']} sessions x "
+                     f"{SET['size'] // 1024} KB", SET["sessions"])
+    for sc in rows:
+        bl.stop(sc.server.proc if sc.server else None)
+    return res
 
 
 def large_phase(kbin, work, sink):

@@ -8,6 +8,7 @@ import ctypes
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import time
 
@@ -37,6 +38,12 @@ def start(argv, log_path, cwd=None, env=None):
     return proc
 
 
+def register(proc):
+    """A process started some other way (a daemon's handle with poll,
+    terminate, kill, wait), stopped at exit like the others."""
+    _started.append(proc)
+
+
 def stop(proc, grace=10):
     """SIGTERM one process we started, SIGKILL it after `grace` seconds."""
     if proc is None or proc.poll() is not None:
@@ -55,14 +62,20 @@ def stop_all():
     _started.clear()
 
 
-def wait_port(port, proc, timeout, host="127.0.0.1"):
-    """Wait until host:port sends an SMTP banner; False on timeout/exit."""
+def wait_port(port, proc, timeout, host="127.0.0.1", tls=False):
+    """Wait until host:port sends an SMTP banner (inside TLS with tls);
+    False on timeout/exit."""
     deadline = time.monotonic() + timeout
+    ctx = None
+    if tls:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             return False
         try:
-            with socket.create_connection((host, port), timeout=2) as s:
+            with socket.create_connection((host, port), timeout=2) as s0:
+                s = ctx.wrap_socket(s0) if ctx else s0
                 if s.recv(512).startswith(b"220"):
                     s.sendall(b"QUIT\r\n")
                     return True

@@ -8,15 +8,25 @@ before the first connection and with N connections held:
 
   connections=N rss_before_kib=B rss_after_kib=A kib_per_conn=X
 
+and, once every connection is closed again (and the server had a few
+seconds to notice):
+
+  closed rss_kib=C
+
+With --starttls each connection also runs STARTTLS (no certificate
+check: loopback, the server's own test certificate) and EHLO again, so it
+is held idle inside TLS.
+
 Connections come from several source addresses (127.0.0.2, .3, ...; one
 per SOURCE_SPAN connections) so that large counts do not run out of
 ephemeral ports. Bounded: every socket operation has a timeout and the
 whole run stops after DEADLINE seconds.
 
-usage: idle_rss.py PORT PID N [N2 ...]
+usage: idle_rss.py [--starttls] PORT PID N [N2 ...]
 """
 import resource
 import socket
+import ssl
 import sys
 import time
 
@@ -57,20 +67,49 @@ def connect(port, i):
     return s
 
 
+TLS = None             # an ssl.SSLContext with --starttls
+
+
+def starttls(s):
+    s.sendall(b"STARTTLS\r\n")
+    if not read_reply(s).startswith(b"220"):
+        raise OSError("STARTTLS refused")
+    t = TLS.wrap_socket(s, server_hostname="idle.bench.test")
+    t.sendall(b"EHLO idle.bench.test\r\n")
+    read_reply(t)
+    return t
+
+
 def open_batch(port, first, n, socks):
-    """Connect n sockets, then read banners, send EHLO, read replies."""
+    """Connect n sockets, then read banners, send EHLO, read replies (and
+    with --starttls: STARTTLS, handshake, EHLO again)."""
     batch = [connect(port, first + k) for k in range(n)]
     for s in batch:
         read_reply(s)
         s.sendall(b"EHLO idle.bench.test\r\n")
     for s in batch:
         read_reply(s)
+    if TLS:
+        batch = [starttls(s) for s in batch]
     socks += batch
 
 
+def wait_closed_rss(pid, seconds=5):
+    """RSS once the server has had a moment to free the closed sessions."""
+    time.sleep(seconds)
+    return rss_kib(pid)
+
+
 def main():
-    port, pid = int(sys.argv[1]), int(sys.argv[2])
-    marks = sorted(int(n) for n in sys.argv[3:]) or [0]
+    global TLS
+    args = sys.argv[1:]
+    if args and args[0] == "--starttls":
+        args = args[1:]
+        TLS = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        TLS.check_hostname = False
+        TLS.verify_mode = ssl.CERT_NONE
+    port, pid = int(args[0]), int(args[1])
+    marks = sorted(int(n) for n in args[2:]) or [0]
     limit = raise_nofile(marks[-1] + 100)
     if marks[-1] + 50 > limit:
         print(f"warning: open file limit {limit} is below {marks[-1]}", file=sys.stderr)
@@ -96,6 +135,7 @@ def main():
     finally:
         for s in socks:
             s.close()
+    print(f"closed rss_kib={wait_closed_rss(pid)}", flush=True)
 
 
 if __name__ == "__main__":

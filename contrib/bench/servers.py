@@ -139,7 +139,7 @@ def kasi_chain_files(sink_port, dns_port):
         "config/dnsbl.yaml": (
             f"zones:\n  - zone: {DNSBL_ZONE}\n"
             f"reject_at: connect\n"
-            f"skip_private: false\n"),
+            f"exempt_private: false\n"),
         "config/access.yaml": (
             "deny:\n  ip: [192.0.2.1]\n  mail: [spammer@bad.test]\n"),
         "config/rcpt_to_host_list.yaml": f"domains:\n  - {RCPT_DOMAIN}\n",
@@ -160,25 +160,33 @@ def kasi_missing(plugins):
             if not os.path.exists(os.path.join(REPO, "plugins", p + ".lua"))]
 
 
-def kasi_smtp_yaml(port, spool, level, max_size="0"):
+def kasi_smtp_yaml(port, spool, level, max_size="0", workers=1, listen_tls=None,
+                   certs=()):
+    """smtp.yaml: one worker process unless told (like the others); with
+    listen_tls "starttls" or "implicit", certs is a list of (cert, key)."""
+    listen = (f"  - address: 127.0.0.1:{port}\n    tls: {listen_tls}\n" if listen_tls
+              else f"  - 127.0.0.1:{port}\n")
+    tls = "".join(f"    - cert: {c}\n      key: {k}\n" for c, k in certs)
     return (f"hostname: mx.bench.test\n"
-            f"listen:\n  - 127.0.0.1:{port}\n"
+            f"listen:\n{listen}"
             f"limits:\n  max_connections: 20000\n  max_connections_per_ip: 0\n"
             f"  max_message_size: {max_size}\n"
             f"spool_dir: {spool}\n"
             f"log:\n  target: stderr\n  level: {level}\n"
-            f"workers: 1\n"                  # one process, like the others
-            + ("user: root\n" if os.geteuid() == 0 else ""))
+            f"workers: {workers}\n"
+            + ("user: root\n" if os.geteuid() == 0 else "")
+            + (f"tls:\n  certificates:\n{tls}" if tls else ""))
 
 
-def start_kasi(kasi_bin, name, workdir, files, level="info"):
+def start_kasi(kasi_bin, name, workdir, files, level="info", **smtp):
     """kasi with config/ generated under workdir/name and plugins/ linked
-    to the tree's plugins; checked with -t before it starts."""
+    to the tree's plugins; checked with -t before it starts. smtp: more
+    kasi_smtp_yaml arguments (workers, listen_tls, certs)."""
     root = os.path.join(workdir, name)
     os.makedirs(os.path.join(root, "spool"), exist_ok=True)
     port = bl.free_port()
     _write(os.path.join(root, "config", "smtp.yaml"),
-           kasi_smtp_yaml(port, os.path.join(root, "spool"), level))
+           kasi_smtp_yaml(port, os.path.join(root, "spool"), level, **smtp))
     for rel, text in files.items():
         _write(os.path.join(root, rel), text)
     for tree in ("plugins", "lua"):      # found next to the config dir
@@ -192,13 +200,149 @@ def start_kasi(kasi_bin, name, workdir, files, level="info"):
         raise Skip("kasi -t: " + chk.stdout.decode("utf-8", "replace").strip()[-200:])
     log = os.path.join(root, "kasi.log")
     proc = bl.start([kasi_bin, "-c", conf], log, cwd=root)
-    if not bl.wait_port(port, proc, START_TIMEOUT):
+    if not bl.wait_port(port, proc, START_TIMEOUT, tls=smtp.get("listen_tls") == "implicit"):
         raise Skip("kasi did not start: " + Server("", 0, proc, root, log).log_tail(3))
     return Server(name, port, proc, root, log)
 
 
 def spool_count(server):
     return len(glob.glob(os.path.join(server.workdir, "spool", "*.eml")))
+
+
+# ---------------------------------------------------- certificates ----
+
+def make_certs(workdir):
+    """Self-signed certificates for mx.bench.test: {"rsa": (cert, key),
+    "ecdsa": (cert, key)} (RSA 2048, ECDSA P-256)."""
+    d = os.path.join(workdir, "certs")
+    os.makedirs(d, exist_ok=True)
+    out = {}
+    for name, newkey in (("rsa", ["-newkey", "rsa:2048"]),
+                         ("ecdsa", ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"])):
+        cert, key = os.path.join(d, name + ".pem"), os.path.join(d, name + ".key")
+        r = subprocess.run(["openssl", "req", "-x509", *newkey, "-nodes", "-days", "2",
+                            "-subj", "/CN=mx.bench.test",
+                            "-addext", "subjectAltName=DNS:mx.bench.test",
+                            "-keyout", key, "-out", cert],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, timeout=60)
+        if r.returncode != 0:
+            raise Skip("openssl req: " + r.stderr.decode("utf-8", "replace"))
+        out[name] = (cert, key)
+    return out
+
+
+# ---------------------------------------------------- Postfix queue ----
+
+POSTFIX = "/usr/sbin/postfix"
+
+_PF_MASTER = """\
+127.0.0.1:{port} inet n - n - - smtpd
+cleanup   unix n - n - 0 cleanup
+qmgr      unix n - n 300 1 qmgr
+rewrite   unix - - n - - trivial-rewrite
+bounce    unix - - n - 0 bounce
+defer     unix - - n - 0 bounce
+trace     unix - - n - 0 bounce
+verify    unix - - n - 1 verify
+flush     unix n - n 1000? 0 flush
+proxymap  unix - - n - - proxymap
+error     unix - - n - - error
+retry     unix - - n - - error
+discard   unix - - n - - discard
+anvil     unix - - n - 1 anvil
+scache    unix - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+
+# Every message is accepted into the queue (cleanup fsyncs the queue file
+# before smtpd says 250) and put on hold: Postfix's own durable queue, with
+# no delivery afterwards, like kasi's spool.
+_PF_MAIN = """\
+compatibility_level = 3.6
+queue_directory = {d}/queue
+data_directory = {d}/data
+mail_owner = postfix
+setgid_group = postdrop
+syslog_name = postfix-bench
+maillog_file_prefixes = {d}
+maillog_file = {d}/maillog
+inet_interfaces = 127.0.0.1
+inet_protocols = ipv4
+myhostname = postfix.bench.test
+mydestination =
+relay_domains = {rcpt_domain}
+mynetworks = 127.0.0.0/8
+smtpd_relay_restrictions = permit_mynetworks, reject
+smtpd_recipient_restrictions = check_client_access static:HOLD, permit_mynetworks, reject
+smtpd_client_connection_count_limit = 0
+smtpd_client_connection_rate_limit = 0
+default_process_limit = 200
+message_size_limit = 0
+biff = no
+"""
+
+
+class PostfixProc:
+    """A Postfix instance as the driver's process handle: pid (the master,
+    whose tree holds smtpd and cleanup), poll/terminate/kill/wait."""
+
+    def __init__(self, confdir, queue):
+        self.confdir, self.queue = confdir, queue
+        self.returncode = None
+
+    @property
+    def pid(self):
+        with open(os.path.join(self.queue, "pid", "master.pid")) as f:
+            return int(f.read().strip())
+
+    def poll(self):
+        return self.returncode
+
+    def terminate(self):
+        subprocess.run([POSTFIX, "-c", self.confdir, "stop"], stdout=subprocess.DEVNULL,
+                       stderr=subprocess.DEVNULL, timeout=30)
+        self.returncode = 0
+
+    kill = terminate
+
+    def wait(self, timeout=None):
+        return self.returncode
+
+
+def start_postfix_queue(workdir):
+    """Postfix's smtpd into its own queue (held), root only."""
+    import pwd
+    if os.geteuid() != 0 or not os.access(POSTFIX, os.X_OK):
+        raise Skip("Postfix queue needs root and the postfix package")
+    try:
+        pw = pwd.getpwnam("postfix")
+    except KeyError:
+        raise Skip("no postfix user")
+    d = os.path.join(workdir, "postfix")
+    for sub in ("config", "queue", "data"):
+        os.makedirs(os.path.join(d, sub), exist_ok=True)
+    for x in (workdir, d):                # the postfix user walks down to data/
+        os.chmod(x, 0o755)
+    os.chown(os.path.join(d, "data"), pw.pw_uid, pw.pw_gid)
+    port = bl.free_port()
+    _write(os.path.join(d, "config", "master.cf"), _PF_MASTER.format(port=port))
+    _write(os.path.join(d, "config", "main.cf"), _PF_MAIN.format(d=d, rcpt_domain=RCPT_DOMAIN))
+    r = subprocess.run([POSTFIX, "-c", os.path.join(d, "config"), "start"],
+                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=60)
+    proc = PostfixProc(os.path.join(d, "config"), os.path.join(d, "queue"))
+    if r.returncode != 0:
+        raise Skip("postfix start: " + r.stdout.decode("utf-8", "replace")[-200:])
+    bl.register(proc)
+    if not bl.wait_port(port, None, START_TIMEOUT):
+        raise Skip("postfix did not listen")
+    return Server("postfix", port, proc, d, os.path.join(d, "maillog"))
+
+
+def postfix_held(server):
+    n = 0
+    for _root, _dirs, files in os.walk(os.path.join(server.workdir, "queue", "hold")):
+        n += len(files)
+    return n
 
 
 # ----------------------------------------------------------- Haraka ----

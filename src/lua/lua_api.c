@@ -31,7 +31,7 @@
 #include "lua/lua_stats.h"
 #include "msg/message.h"
 #include "msg/envelope.h"
-#include "msg/spool.h"
+#include "msg/spool_io.h"
 
 #define MT_CONN "kasi.conn"
 #define MT_TXN "kasi.txn"
@@ -641,25 +641,68 @@ static int k_sleep(lua_State *L)
     return rc;
 }
 
-/* kasi.spool_write(txn) -> true | nil, err */
+/* kasi.spool_write(txn) -> true | nil, err. Yields the hook until the
+ * message and its directory entry are on disk (msg/spool_io.c). */
+struct spool_wait {
+    struct lua_async *a;
+    struct spool_io_job *job;
+    int err;
+    char dir[256];
+};
+
+static void spool_cancel(void *ud)
+{
+    struct spool_wait *w = ud;
+    spool_io_forget(w->job);
+    free(w);
+}
+
+static int spool_push(lua_State *L, void *ud)
+{
+    struct spool_wait *w = ud;
+    if (!w->err) {
+        lua_pushboolean(L, 1);
+        return 1;
+    }
+    lua_pushnil(L);
+    lua_pushfstring(L, "spool %s: %s", w->dir, strerror(w->err));
+    return 2;
+}
+
+static void spool_done(void *arg, int err)
+{
+    struct spool_wait *w = arg;
+    w->err = err;
+    lua_async_wake(w->a, spool_push, w);
+    free(w);
+}
+
 static int k_spool_write(lua_State *L)
 {
     struct conn *s;
     struct txn *t = lapi_check_txn(L, 1, &s);
+    struct event_base *base = lua_async_base();
     char err[512];
     if (!t->msg) {
         lua_pushnil(L);
         lua_pushliteral(L, "no message");
         return 2;
     }
+    lua_async_check(L);
     struct ltxn_ud *u = lua_touserdata(L, 1);
-    if (spool_write(u->c->ps->gen->cfg->spool_dir, s, t, err, sizeof err) < 0) {
+    const char *dir = u->c->ps->gen->cfg->spool_dir;
+    struct spool_wait *w = calloc(1, sizeof *w);
+    if (!w)
+        return luaL_error(L, "out of memory");
+    snprintf(w->dir, sizeof w->dir, "%s", dir);
+    w->job = base ? spool_io_write(base, dir, s, t, spool_done, w, err, sizeof err) : NULL;
+    if (!w->job) {
+        free(w);
         lua_pushnil(L);
-        lua_pushstring(L, err);
+        lua_pushstring(L, base ? err : "spool: no event loop");
         return 2;
     }
-    lua_pushboolean(L, 1);
-    return 1;
+    return lua_async_wait(L, &w->a, spool_cancel, w);
 }
 
 static int k_memory(lua_State *L)

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #define STORE_WBUF (64 * 1024)
+#define STORE_MAX_DOTS 65536    /* listed line-starting dots, past that "dense" */
 
 struct msg_store {
     char *mem;          /* all bytes while not spilled; write buffer after */
@@ -21,6 +22,10 @@ struct msg_store {
     size_t fd_len;      /* bytes already in the file */
     int failed;
     char *spill_dir;
+    size_t *dots;       /* offsets of '.' that start a line, ascending */
+    size_t ndots, dots_cap;
+    int dots_dense;     /* too many to list: readers scan instead */
+    int at_bol;         /* the next byte appended starts a line */
 };
 
 struct msg_store *msg_store_new(size_t mem_limit, const char *spill_dir)
@@ -29,6 +34,7 @@ struct msg_store *msg_store_new(size_t mem_limit, const char *spill_dir)
     if (!st)
         return NULL;
     st->fd = -1;
+    st->at_bol = 1;
     st->mem_limit = mem_limit;
     st->spill_dir = strdup(spill_dir ? spill_dir : ".");
     if (!st->spill_dir) {
@@ -46,7 +52,45 @@ void msg_store_free(struct msg_store *st)
         close(st->fd);
     free(st->mem);
     free(st->spill_dir);
+    free(st->dots);
     free(st);
+}
+
+/* Remember a line-starting '.' at off (a forwarder must stuff it). */
+static void store_note_dot(struct msg_store *st, size_t off)
+{
+    if (st->dots_dense)
+        return;
+    if (st->ndots == st->dots_cap) {
+        size_t cap = st->dots_cap ? 2 * st->dots_cap : 16;
+        size_t *d = cap <= STORE_MAX_DOTS ? realloc(st->dots, cap * sizeof *d) : NULL;
+        if (!d) {
+            st->dots_dense = 1;
+            free(st->dots);
+            st->dots = NULL;
+            st->ndots = st->dots_cap = 0;
+            return;
+        }
+        st->dots = d;
+        st->dots_cap = cap;
+    }
+    st->dots[st->ndots++] = off;
+}
+
+/* The line-starting dots of n bytes about to be appended at st->size.
+ * Looks for '.' (rare in text, absent from base64) rather than for line
+ * ends (every 76 bytes of an attachment). */
+static void store_scan_dots(struct msg_store *st, const char *p, size_t n)
+{
+    if (n == 0)
+        return;
+    const char *end = p + n, *q = p;
+    while ((q = memchr(q, '.', (size_t)(end - q))) != NULL) {
+        if (q == p ? st->at_bol : q[-1] == '\n')
+            store_note_dot(st, st->size + (size_t)(q - p));
+        q++;
+    }
+    st->at_bol = p[n - 1] == '\n';
 }
 
 static int store_open_spill(struct msg_store *st)
@@ -94,6 +138,7 @@ int msg_store_append(struct msg_store *st, const void *p, size_t n)
 {
     if (st->failed)
         return -1;
+    store_scan_dots(st, p, n);
     int spilled = st->fd >= 0;
     if (!spilled && st->size + n > st->mem_limit) {
         if (store_flush(st) < 0)
@@ -186,4 +231,90 @@ int msg_store_copy_to_fd(struct msg_store *st, size_t off, int fd)
         pos += (size_t)r;
     }
     return 0;
+}
+
+/* ------------------------------------------------------------ snapshots */
+
+int msg_store_snapshot(struct msg_store *st, size_t off, struct msg_snap *sn)
+{
+    memset(sn, 0, sizeof *sn);
+    sn->fd = -1;
+    if (off < st->fd_len) {
+        sn->fd = fcntl(st->fd, F_DUPFD_CLOEXEC, 0);
+        if (sn->fd < 0)
+            return -1;
+        sn->fd_off = off;
+        sn->fd_end = st->fd_len;
+        off = st->fd_len;
+    }
+    if (off < st->size) {
+        sn->mem_len = st->size - off;
+        sn->mem = malloc(sn->mem_len);
+        if (!sn->mem) {
+            msg_snap_free(sn);
+            errno = ENOMEM;
+            return -1;
+        }
+        memcpy(sn->mem, st->mem + (off - st->fd_len), sn->mem_len);
+    }
+    return 0;
+}
+
+/* Copy file bytes [off, end) of in to out: copy_file_range, else pread
+ * and write. */
+static int snap_copy_file(int in, size_t off, size_t end, int out)
+{
+    loff_t pos = (loff_t)off;
+    while ((size_t)pos < end) {
+        ssize_t r = copy_file_range(in, &pos, out, NULL, end - (size_t)pos, 0);
+        if (r > 0)
+            continue;
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r == 0 || !(errno == EXDEV || errno == ENOSYS || errno == EINVAL))
+            return -1;
+        break;
+    }
+    char buf[STORE_WBUF];
+    while ((size_t)pos < end) {
+        size_t want = end - (size_t)pos < sizeof buf ? end - (size_t)pos : sizeof buf;
+        ssize_t r = pread(in, buf, want, pos);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r <= 0 || fdio_write_all(out, buf, (size_t)r) < 0)
+            return -1;
+        pos += r;
+    }
+    return 0;
+}
+
+int msg_snap_write_fd(const struct msg_snap *sn, int fd)
+{
+    if (sn->fd >= 0 && snap_copy_file(sn->fd, sn->fd_off, sn->fd_end, fd) < 0)
+        return -1;
+    return sn->mem_len ? fdio_write_all(fd, sn->mem, sn->mem_len) : 0;
+}
+
+void msg_snap_free(struct msg_snap *sn)
+{
+    if (sn->fd >= 0)
+        close(sn->fd);
+    free(sn->mem);
+    sn->fd = -1;
+    sn->mem = NULL;
+}
+
+/* ------------------------------------------------------------ file runs */
+
+int msg_store_spilled(const struct msg_store *st, size_t *fd_len)
+{
+    *fd_len = st->fd_len;
+    return st->fd;
+}
+
+const size_t *msg_store_dots(const struct msg_store *st, size_t *n)
+{
+    static const size_t none[1];
+    *n = st->ndots;
+    return st->dots_dense ? NULL : st->dots ? st->dots : none;
 }

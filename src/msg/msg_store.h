@@ -33,4 +33,28 @@ const char *msg_store_peek(struct msg_store *st, size_t off, size_t n);
 /* Write bytes [off, end) to fd (kernel copy when spilled). 0 or -1. */
 int msg_store_copy_to_fd(struct msg_store *st, size_t off, int fd);
 
+/* For senders that hand the spilled part to the kernel (sendfile): the
+ * spill file's descriptor (-1 while in memory; owned by the store) with
+ * *fd_len, the bytes of [0, *fd_len) in it; and the ascending offsets of
+ * every '.' that starts a line (after a LF, or at offset 0), which SMTP
+ * must stuff, as *n entries, or NULL when there are too many to list
+ * (then the sender scans the bytes itself). */
+int msg_store_spilled(const struct msg_store *st, size_t *fd_len);
+const size_t *msg_store_dots(const struct msg_store *st, size_t *n);
+
+/* A read-only copy of bytes [off, end) that outlives the store and may
+ * be read on another thread: the spilled part shares the file through its
+ * own descriptor, the part still in memory is copied. */
+struct msg_snap {
+    int fd;                     /* -1: nothing spilled */
+    size_t fd_off, fd_end;      /* file bytes [fd_off, fd_end) */
+    char *mem;                  /* then these bytes */
+    size_t mem_len;
+};
+int msg_store_snapshot(struct msg_store *st, size_t off, struct msg_snap *sn);
+/* Write the snapshot's bytes to fd (kernel copy for the file part). 0 or
+ * -1 (errno). */
+int msg_snap_write_fd(const struct msg_snap *sn, int fd);
+void msg_snap_free(struct msg_snap *sn);
+
 #endif

@@ -11,6 +11,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "core/fdio.h"
 #include "msg/message.h"
 #include "msg/envelope.h"
 
@@ -92,56 +93,138 @@ static int write_envelope(FILE *f, const struct conn *s, const struct txn *t)
     return ferror(f) ? -1 : 0;
 }
 
-/* Write tmp, fsync, rename to final. body: 0 = envelope, 1 = message. */
-static int write_file(const char *dir, const char *id, const char *ext,
-                      const struct conn *s, struct txn *t)
+/* ------------------------------------------------------------- items */
+
+struct spool_item *spool_item_new(const char *dir, const struct conn *s, struct txn *t,
+                                  char *err, size_t errlen)
 {
-    char tmp[4096], final[4096];
-    snprintf(tmp, sizeof tmp, "%s/.%s.%s.tmp", dir, id, ext);
-    snprintf(final, sizeof final, "%s/%s.%s", dir, id, ext);
+    struct spool_item *it = calloc(1, sizeof *it);
+    const struct msg *m = t->msg;
+    if (!it || !(it->dir = strdup(dir)) || !(it->head = malloc(m->hdr_bytes + 1)))
+        goto oom;
+    it->body.fd = -1;
+    snprintf(it->id, sizeof it->id, "%s", t->id);
+    for (size_t i = 0; i < m->nhdr; i++) {
+        memcpy(it->head + it->head_len, m->hdr[i].raw, m->hdr[i].raw_len);
+        it->head_len += m->hdr[i].raw_len;
+    }
+    FILE *f = open_memstream(&it->env, &it->env_len);
+    if (!f)
+        goto oom;
+    int rc = write_envelope(f, s, t);
+    if (fclose(f) != 0 || rc < 0)
+        goto oom;
+    if (msg_store_snapshot(m->store, m->body_off, &it->body) < 0) {
+        snprintf(err, errlen, "spool %s: %s", dir, strerror(errno));
+        spool_item_free(it);
+        return NULL;
+    }
+    return it;
+oom:
+    snprintf(err, errlen, "spool %s: out of memory", dir);
+    spool_item_free(it);
+    return NULL;
+}
+
+void spool_item_free(struct spool_item *it)
+{
+    if (!it)
+        return;
+    msg_snap_free(&it->body);
+    free(it->dir);
+    free(it->head);
+    free(it->env);
+    free(it);
+}
+
+/* <dir>/.<id>.<ext>.tmp (tmp 1) or <dir>/<id>.<ext> (tmp 0). */
+static void item_path(char *p, size_t len, const struct spool_item *it, int file, int tmp)
+{
+    const char *ext = file == SPOOL_EML ? "eml" : "env";
+    snprintf(p, len, tmp ? "%s/.%s.%s.tmp" : "%s/%s.%s", it->dir, it->id, ext);
+}
+
+int spool_item_write(const struct spool_item *it, int file)
+{
+    char tmp[4096];
+    item_path(tmp, sizeof tmp, it, file, 1);
     int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0)
         return -1;
-    int rc;
-    if (strcmp(ext, "eml") == 0) {
-        rc = msg_write_fd(t->msg, fd);
-    } else {
-        FILE *f = fdopen(dup(fd), "w");
-        rc = f ? write_envelope(f, s, t) : -1;
-        if (f && fclose(f) != 0)
-            rc = -1;
-    }
-    if (rc == 0 && fsync(fd) < 0)
-        rc = -1;
+    int rc = file == SPOOL_EML
+        ? (fdio_write_all(fd, it->head, it->head_len) == 0 ? msg_snap_write_fd(&it->body, fd) : -1)
+        : fdio_write_all(fd, it->env, it->env_len);
+    if (rc == 0)
+        return fd;
     int saved = errno;
     close(fd);
-    if (rc == 0 && rename(tmp, final) == 0)
-        return 0;
-    if (rc == 0)
-        saved = errno;
     unlink(tmp);
     errno = saved;
     return -1;
 }
 
+int spool_item_publish(const struct spool_item *it, int file)
+{
+    char tmp[4096], final[4096];
+    item_path(tmp, sizeof tmp, it, file, 1);
+    item_path(final, sizeof final, it, file, 0);
+    return rename(tmp, final);
+}
+
+void spool_item_discard(const struct spool_item *it)
+{
+    char p[4096];
+    for (int file = SPOOL_ENV; file >= SPOOL_EML; file--) {   /* .env first */
+        item_path(p, sizeof p, it, file, 0);
+        unlink(p);
+        item_path(p, sizeof p, it, file, 1);
+        unlink(p);
+    }
+}
+
+int spool_sync_dir(const char *dir)
+{
+    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    int rc = dfd >= 0 ? fsync(dfd) : -1;
+    int saved = errno;
+    if (dfd >= 0)
+        close(dfd);
+    errno = saved;
+    return rc;
+}
+
+/* ------------------------------------------------- synchronous write */
+
+/* Both files written, synced and renamed; the directory synced. */
+static int item_store(const struct spool_item *it)
+{
+    for (int file = SPOOL_EML; file <= SPOOL_ENV; file++) {
+        int fd = spool_item_write(it, file);
+        if (fd < 0)
+            return -1;
+        int rc = fsync(fd);
+        int saved = errno;
+        close(fd);
+        errno = saved;
+        if (rc < 0)
+            return -1;
+    }
+    if (spool_item_publish(it, SPOOL_EML) < 0 || spool_item_publish(it, SPOOL_ENV) < 0)
+        return -1;
+    return spool_sync_dir(it->dir);
+}
+
 int spool_write(const char *dir, const struct conn *s, struct txn *t,
                 char *err, size_t errlen)
 {
-    if (write_file(dir, t->id, "eml", s, t) < 0 ||
-        write_file(dir, t->id, "env", s, t) < 0) {
-        snprintf(err, errlen, "spool %s: %s", dir, strerror(errno));
-        char p[4096];
-        snprintf(p, sizeof p, "%s/%s.eml", dir, t->id);
-        unlink(p);
+    struct spool_item *it = spool_item_new(dir, s, t, err, errlen);
+    if (!it)
         return -1;
-    }
-    int dfd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-    int rc = dfd >= 0 ? fsync(dfd) : -1;
-    if (dfd >= 0)
-        close(dfd);
+    int rc = item_store(it);
     if (rc < 0) {
-        snprintf(err, errlen, "fsync %s: %s", dir, strerror(errno));
-        return -1;
+        snprintf(err, errlen, "spool %s: %s", dir, strerror(errno));
+        spool_item_discard(it);
     }
-    return 0;
+    spool_item_free(it);
+    return rc;
 }

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <fcntl.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 
 #include <event2/buffer.h>
@@ -36,6 +38,7 @@
 
 #define FWD_CHUNK      (64 * 1024)     /* message bytes read at once */
 #define FWD_FILL_HIGH  (256 * 1024)    /* stop filling output above this */
+#define FWD_FILE_AHEAD (4 * 1024 * 1024) /* spilled bytes queued by reference at once */
 #define FWD_WRITE_LOW  (64 * 1024)     /* refill when output drains to this */
 #define FWD_MAX_LINE   4096            /* longest reply line we accept */
 #define FWD_MAX_LINES  100             /* lines in one reply */
@@ -925,6 +928,81 @@ static void data_start(struct fwd_conn *c)
     data_fill(c);
 }
 
+/* The first of the n ascending offsets in dots that is >= pos. */
+static size_t dots_from(const size_t *dots, size_t n, size_t pos)
+{
+    size_t lo = 0, hi = n;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (dots[mid] < pos)
+            lo = mid + 1;
+        else
+            hi = mid;
+    }
+    return lo;
+}
+
+/* After store bytes [.., end) went out by reference: the stuffer's view
+ * of the last bytes (line start, end-of-data form), as if it had seen
+ * them. */
+static void stuffer_skip(struct fwd_stuffer *st, struct msg_store *ms, size_t end,
+                         size_t n)
+{
+    char two[2] = { 0, 0 };
+    if (msg_store_read(ms, end - 2, two, 2) == 2) {
+        st->last2[0] = two[0];
+        st->last2[1] = two[1];
+    }
+    st->bol = st->last2[1] == '\n';
+    st->seen += n;
+}
+
+/* The zero-copy part of data_fill: body bytes that sit in the spill file
+ * go out as file segments (the kernel sends them with sendfile), cut at
+ * each line-starting dot the store noted, where one '.' more goes in.
+ * Only on a plain connection (TLS needs the bytes in memory) and when the
+ * store knows every dot. Queues at most FWD_FILE_AHEAD bytes; 1 when it
+ * queued anything. */
+static int data_fill_file(struct fwd_conn *c, struct evbuffer *out)
+{
+    struct fwd_job *j = c->job;
+    struct msg *m = j->m;
+    size_t fd_len, ndots;
+    int fd = msg_store_spilled(m->store, &fd_len);
+    const size_t *dots = msg_store_dots(m->store, &ndots);
+    if (c->tls || fd < 0 || !dots || j->off < m->hdr_bytes)
+        return 0;
+    size_t pos = m->body_off + (j->off - m->hdr_bytes), start = pos;
+    if (pos >= fd_len || fd_len - pos < FWD_CHUNK)
+        return 0;               /* a short rest: the copying path */
+    size_t lim = fd_len - pos > FWD_FILE_AHEAD ? pos + FWD_FILE_AHEAD : fd_len;
+    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);   /* the output may outlive the store */
+    struct evbuffer_file_segment *seg = dfd < 0 ? NULL : evbuffer_file_segment_new(
+        dfd, 0, (ev_off_t)fd_len, EVBUF_FS_CLOSE_ON_FREE | EVBUF_FS_DISABLE_LOCKING);
+    if (!seg) {
+        if (dfd >= 0)
+            close(dfd);
+        return 0;
+    }
+    bufferevent_set_max_single_write(c->bev, FWD_FILE_AHEAD);
+    for (size_t i = dots_from(dots, ndots, pos); pos < lim;) {
+        if (i < ndots && dots[i] == pos) {
+            evbuffer_add(out, ".", 1);
+            i++;
+        }
+        size_t end = i < ndots && dots[i] < lim ? dots[i] : lim;
+        if (evbuffer_add_file_segment(out, seg, (ev_off_t)pos, (ev_off_t)(end - pos)) < 0)
+            break;
+        pos = end;
+    }
+    evbuffer_file_segment_free(seg);    /* the chains keep their references */
+    if (pos == start)
+        return 0;
+    stuffer_skip(&j->stuff, m->store, pos, pos - start);
+    j->off += pos - start;
+    return 1;
+}
+
 /* Move message bytes into the output buffer, stuffed, up to the mark;
  * after the last byte, the end of data. */
 static void data_fill(struct fwd_conn *c)
@@ -932,6 +1010,8 @@ static void data_fill(struct fwd_conn *c)
     struct fwd_job *j = c->job;
     struct evbuffer *out = bufferevent_get_output(c->bev);
     while (evbuffer_get_length(out) < FWD_FILL_HIGH && j->off < j->size) {
+        if (data_fill_file(c, out))
+            continue;
         ssize_t n = msg_read(j->m, j->off, j->buf, FWD_CHUNK);
         struct evbuffer_iovec v;
         if (n <= 0) {

@@ -3,7 +3,11 @@
  * One SSL_CTX per configured certificate, all with the same protocol and
  * cipher settings. The first is the default: every connection starts on
  * it, and its server-name callback moves the connection to the context
- * whose certificate matches the name the client asked for.
+ * whose certificate matches the name the client asked for. A later entry
+ * that names the same hosts as an earlier one with another key type (an
+ * ECDSA certificate next to an RSA one) joins that entry's context:
+ * OpenSSL then picks per handshake the certificate the client's signature
+ * algorithms allow, ECDSA first.
  *
  * The contexts of one load form a generation owned by the first context
  * (as ex_data, freed with it). A reload builds a new generation and drops
@@ -20,8 +24,10 @@
 #include <openssl/ssl.h>
 #include <openssl/x509v3.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/event.h>
 
 #include "core/config.h"
 #include "core/log.h"
@@ -147,27 +153,113 @@ fail:
     return NULL;
 }
 
+/* Whether two certificates name the same hosts: equal subject and equal
+ * subject alternative names. */
+static int tls_same_names(X509 *a, X509 *b)
+{
+    if (X509_NAME_cmp(X509_get_subject_name(a), X509_get_subject_name(b)) != 0)
+        return 0;
+    int ia = X509_get_ext_by_NID(a, NID_subject_alt_name, -1);
+    int ib = X509_get_ext_by_NID(b, NID_subject_alt_name, -1);
+    if (ia < 0 || ib < 0)
+        return ia == ib;
+    return ASN1_OCTET_STRING_cmp(X509_EXTENSION_get_data(X509_get_ext(a, ia)),
+                                 X509_EXTENSION_get_data(X509_get_ext(b, ib))) == 0;
+}
+
+static int tls_key_type(X509 *x)
+{
+    EVP_PKEY *k = X509_get0_pubkey(x);
+    return k ? EVP_PKEY_get_base_id(k) : NID_undef;
+}
+
+/* The context of an earlier entry that names the same hosts as leaf and
+ * has no certificate of leaf's key type yet (so that one listener serves
+ * RSA and ECDSA, picked by what the client can verify); NULL when none. */
+static SSL_CTX *tls_pair_of(const struct tls_gen *g, X509 *leaf, int **types)
+{
+    int type = tls_key_type(leaf);
+    for (size_t k = 0; k < g->n; k++) {
+        if (!tls_same_names(g->leaf[k], leaf))
+            continue;
+        int has = 0;
+        for (int *t = types[k]; *t != NID_undef && !has; t++)
+            has = *t == type;
+        if (!has)
+            return g->ctx[k];
+    }
+    return NULL;
+}
+
+/* Load entry i into ctx as its certificate of another key type. */
+static int tls_ctx_add(SSL_CTX *ctx, const struct tls_cfg *t, size_t i, char *err,
+                       size_t errlen)
+{
+    char what[64];
+    snprintf(what, sizeof what, "tls.certificates[%zu].cert", i);
+    if (SSL_CTX_use_certificate_chain_file(ctx, t->certs[i].cert) != 1) {
+        tls_fail(err, errlen, what, t->certs[i].cert);
+        return -1;
+    }
+    snprintf(what, sizeof what, "tls.certificates[%zu].key", i);
+    if (SSL_CTX_use_PrivateKey_file(ctx, t->certs[i].key, SSL_FILETYPE_PEM) != 1 ||
+        SSL_CTX_check_private_key(ctx) != 1) {
+        tls_fail(err, errlen, what, t->certs[i].key);
+        return -1;
+    }
+    return 0;
+}
+
+/* Add entry i: its own context, or a second key type in an earlier one. */
+static int tls_gen_add(struct tls_gen *g, const struct tls_cfg *t, size_t i, int **types,
+                       char *err, size_t errlen)
+{
+    SSL_CTX *ctx = tls_ctx_new(t, i, err, errlen);
+    if (!ctx)
+        return -1;
+    X509 *leaf = SSL_CTX_get0_certificate(ctx);
+    SSL_CTX *pair = tls_pair_of(g, leaf, types);
+    if (pair) {
+        size_t k = 0;
+        while (g->ctx[k] != pair)
+            k++;
+        int *tk = types[k];
+        while (*tk != NID_undef)
+            tk++;
+        *tk = tls_key_type(leaf);
+        SSL_CTX_free(ctx);
+        return tls_ctx_add(pair, t, i, err, errlen);
+    }
+    g->ctx[g->n] = ctx;
+    g->leaf[g->n] = leaf;
+    types[g->n][0] = tls_key_type(leaf);
+    g->n++;
+    return 0;
+}
+
 /* A new generation; returns its default context or NULL with err. */
 static SSL_CTX *tls_build(const struct tls_cfg *t, char *err, size_t errlen)
 {
     struct tls_gen *g = calloc(1, sizeof *g);
+    int **types = calloc(t->ncerts, sizeof *types);    /* key types per context */
     if (g) {
         g->ctx = calloc(t->ncerts, sizeof *g->ctx);
         g->leaf = calloc(t->ncerts, sizeof *g->leaf);
     }
-    if (!g || !g->ctx || !g->leaf) {
+    for (size_t i = 0; types && i < t->ncerts; i++)
+        if (!(types[i] = calloc(t->ncerts + 1, sizeof **types)))  /* NID_undef is 0 */
+            break;
+    int rc = g && g->ctx && g->leaf && types && (t->ncerts == 0 || types[t->ncerts - 1]) ? 0 : -1;
+    if (rc < 0)
         snprintf(err, errlen, "tls: out of memory");
+    for (size_t i = 0; rc == 0 && i < t->ncerts; i++)
+        rc = tls_gen_add(g, t, i, types, err, errlen);
+    for (size_t i = 0; types && i < t->ncerts; i++)
+        free(types[i]);
+    free(types);
+    if (rc < 0) {
         tls_gen_release(g, 0);
         return NULL;
-    }
-    for (size_t i = 0; i < t->ncerts; i++) {
-        g->ctx[i] = tls_ctx_new(t, i, err, errlen);
-        if (!g->ctx[i]) {
-            tls_gen_release(g, 0);
-            return NULL;
-        }
-        g->leaf[i] = SSL_CTX_get0_certificate(g->ctx[i]);
-        g->n = i + 1;
     }
     SSL_CTX *c0 = g->ctx[0];
     if (!SSL_CTX_set_ex_data(c0, tls_state.ex_idx, g)) {
@@ -325,6 +417,49 @@ struct bufferevent *tls_wrap_filter(struct event_base *base, struct bufferevent 
         return NULL;
     }
     bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    return bev;
+}
+
+/* Write what plain has queued straight to its socket. 1 when all of it
+ * went (the usual case: a short reply into an empty socket buffer). */
+static int tls_flush_plain(struct bufferevent *plain, evutil_socket_t fd)
+{
+    struct evbuffer *out = bufferevent_get_output(plain);
+    int all = 1;
+    evbuffer_unfreeze(out, 1);          /* a bufferevent's output drains only by itself */
+    while (all && evbuffer_get_length(out) > 0)
+        all = evbuffer_write(out, fd) > 0;
+    evbuffer_freeze(out, 1);
+    return all && evbuffer_get_length(bufferevent_get_input(plain)) == 0;
+}
+
+/* STARTTLS without a filter: once the 220 is in the socket, the plain
+ * bufferevent lets go of the descriptor and an OpenSSL socket
+ * bufferevent takes it over, so an idle TLS session keeps one set of
+ * buffers and events instead of two (and OpenSSL reads the socket itself,
+ * with no BIO pair in between). When the reply cannot be written at once,
+ * the filter on top of the plain bufferevent does the same job. */
+struct bufferevent *tls_wrap_starttls(struct event_base *base, struct bufferevent *plain)
+{
+    evutil_socket_t fd = bufferevent_getfd(plain);
+    if (fd < 0 || !tls_flush_plain(plain, fd)) {
+        log_msg(LOG_LVL_DEBUG, "STARTTLS: replies still queued, TLS runs as a filter");
+        return tls_wrap_filter(base, plain);
+    }
+    SSL *ssl = tls_state.cur ? SSL_new(tls_state.cur) : NULL;
+    if (!ssl)
+        return NULL;
+    bufferevent_disable(plain, EV_READ | EV_WRITE);
+    bufferevent_setfd(plain, -1);       /* freeing it no longer closes fd */
+    struct bufferevent *bev = bufferevent_openssl_socket_new(
+        base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+    if (!bev) {
+        SSL_free(ssl);
+        bufferevent_setfd(plain, fd);
+        return NULL;
+    }
+    bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+    bufferevent_free(plain);
     return bev;
 }
 

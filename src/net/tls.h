@@ -42,6 +42,11 @@ int tls_available(void);
  * NULL on failure (nothing was taken over). */
 struct bufferevent *tls_wrap_socket(struct event_base *base, int fd);
 struct bufferevent *tls_wrap_filter(struct event_base *base, struct bufferevent *under);
+/* STARTTLS: what `plain` has queued (the 220) is written first; then the
+ * socket moves to a new TLS bufferevent and plain is freed (or, when the
+ * reply does not fit in the socket now, the filter as above). In both
+ * cases the result replaces plain. NULL on failure (plain untouched). */
+struct bufferevent *tls_wrap_starttls(struct event_base *base, struct bufferevent *plain);
 
 /* Outgoing TLS. TLS_VERIFY_NONE: encrypt without checking the peer (what
  * MTAs do between hops unless told otherwise, RFC 7435); TLS_VERIFY_PEER:

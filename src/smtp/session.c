@@ -833,7 +833,7 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
         evbuffer_drain(in, junk);
     }
     core_reply(s, RPL_TLS_GO);
-    struct bufferevent *tb = tls_wrap_filter(s->srv->base, s->bev);
+    struct bufferevent *tb = tls_wrap_starttls(s->srv->base, s->bev);
     if (!tb) {
         slog(s, LOG_LVL_ERROR, "STARTTLS: cannot set up TLS");
         s->last_result = "tls-error";
@@ -844,9 +844,11 @@ static void cmd_starttls(struct session *s, const struct smtp_cmd *c)
     s->tls_handshake = 1;
     s->state = SS_NEW;          /* nothing is read until the handshake ends */
     session_attach(s, tb);
-    /* the TLS layer holds its records back while the plain layer is full */
-    s->below_cb = evbuffer_add_cb(bufferevent_get_output(bufferevent_get_underlying(tb)),
-                                  below_drained_cb, s);
+    /* the TLS layer holds its records back while the plain layer is full
+     * (only when it runs as a filter: tls_wrap_starttls) */
+    struct bufferevent *below = bufferevent_get_underlying(tb);
+    if (below)
+        s->below_cb = evbuffer_add_cb(bufferevent_get_output(below), below_drained_cb, s);
     guard_idle(&s->guard, 0);
     guard_deadline(&s->guard, GUARD_HANDSHAKE, s->srv->cfg->timeout_tls_handshake);
 }

@@ -10,3 +10,14 @@ $(BUILD)/t/forward_once: t/helpers/forward_once.c $(FWD_OBJ) | $(BUILD)
 
 helpers: $(HELPERS)
 .PHONY: helpers
+
+# $(BUILD)/kasi-test     kasi with the test hooks of msg/spool_io.c compiled
+#                        in (a stalled fsync on demand; t/47-spool-async.t)
+HELPERS    += $(BUILD)/kasi-test
+$(BUILD)/t/spool_io_test.o: src/msg/spool_io.c | $(BUILD)
+	@mkdir -p $(BUILD)/t
+	$(CC) $(CPPFLAGS) $(CFLAGS) -DKASI_TEST_HOOKS -c -o $@ $<
+
+$(BUILD)/kasi-test: $(filter-out $(BUILD)/msg/spool_io.o,$(OBJ)) $(BUILD)/t/spool_io_test.o
+	$(CC) $(CFLAGS) -o $@ $^ $(LDFLAGS) $(LDLIBS)
+-include $(BUILD)/t/spool_io_test.d

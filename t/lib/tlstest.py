@@ -26,12 +26,15 @@ def _openssl(args, cwd):
                    stderr=subprocess.PIPE)
 
 
-def make_cert(d, ca, name, sans, cn=None, days=2):
+def make_cert(d, ca, name, sans, cn=None, days=2, key_type="rsa"):
     """A key and a certificate for `sans` (DNS names) signed by the CA in
     d/ca.pem; returns (cert path, key path). The certificate file holds
-    the chain (leaf, then the CA)."""
+    the chain (leaf, then the CA). key_type: "rsa" (2048 bits) or "ec"
+    (ECDSA P-256)."""
     key, csr, ext = name + ".key", name + ".csr", name + ".ext"
-    _openssl(["req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr,
+    newkey = (["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if key_type == "ec"
+              else ["-newkey", "rsa:2048"])
+    _openssl(["req"] + newkey + ["-nodes", "-keyout", key, "-out", csr,
               "-subj", "/CN=" + (cn or sans[0])], d)
     with open(os.path.join(d, ext), "w") as f:
         f.write("subjectAltName=" + ",".join("DNS:" + s for s in sans) + "\n")

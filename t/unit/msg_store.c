@@ -77,12 +77,59 @@ static void test_spill_fails(void)
     msg_store_free(st);
 }
 
+/* Line-starting dots are noted across appends; too many: "dense". */
+static void test_dots(void)
+{
+    struct msg_store *st = msg_store_new(16, dir);
+    msg_store_append(st, ".a\r\n", 4);        /* 0: at the start */
+    msg_store_append(st, "b.c\r", 4);          /* a dot inside a line */
+    msg_store_append(st, "\n", 1);
+    msg_store_append(st, ".", 1);               /* 9: its line began in the last append */
+    msg_store_append(st, "x\r\n..\r\n", 7);   /* 13 (and 14 is not at a line start) */
+    size_t n, fd_len;
+    const size_t *d = msg_store_dots(st, &n);
+    ok(d && n == 3 && d[0] == 0 && d[1] == 9 && d[2] == 13, "dots at 0, 9 and 13");
+    ok(msg_store_spilled(st, &fd_len) >= 0 && fd_len > 0, "spilled past 16 bytes");
+    msg_store_free(st);
+    st = msg_store_new(1 << 20, dir);
+    is_int(msg_store_spilled(st, &fd_len), -1, "in memory: no spill file");
+    ok(msg_store_dots(st, &n) != NULL && n == 0, "no dots yet: an empty list");
+    for (int i = 0; i < 70000; i++)
+        msg_store_append(st, ".\r\n", 3);
+    ok(msg_store_dots(st, &n) == NULL, "70,000 dots: too many to list");
+    msg_store_free(st);
+}
+
+/* A snapshot outlives its store and holds the same bytes. */
+static void test_snapshot(void)
+{
+    struct msg_store *st = msg_store_new(100, dir);
+    char buf[400], out[400];
+    fill(buf, sizeof buf, 0);
+    msg_store_append(st, buf, 150);             /* spills */
+    msg_store_append(st, buf + 150, 50);        /* stays in the write buffer */
+    struct msg_snap sn;
+    is_int(msg_store_snapshot(st, 10, &sn), 0, "snapshot from offset 10");
+    msg_store_free(st);                         /* the snapshot lives on */
+    char path[64];
+    snprintf(path, sizeof path, "%s/snap", dir);
+    int fd = open(path, O_RDWR | O_CREAT | O_TRUNC, 0600);
+    is_int(msg_snap_write_fd(&sn, fd), 0, "written after the store is gone");
+    is_int(pread(fd, out, sizeof out, 0), 190, "190 bytes");
+    ok(memcmp(out, buf + 10, 190) == 0, "the same bytes");
+    close(fd);
+    unlink(path);
+    msg_snap_free(&sn);
+}
+
 int main(void)
 {
     if (!mkdtemp(dir))
         return 1;
     test_memory_then_spill();
     test_spill_fails();
+    test_dots();
+    test_snapshot();
     rmdir(dir);
     return done_testing();
 }

@@ -1,0 +1,133 @@
+#!/usr/bin/env python3
+"""queue/spool waits for the disk off the event loop (msg/spool_io.c).
+
+Runs the test build of kasi (build/kasi-test), in which the environment
+variable KASI_TEST_SPOOL_STALL names a file: while it exists, the first
+spool write to reach its fsync is held there (a stalled disk) and
+NAME.waiting appears. Checked by order and progress, never by time:
+  - while one session's write is stalled, a new session gets its banner
+    and EHLO answered, and a whole second message is spooled (250, both
+    files there): the stall delays only the transaction waiting on it;
+  - the stalled transaction has no reply and no final files until the
+    disk is released; then 250, and its exact bytes are in the spool;
+  - a client that disconnects while its write is stalled: the server
+    carries on, and the message is still finished on disk;
+  - a spool directory that vanished: 451 4.3.0, the error logged, no 250.
+"""
+import os
+import select
+import shutil
+import sys
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
+import kasitest  # noqa: E402
+from kasitest import *  # noqa: E402,F401,F403
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+UNIT = os.environ.get("KASI_UNIT") or os.path.join(REPO, "build", "t")
+kasitest.KASI_BIN = os.path.join(os.path.dirname(UNIT), "kasi-test")  # beside kasi (finds lua/ alike)
+FILES = {"config/plugins": "queue/spool\n"}
+
+
+def message(subject):
+    return ("From: alice@client.test\r\nTo: bob@test.example\r\n"
+            "Subject: %s\r\n\r\nline one\r\n.dotted\r\n" % subject).encode()
+
+
+def start_data(r, subject):
+    """EHLO, MAIL, RCPT, DATA and the message; the reply is not read."""
+    r.expect(250, name="EHLO " + subject)
+    r.cmd("MAIL FROM:<alice@client.test>")
+    r.cmd("RCPT TO:<bob@test.example>")
+    code, _ = r.cmd("DATA")
+    is_(code, 354, "DATA accepted (%s)" % subject)
+    r.send(dot_stuff(message(subject)) + b".\r\n")
+
+
+def wait_file(path, timeout=10):
+    deadline = time.monotonic() + scaled(timeout)
+    while time.monotonic() < deadline:
+        if os.path.exists(path):
+            return True
+        time.sleep(0.01)
+    return False
+
+
+def pending(r):
+    """True when r's server has sent nothing unread (no wait)."""
+    return not r.buf and not select.select([r.sock], [], [], 0)[0]
+
+
+def by_subject(k, subject):
+    return [m for m in k.spool() if b"Subject: " + subject.encode() in m.eml]
+
+
+if not os.access(kasitest.KASI_BIN, os.X_OK):
+    ok(False, "test build present: %s (make unit)" % kasitest.KASI_BIN)
+    done()
+
+# ---- a stalled write delays only its own transaction -------------------
+with Kasi(files=FILES, start=False) as k:
+    stall = os.path.join(k.tmp, "stall")
+    os.environ["KASI_TEST_SPOOL_STALL"] = stall
+    open(stall, "w").close()
+    k.start()
+    a = Raw(k.port, banner=True)
+    a.send("EHLO a.client.test\r\n")
+    start_data(a, "stalled")
+    ok(wait_file(stall + ".waiting"), "the first write is held in its fsync")
+
+    b = Raw(k.port, banner=True)            # the banner came: the loop runs
+    b.send("EHLO b.client.test\r\n")
+    start_data(b, "second")
+    code, lines = b.read_reply(timeout=30)
+    is_(code, 250, "a second session's message is spooled meanwhile")
+    is_(len(by_subject(k, "second")), 1, "its files are in the spool")
+    ok(pending(a), "the stalled transaction has no reply yet")
+    is_(by_subject(k, "stalled"), [], "and no final files (250 waits for the disk)")
+
+    os.unlink(stall)                        # the disk comes back
+    code, lines = a.read_reply(timeout=30)
+    is_(code, 250, "the stalled transaction gets its 250 once on disk")
+    got = by_subject(k, "stalled")
+    is_(len(got), 1, "its message is in the spool")
+    if got:
+        is_(strip_received(got[0].eml)[1], message("stalled"), "exact bytes")
+        is_(got[0].id, queued_id(lines), "the 250 names the spooled id")
+    a.cmd("QUIT")
+    b.cmd("QUIT")
+
+# ---- the client goes away while its write is stalled --------------------
+with Kasi(files=FILES, start=False) as k:
+    stall = os.path.join(k.tmp, "stall")
+    os.environ["KASI_TEST_SPOOL_STALL"] = stall
+    open(stall, "w").close()
+    k.start()
+    a = Raw(k.port, banner=True)
+    a.send("EHLO a.client.test\r\n")
+    start_data(a, "orphan")
+    ok(wait_file(stall + ".waiting"), "the write is held")
+    a.sock.close()
+    ok(k.wait_log(r"\] disconnect .*result=lost", timeout=scaled(10)),
+       "the session ends while its write is pending")
+    os.unlink(stall)
+    with Raw(k.port, banner=True) as r:
+        is_(r.cmd("EHLO c.client.test")[0], 250, "the server carries on")
+    deadline = time.monotonic() + scaled(10)
+    while not by_subject(k, "orphan") and time.monotonic() < deadline:
+        time.sleep(0.02)
+    is_(len(by_subject(k, "orphan")), 1,
+        "the abandoned write is still finished (a retry may duplicate, never lose)")
+
+# ---- the spool directory is gone: 451, not 250 --------------------------
+os.environ.pop("KASI_TEST_SPOOL_STALL", None)
+with Kasi(files=FILES) as k:
+    shutil.rmtree(k.spool_dir)
+    with Raw(k.port, banner=True) as r:
+        r.send("EHLO d.client.test\r\n")
+        start_data(r, "nowhere")
+        r.expect(451, "4.3.0", "a failed spool write is a 451")
+    ok(k.wait_log(r"spool write failed: spool .*No such file"), "the reason is logged")
+
+done()
