@@ -171,12 +171,24 @@ static int cfg_listen_addr(struct cfg_ctx *c, const struct ynode *v, const char 
     return cfg_add_listen(c->cfg, host, port, &l) < 0 ? cfg_oom(c) : 0;
 }
 
+static int cfg_netlist(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                       struct netmask_list *l);
+
 /* One key of a listener map other than address. */
 static int cfg_listen_key(struct cfg_ctx *c, const char *name, const struct ynode *v,
                           const char *key, struct listen_cfg *l)
 {
     static const char *const modes[] = { "none", "starttls", "implicit", NULL };
+    static const char *const proxy[] = { "v1", "v2", "any", NULL };
     int i;
+    if (!strcmp(name, "proxy_protocol")) {
+        if (cfg_word(c, v, key, proxy, &i) < 0)
+            return -1;
+        l->proxy_protocol = (enum listen_proxy)(LISTEN_PROXY_V1 + i);
+        return 0;
+    }
+    if (!strcmp(name, "proxy_from"))
+        return cfg_netlist(c, v, key, &l->proxy_from);
     if (!strcmp(name, "submission"))
         return cfg_bool(c, v, key, &l->submission);
     if (!strcmp(name, "auth"))
@@ -193,7 +205,7 @@ static int cfg_listen_key(struct cfg_ctx *c, const char *name, const struct ynod
 }
 
 /* { address: "HOST:PORT", submission: bool, tls: mode, auth: bool,
- *   auth_plaintext: bool } */
+ *   auth_plaintext: bool, proxy_protocol: v1|v2|any, proxy_from: [nets] } */
 static int cfg_listen_map(struct cfg_ctx *c, const struct ynode *m, const char *key)
 {
     const struct ynode *addr = NULL;
@@ -206,17 +218,24 @@ static int cfg_listen_map(struct cfg_ctx *c, const struct ynode *m, const char *
             continue;
         }
         int rc = cfg_listen_key(c, m->keys[i], m->items[i], dotted, &l);
-        if (rc < 0)
-            return -1;
         if (rc > 0)
-            return cfg_fail(c, m->key_lines[i], "unknown key '%s' (known: address, "
-                            "submission, tls, auth, auth_plaintext)", dotted);
+            rc = cfg_fail(c, m->key_lines[i], "unknown key '%s' (known: address, "
+                          "submission, tls, auth, auth_plaintext, proxy_protocol, "
+                          "proxy_from)", dotted);
+        if (rc != 0) {
+            netmask_list_free(&l.proxy_from);
+            return -1;
+        }
     }
-    if (!addr)
+    if (!addr) {
+        netmask_list_free(&l.proxy_from);
         return cfg_fail(c, m->line, "%s: missing key 'address'", key);
+    }
     cfg_dotted(dotted, sizeof dotted, key, "address");
-    if (cfg_listen_addr(c, addr, dotted, &l) < 0)
+    if (cfg_listen_addr(c, addr, dotted, &l) < 0) {
+        netmask_list_free(&l.proxy_from);
         return -1;
+    }
     c->cfg->listen[c->cfg->nlisten - 1].line = m->line;
     return 0;
 }
@@ -316,12 +335,10 @@ static int cfg_set_spool(struct cfg_ctx *c, const struct ynode *v, const char *k
     return 0;
 }
 
-/* limits.exempt: a list of "ADDR" or "ADDR/LEN"; it replaces the default. */
-static int cfg_set_exempt(struct cfg_ctx *c, const struct ynode *v, const char *key,
-                          const struct cfg_key *k)
+/* A list of "ADDR" or "ADDR/LEN" into l, replacing what it held. */
+static int cfg_netlist(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                       struct netmask_list *l)
 {
-    struct netmask_list *l = &c->cfg->exempt;
-    (void)k;
     netmask_list_free(l);
     if (cfg_is_null(v))
         return 0;
@@ -341,6 +358,21 @@ static int cfg_set_exempt(struct cfg_ctx *c, const struct ynode *v, const char *
             return cfg_oom(c);
     }
     return 0;
+}
+
+/* limits.exempt: it replaces the default. */
+static int cfg_set_exempt(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                          const struct cfg_key *k)
+{
+    (void)k;
+    return cfg_netlist(c, v, key, &c->cfg->exempt);
+}
+
+static int cfg_set_xclient_from(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                                const struct cfg_key *k)
+{
+    (void)k;
+    return cfg_netlist(c, v, key, &c->cfg->xclient_from);
 }
 
 static int cfg_default_exempt(struct netmask_list *l)
@@ -567,6 +599,11 @@ static int cfg_check_listen(struct cfg_ctx *c)
                             l->tls == LISTEN_TLS_STARTTLS ? "starttls" : "implicit");
         if (l->submission && l->auth == 0)
             return cfg_fail(c, l->line, "listen[%zu]: a submission listener needs auth", i);
+        if (l->proxy_protocol && l->proxy_from.n == 0)
+            return cfg_fail(c, l->line, "listen[%zu].proxy_from: proxy_protocol needs the "
+                            "networks of the balancers that send it", i);
+        if (!l->proxy_protocol && l->proxy_from.n)
+            return cfg_fail(c, l->line, "listen[%zu].proxy_from: only with proxy_protocol", i);
     }
     return 0;
 }
@@ -614,6 +651,7 @@ static const struct cfg_key cfg_timeouts_keys[] = {
     CFG_NUM("tls_handshake", cfg_set_seconds, timeout_tls_handshake, 0, 3600),
     CFG_NUM("close", cfg_set_seconds, timeout_close, 0, 3600),
     CFG_NUM("min_data_rate", cfg_set_uint, min_data_rate, 0, 1000000000),
+    CFG_NUM("proxy_header", cfg_set_seconds, timeout_proxy_header, 0, 3600),
     { 0 }
 };
 
@@ -665,6 +703,7 @@ static const struct cfg_key cfg_top_keys[] = {
     CFG_FN("user", cfg_set_account),
     CFG_FN("group", cfg_set_account),
     CFG_FN("pid_file", cfg_set_pid_file),
+    CFG_FN("xclient_from", cfg_set_xclient_from),
     { 0 }
 };
 
@@ -705,6 +744,7 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->timeout_close = 10;
     cfg->min_data_rate = 500;
     cfg->max_junk_commands = 2000;
+    cfg->timeout_proxy_header = 10;
     cfg->bare_lf_accept = 0;
     cfg->long_lines_wrap = 0;
     cfg->log_level = 2;
@@ -840,6 +880,7 @@ static void cfg_free_listen(struct listen_cfg *l, size_t n)
     for (size_t i = 0; i < n; i++) {
         free(l[i].host);
         free(l[i].port);
+        netmask_list_free(&l[i].proxy_from);
     }
     free(l);
 }
@@ -899,5 +940,6 @@ void config_free(struct kasi_config *cfg)
     free(cfg->user);
     free(cfg->group);
     free(cfg->pid_file);
+    netmask_list_free(&cfg->xclient_from);
     memset(cfg, 0, sizeof *cfg);
 }

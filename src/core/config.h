@@ -15,6 +15,11 @@ enum listen_tls {
     LISTEN_TLS_DEFAULT = 0, LISTEN_TLS_NONE, LISTEN_TLS_STARTTLS, LISTEN_TLS_IMPLICIT
 };
 
+/* PROXY protocol on a listener: the versions it takes (bits: 1 v1, 2 v2). */
+enum listen_proxy {
+    LISTEN_PROXY_NONE = 0, LISTEN_PROXY_V1 = 1, LISTEN_PROXY_V2 = 2, LISTEN_PROXY_ANY = 3
+};
+
 struct listen_cfg {
     char *host;          /* "127.0.0.1", "::1", "0.0.0.0", "::" */
     char *port;          /* "2525" */
@@ -22,6 +27,8 @@ struct listen_cfg {
     enum listen_tls tls; /* none | starttls | implicit */
     int auth;            /* AUTH offered (default: submission) */
     int auth_plaintext;  /* AUTH allowed without TLS (default false) */
+    enum listen_proxy proxy_protocol;  /* a PROXY header comes first (default none) */
+    struct netmask_list proxy_from;    /* the balancers that may send it */
     int line;            /* where smtp.yaml defines it, 0 elsewhere */
 };
 
@@ -72,6 +79,9 @@ struct kasi_config {
     double timeout_close;          /* a closing session is freed after, 10 */
     unsigned min_data_rate;        /* DATA/BDAT bytes per second after the first
                                       data_block seconds, default 500; 0 = none */
+    double timeout_proxy_header;   /* for a listener's PROXY header, 10 */
+
+    struct netmask_list xclient_from;  /* clients that may send XCLIENT, default none */
 
     int bare_lf_accept;            /* bare_lf: "reject" (default, 0) | "accept" (1) */
     int long_lines_wrap;           /* long_lines: "reject" (default, 0) | "wrap" (1) */

@@ -33,6 +33,8 @@ struct conn {
     char id[32];                       /* connection id, in every log line */
     char remote_ip[64], local_ip[64];
     int remote_port, local_port;
+    char proxy_ip[64];                 /* the proxy that named the client (PROXY
+                                          header, XCLIENT), "" for a direct one */
     char *rdns;                        /* reverse DNS name, NULL unknown */
     int rdns_confirmed;                /* rdns resolves back to remote_ip */
     struct dns_rdns *rdns_job;         /* lookup in progress (net/dns.c), NULL done */

@@ -310,6 +310,11 @@ static const struct reply_std core_replies[RPL_COUNT] = {
     [RPL_CONN_BUSY]       = { 421, "4.3.2", "System busy, try again later" },
     [RPL_CONN_FAMILY]     = { 421, "4.3.0", "Unsupported address family" },
     [RPL_CONN_NO_MEMORY]  = { 421, "4.3.0", "Out of memory" },
+    [RPL_PROXY_UNTRUSTED] = { 421, "4.7.0", "This port takes connections through a "
+                                          "proxy only" },
+    [RPL_PROXY_BAD]       = { 421, "4.7.0", "Malformed PROXY protocol header" },
+    [RPL_PROXY_TIMEOUT]   = { 421, "4.4.2", "Timeout waiting for the PROXY protocol header" },
+    [RPL_XCLIENT_DENIED]  = { 550, "5.7.0", "Error: insufficient authorization" },
 };
 
 const struct reply_std *reply_core(enum reply_id id)

@@ -82,6 +82,7 @@ static const char *const verb_names[SMTP_VERB_COUNT] = {
     [SMTP_BDAT] = "BDAT", [SMTP_RSET] = "RSET", [SMTP_NOOP] = "NOOP",
     [SMTP_QUIT] = "QUIT", [SMTP_VRFY] = "VRFY", [SMTP_EXPN] = "EXPN",
     [SMTP_HELP] = "HELP", [SMTP_STARTTLS] = "STARTTLS", [SMTP_AUTH] = "AUTH",
+    [SMTP_XCLIENT] = "XCLIENT",
 };
 
 const char *smtp_verb_name(enum smtp_verb v)

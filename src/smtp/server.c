@@ -35,6 +35,7 @@
 #include "core/shmcount.h"
 #include "core/stats.h"
 #include "proto/reply.h"
+#include "smtp/proxyhdr.h"
 #include "smtp/session.h"
 
 #define TRIM_MIN_FREED 64       /* sessions closed: fewer leave little behind */
@@ -155,6 +156,25 @@ static void trim_maybe(struct server *srv)
     evtimer_add(srv->trim_ev, &tv);
 }
 
+const struct reply_std *server_readdress(struct server *srv, const char *from,
+                                         const char *to)
+{
+    const struct kasi_config *c = srv->cfg;
+    unsigned char a[NETMASK_BYTES], b[NETMASK_BYTES], ka[NETMASK_KEY], kb[NETMASK_KEY];
+    int had = netmask_addr(from, a) == 0 && net_key(c, a, ka);
+    int has = netmask_addr(to, b) == 0 && net_key(c, b, kb);
+    if (had && has && memcmp(ka, kb, sizeof ka) == 0)
+        return NULL;                    /* the same network: nothing moves */
+    if (has) {
+        enum shmcount_rc rc = shmcount_hold(kb, sizeof kb, c->max_conn_per_ip, NULL);
+        if (rc != SHMCOUNT_OK)
+            return refusal(c, rc, 0, b, to);
+    }
+    if (had)
+        shmcount_drop(ka, sizeof ka);
+    return NULL;
+}
+
 void server_session_add(struct server *srv, struct session *s)
 {
     s->next = srv->sessions;
@@ -187,7 +207,7 @@ void server_session_remove(struct server *srv, struct session *s)
 
 /* ---------------------------------------------------------------- accept */
 
-static void refuse(int fd, const struct reply_std *r)
+void server_refuse(int fd, const struct reply_std *r)
 {
     char text[REPLY_LINE_MAX];
     size_t n = reply_format(text, sizeof text, r->code, r->enh, r->text);
@@ -212,30 +232,41 @@ static void sockaddr_ip(const struct sockaddr *sa, char *ip, size_t len)
     }
 }
 
-static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
-                      struct sockaddr *sa, int salen, void *arg)
+void server_client(struct server *srv, const struct listen_cfg *lc, int fd,
+                   const struct sockaddr *peer, socklen_t plen,
+                   const struct sockaddr *local, const char *via)
 {
-    struct server_listener *sl = arg;
-    struct server *srv = sl->srv;
     char ip[64];
     unsigned char bin[NETMASK_BYTES];
-    (void)l;
-    sockaddr_ip(sa, ip, sizeof ip);
-    if (netmask_sockaddr(sa, bin) < 0) {     /* not IP: nothing to count it by */
+    sockaddr_ip(peer, ip, sizeof ip);
+    if (netmask_sockaddr(peer, bin) < 0) {   /* not IP: nothing to count it by */
         log_msg(LOG_LVL_ERROR, "connection from a non-IP address refused");
-        refuse(fd, reply_core(RPL_CONN_FAMILY));
+        server_refuse(fd, reply_core(RPL_CONN_FAMILY));
         return;
     }
     const struct reply_std *no = server_admit(srv, bin, ip);
     if (no) {
-        refuse(fd, no);
+        server_refuse(fd, no);
         return;
     }
-    if (!session_new(srv, sl->lc, fd, sa, (socklen_t)salen)) {
+    struct session *s = via ? session_new_proxied(srv, lc, fd, peer, local, via)
+                            : session_new(srv, lc, fd, peer, plen);
+    if (!s) {
         log_msg(LOG_LVL_ERROR, "out of memory for a new session from %s", ip);
         server_release(srv, bin);
-        refuse(fd, reply_core(RPL_CONN_NO_MEMORY));
+        server_refuse(fd, reply_core(RPL_CONN_NO_MEMORY));
     }
+}
+
+static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
+                      struct sockaddr *sa, int salen, void *arg)
+{
+    struct server_listener *sl = arg;
+    (void)l;
+    if (sl->lc->proxy_protocol)         /* the balancer's header comes first */
+        proxyhdr_start(sl->srv, sl->lc, fd, sa, (socklen_t)salen);
+    else
+        server_client(sl->srv, sl->lc, fd, sa, (socklen_t)salen, NULL, NULL);
 }
 
 static void accept_error_cb(struct evconnlistener *l, void *arg)
@@ -287,11 +318,12 @@ void server_log_listener(int fd, const struct listen_cfg *lc)
         port = ntohs(ss.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&ss)->sin6_port
                                               : ((struct sockaddr_in *)&ss)->sin_port);
     }
-    char what[64];
-    snprintf(what, sizeof what, "%s%s%s", lc->submission ? " (submission)" : "",
+    static const char *const proxy[] = { "", " (PROXY v1)", " (PROXY v2)", " (PROXY)" };
+    char what[96];
+    snprintf(what, sizeof what, "%s%s%s%s", lc->submission ? " (submission)" : "",
              lc->tls == LISTEN_TLS_IMPLICIT ? " (implicit TLS)"
              : lc->tls == LISTEN_TLS_STARTTLS ? " (STARTTLS)" : "",
-             lc->auth ? " (AUTH)" : "");
+             lc->auth ? " (AUTH)" : "", proxy[lc->proxy_protocol & 3]);
     log_msg(LOG_LVL_INFO, ss.ss_family == AF_INET6 ? "listening on [%s]:%d%s"
                                                    : "listening on %s:%d%s",
             ip, port, what);
@@ -350,6 +382,7 @@ void server_free(struct server *srv)
 {
     while (srv->sessions)       /* only sessions a forced exit left behind */
         session_destroy(srv->sessions);
+    proxyhdr_close_all(srv);
     close_listeners(srv);
     free(srv->listeners);
     free(srv->lctx);
@@ -380,6 +413,7 @@ static void stop_accepting(struct server *srv, const char *why)
     if (!srv->shutting_down) {
         srv->shutting_down = 1;
         close_listeners(srv);
+        proxyhdr_close_all(srv);        /* no session yet: nothing to finish */
         log_msg(LOG_LVL_INFO, "%s: %u sessions open", why, srv->nsessions);
     }
     if (srv->nsessions == 0)

@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <event2/event.h>
+#include <sys/socket.h>
 
 struct kasi_config;
 struct listen_cfg;
@@ -13,6 +14,8 @@ struct session;
 struct hook_engine;
 
 /* What a listener's accept callback needs. */
+struct proxyhdr;
+
 struct server_listener {
     struct server *srv;
     const struct listen_cfg *lc;
@@ -27,6 +30,8 @@ struct server {
     size_t nlisteners;
     struct session *sessions;      /* doubly linked list of live sessions */
     unsigned nsessions;
+    struct proxyhdr *proxy_pending;    /* connections still sending their PROXY header */
+    unsigned nproxy_pending;
     int shutting_down;
     struct event *grace_ev;        /* end of the shutdown grace period */
     unsigned long long next_conn;  /* connection counter for ids */
@@ -71,6 +76,26 @@ void server_drain(struct server *srv);
 struct reply_std;
 const struct reply_std *server_admit(struct server *srv, const unsigned char ip[16],
                                      const char *ipstr);
+
+/* Admit a client (the limits above) and start its session on fd; one
+ * refused or out of memory is answered with a 421 line and closed. For a
+ * direct connection local and via are NULL; for one a proxy relays (the
+ * PROXY header phase, smtp/proxyhdr.c), peer is the client it names, local
+ * the address the client connected to and via the proxy's address. */
+void server_client(struct server *srv, const struct listen_cfg *lc, int fd,
+                   const struct sockaddr *peer, socklen_t plen,
+                   const struct sockaddr *local, const char *via);
+
+struct reply_std;
+
+/* Send the reply r (best effort, never blocking) and close fd. */
+void server_refuse(int fd, const struct reply_std *r);
+
+/* XCLIENT named another client for a session counted at from: count it
+ * at to instead. NULL when done, else the refusal (logged; the old count
+ * stays). */
+const struct reply_std *server_readdress(struct server *srv, const char *from,
+                                         const char *to);
 
 /* Session bookkeeping, called by session.c. */
 void server_session_add(struct server *srv, struct session *s);

@@ -39,6 +39,7 @@
 #include "net/dns.h"
 #include "msg/message.h"
 #include "smtp/server.h"
+#include "smtp/xclient.h"
 #include "net/tls.h"
 
 #define SESSION_READ_HIGH (256 * 1024)    /* stop reading past this backlog */
@@ -326,10 +327,11 @@ static void ehlo_text(const struct session *s, char *text, size_t len)
     }
     snprintf(text, len,
              "%s Hello %.255s [%s]\nPIPELINING\nSIZE %zu\n8BITMIME\n"
-             "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING%s%s",
+             "ENHANCEDSTATUSCODES\nSMTPUTF8\nCHUNKING%s%s%s",
              c->hostname, s->conn.helo, s->conn.remote_ip, c->max_message_size,
              starttls_offered(s) ? "\nSTARTTLS" : "",
-             auth_offered(s) ? "\nAUTH " AUTH_MECHANISMS : "");
+             auth_offered(s) ? "\nAUTH " AUTH_MECHANISMS : "",
+             s->xclient_ok ? "\nXCLIENT " XCLIENT_ATTRS : "");
 }
 
 static void helo_done(struct session *s, struct hook_result *r)
@@ -1106,6 +1108,28 @@ static void unrecognized_done(struct session *s, struct hook_result *r)
         count_error(s);
 }
 
+
+/* XCLIENT (smtp/xclient.c checks it and applies it): the client a trusted
+ * proxy names replaces the connection's, and the session starts again as
+ * if that client had just connected: the plugins see the old connection
+ * end and a new one begin (connect hook), and it is greeted anew. */
+static void cmd_xclient(struct session *s, const struct smtp_cmd *c)
+{
+    struct xclient_args x;
+    const struct hook_engine *eng = s->srv->engine;
+    if (xclient_check(s, c, &x) < 0)        /* refused or bad: replied */
+        return;
+    txn_end(s);
+    starttls_reset(s);                      /* the same reset: helo, auth */
+    struct hook_result r = { .rc = RC_NEXT };
+    eng->hook(&s->hc, HOOK_DISCONNECT, NULL, &r);   /* a late answer is dropped */
+    hook_result_clear(&r);
+    eng->end(&s->hc);
+    xclient_apply(s, &x);
+    s->state = SS_NEW;                      /* pipelined input waits for the banner */
+    start_banner(s);
+}
+
 static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
 {
     if (is_junk(c->verb) && junk_command(s))
@@ -1135,6 +1159,7 @@ static void dispatch(struct session *s, const struct smtp_cmd *c, char *line)
     case SMTP_HELP: core_reply(s, RPL_HELP); break;
     case SMTP_STARTTLS: cmd_starttls(s, c); break;
     case SMTP_AUTH: cmd_auth(s, c); break;
+    case SMTP_XCLIENT: cmd_xclient(s, c); break;
     default:
         run_hook(s, HOOK_UNRECOGNIZED, line, unrecognized_done);
         break;
@@ -1619,13 +1644,29 @@ static size_t input_pending(const struct hook_ctx *c)
     return s->bev ? evbuffer_get_length(bufferevent_get_input(s->bev)) : 0;
 }
 
-struct session *session_new(struct server *srv, const struct listen_cfg *lc, int fd,
-                            const struct sockaddr *sa, socklen_t salen)
+/* The session's addresses: the client sa, the address it reached (local,
+ * or the socket's own), the proxy that named the client (via, or none). */
+static void session_addresses(struct session *s, const struct sockaddr *sa,
+                              const struct sockaddr *local, const char *via)
+{
+    struct sockaddr_storage own;
+    socklen_t ll = sizeof own;
+    addr_to_str(sa, s->conn.remote_ip, sizeof s->conn.remote_ip, &s->conn.remote_port);
+    if (!local && getsockname(s->fd, (struct sockaddr *)&own, &ll) == 0)
+        local = (struct sockaddr *)&own;
+    if (local)
+        addr_to_str(local, s->conn.local_ip, sizeof s->conn.local_ip, &s->conn.local_port);
+    snprintf(s->conn.proxy_ip, sizeof s->conn.proxy_ip, "%s", via ? via : "");
+    s->xclient_ok = xclient_allowed(s);
+}
+
+static struct session *session_open(struct server *srv, const struct listen_cfg *lc, int fd,
+                                    const struct sockaddr *sa, const struct sockaddr *local,
+                                    const char *via)
 {
     struct session *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    (void)salen;
     s->srv = srv;
     s->listen = lc;
     s->fd = fd;
@@ -1634,12 +1675,7 @@ struct session *session_new(struct server *srv, const struct listen_cfg *lc, int
     s->hc.input_pending = input_pending;
     s->started = clock_now();
     snprintf(s->conn.id, sizeof s->conn.id, "%s%06llX", srv->boot_id, ++srv->next_conn);
-    addr_to_str(sa, s->conn.remote_ip, sizeof s->conn.remote_ip, &s->conn.remote_port);
-    struct sockaddr_storage local;
-    socklen_t ll = sizeof local;
-    if (getsockname(fd, (struct sockaddr *)&local, &ll) == 0)
-        addr_to_str((struct sockaddr *)&local, s->conn.local_ip, sizeof s->conn.local_ip,
-                    &s->conn.local_port);
+    session_addresses(s, sa, local, via);
     int one = 1;
     setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof one);
 
@@ -1668,10 +1704,25 @@ struct session *session_new(struct server *srv, const struct listen_cfg *lc, int
     else
         reset_timeout(s);
     bufferevent_enable(s->bev, EV_READ | EV_WRITE);
-    slog(s, LOG_LVL_INFO, "connect ip=%s port=%d local=%s:%d%s", s->conn.remote_ip,
-         s->conn.remote_port, s->conn.local_ip, s->conn.local_port, s->tls_handshake ? " tls" : "");
+    slog(s, LOG_LVL_INFO, "connect ip=%s port=%d local=%s:%d%s%s%s", s->conn.remote_ip,
+         s->conn.remote_port, s->conn.local_ip, s->conn.local_port,
+         s->tls_handshake ? " tls" : "", via ? " via=" : "", via ? via : "");
     dns_rdns_start(&s->conn);          /* in the background: the banner does not wait */
     if (!s->tls_handshake)
         start_banner(s);
     return s;
+}
+
+struct session *session_new(struct server *srv, const struct listen_cfg *lc, int fd,
+                            const struct sockaddr *sa, socklen_t salen)
+{
+    (void)salen;
+    return session_open(srv, lc, fd, sa, NULL, NULL);
+}
+
+struct session *session_new_proxied(struct server *srv, const struct listen_cfg *lc, int fd,
+                                    const struct sockaddr *sa, const struct sockaddr *local,
+                                    const char *via)
+{
+    return session_open(srv, lc, fd, sa, local, via);
 }

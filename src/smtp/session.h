@@ -53,6 +53,7 @@ struct session {
     struct auth_sasl *sasl;            /* AUTH exchange in progress, else NULL */
     unsigned auth_failures;            /* failed AUTH attempts */
     int paused;                        /* input held (AUTH failure delay) */
+    int xclient_ok;                    /* the client is in xclient_from (smtp/xclient.c) */
     struct event *auth_delay_ev;       /* ends the delay */
     struct hook_result auth_fail;      /* the reply after the failure delay */
 
@@ -93,6 +94,12 @@ struct session {
  * (the caller closes fd). */
 struct session *session_new(struct server *srv, const struct listen_cfg *lc, int fd,
                             const struct sockaddr *sa, socklen_t salen);
+
+/* The same for a client a proxy named (the PROXY header): local is the
+ * address the client connected to, via the proxy's address (conn.proxy_ip). */
+struct session *session_new_proxied(struct server *srv, const struct listen_cfg *lc, int fd,
+                                    const struct sockaddr *sa, const struct sockaddr *local,
+                                    const char *via);
 
 /* Send "code enh text" (text may hold '\n' for a multi-line reply). */
 void session_reply(struct session *s, int code, const char *enh,
