@@ -15,8 +15,10 @@ timeouts.proxy_header), with the headers written by hand:
     trickled in slowly but in time is accepted)."""
 import os
 import socket
+import shutil
 import struct
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
@@ -246,7 +248,7 @@ with start(extra=lim) as k:
         c.close()
 
 # implicit TLS: the header comes before the handshake, which then works
-d = os.path.join(os.environ.get("TMPDIR", "/tmp"), "kasi-t-pki-%d" % os.getpid())
+d = tempfile.mkdtemp(prefix="kasi-pki-")
 pki = tlstest.make_pki(d, {"mx": ["mx.kasi.test"]})
 cert, key = pki["mx"]
 tls_extra = "tls:\n  certificates:\n    - {cert: %s, key: %s}\n" % (cert, key)
@@ -263,7 +265,6 @@ with k.start():
     ts.sendall(b"EHLO x\r\n")
     like(ts.recv(4096).decode(), r"\[192\.0\.2\.70\]", "implicit TLS: the named client")
     ts.close()
-import shutil  # noqa: E402
 shutil.rmtree(d, ignore_errors=True)
 
 done()
