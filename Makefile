@@ -12,7 +12,7 @@
 #   make deb        build a Debian package into $(BUILD)/deb/ (debian/)
 
 CC      ?= cc
-PKGS    := libevent_core libevent_extra libevent_openssl luajit yaml-0.1 openssl libcares
+PKGS    := libevent_core libevent_extra libevent_openssl luajit yaml-0.1 openssl libcares hiredis
 BUILD   ?= build
 OPT     ?= -O2
 CFLAGS  ?=

@@ -5,7 +5,7 @@ set -e
 PKGS="build-essential pkg-config libevent-dev libluajit2-5.1-dev luajit2 libyaml-dev
 libssl-dev libcrypt-dev python3 swaks postfix clang openssl
 libc-ares-dev dnsmasq-base spamassassin spamd spamc testssl.sh
-debhelper dpkg-dev chromium prometheus"
+debhelper dpkg-dev chromium prometheus libhiredis-dev redis-server haproxy"
 missing=""
 for p in $PKGS; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" \

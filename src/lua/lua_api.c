@@ -26,6 +26,7 @@
 #include "core/log.h"
 #include "lua/lua_counter.h"
 #include "lua/lua_crypt.h"
+#include "lua/lua_redis.h"
 #include "lua/lua_fwd.h"
 #include "lua/lua_net.h"
 #include "lua/lua_stats.h"
@@ -782,6 +783,7 @@ void lapi_open(lua_State *L, struct lgen *g)
     lnet_open(L);                           /* kasi.dns, kasi.tcp */
     lfwd_open(L);                           /* kasi.forward */
     lcrypt_open(L);                         /* kasi.crypt_verify, crypt_check */
+    lredis_open(L);                         /* kasi.redis */
     lstats_open(L);                         /* kasi.stats.incr, observe */
     lcounter_open(L, g->cfg);               /* kasi.counter */
     lua_setglobal(L, "kasi");

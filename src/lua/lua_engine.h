@@ -42,6 +42,7 @@ struct lgen {
     size_t nchain[HOOK_COUNT];
     int *pool;                  /* idle coroutines (registry refs) */
     size_t npool, pool_cap;
+    struct lredis_conf *redis;  /* its redis.yaml and client (lua_redis.c) */
     struct lgen *next;          /* every live generation */
 };
 

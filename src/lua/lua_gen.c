@@ -5,6 +5,7 @@
  * names file and line, so a reload either fully succeeds or changes
  * nothing. */
 #include "lua/lua_engine.h"
+#include "lua/lua_redis.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -585,6 +586,8 @@ static int open_library(struct lgen *g, const struct kasi_config *cfg,
     lua_setfield(L, -2, "path");
     lua_pop(L, 1);
     *slash = '/';
+    if (lredis_load(g, err, errlen) < 0)    /* redis.yaml, strict */
+        return -1;
     lapi_open(L, g);
     lua_getglobal(L, "kasi");               /* where plugins find their files */
     lua_pushstring(L, cfg->dir ? cfg->dir : "config");
@@ -651,6 +654,7 @@ void lgen_free(struct lgen *g)
         return;
     if (g->L)
         lua_close(g->L);
+    lredis_release(g);
     for (size_t i = 0; i < g->nplug; i++) {
         free(g->plug[i].name);
         free(g->plug[i].path);
