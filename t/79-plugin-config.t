@@ -226,8 +226,15 @@ TYPOS = [
      "dns_timeout: expected a number, got 'soon'"),
     ("helo_checks", "exempt_ips:", "skip_ips: []", "unknown key 'skip_ips' (now 'exempt_ips')"),
     ("limit", "ipv4_prefix:", "ipv4_prefx: 32",
-     "unknown key 'ipv4_prefx' (known: concurrency, exempt_ips, ipv4_prefix, ipv6_prefix, "
-     "messages, rate, recipients, rejections)"),
+     "unknown key 'ipv4_prefx' (known: backend, concurrency, exempt_ips, ipv4_prefix, "
+     "ipv6_prefix, key_prefix, messages, on_redis_error, rate, rates, recipients, "
+     "redis_error_reply, rejections)"),
+    ("limit", "backend:", "backend: memcache",
+     "backend: expected one of local, redis, got 'memcache'"),
+    ("limit", "on_redis_error:", "on_redis_error: ignore",
+     "on_redis_error: expected one of fail_open, fail_closed, got 'ignore'"),
+    ("limit", "  messages: []", "  messages: [{per: recipient, max: 1}]",
+     "rates.messages[0].per: expected one of ip, network, sender, auth_user, got 'recipient'"),
     ("limit", "ipv6_prefix:", "ipv6_prefix: 129", "ipv6_prefix: must be between 0 and 128, got '129'"),
     ("limit", "  max: 0", "  max: -1", "concurrency.max: must be at least 0, got '-1'"),
     ("mail_from_resolvable", "timeout:", "timout: 0",

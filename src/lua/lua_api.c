@@ -125,11 +125,11 @@ static void env_field(lua_State *L, int idx, const char *name)
 enum { CF_REMOTE_IP = 1, CF_REMOTE_PORT, CF_LOCAL_IP, CF_LOCAL_PORT, CF_RDNS,
        CF_HELO, CF_HELO_VERB, CF_TLS, CF_AUTH_USER, CF_RELAYING, CF_NOTES,
        CF_RESULTS, CF_ID, CF_TXN, CF_GENERATION, CF_TLS_VERSION, CF_TLS_CIPHER,
-       CF_TLS_SNI, CF_PROXY_IP };
+       CF_TLS_SNI, CF_PROXY_IP, CF_ERRORS };
 static const char *const conn_fields[] = {
     "remote_ip", "remote_port", "local_ip", "local_port", "rdns", "helo",
     "helo_verb", "tls", "auth_user", "relaying", "notes", "results", "id",
-    "txn", "generation", "tls_version", "tls_cipher", "tls_sni", "proxy_ip", NULL };
+    "txn", "generation", "tls_version", "tls_cipher", "tls_sni", "proxy_ip", "errors", NULL };
 
 static int conn_index(lua_State *L)
 {
@@ -164,6 +164,7 @@ static int conn_index(lua_State *L)
     case CF_TLS_VERSION: push_opt_string(L, s->tls ? s->tls_version : NULL); break;
     case CF_TLS_CIPHER: push_opt_string(L, s->tls ? s->tls_cipher : NULL); break;
     case CF_PROXY_IP: push_opt_string(L, s->proxy_ip[0] ? s->proxy_ip : NULL); break;
+    case CF_ERRORS: lua_pushinteger(L, s->errors); break;
     case CF_TLS_SNI:
         push_opt_string(L, s->tls && s->tls_sni[0] ? s->tls_sni : NULL);
         break;

@@ -46,6 +46,7 @@ struct conn {
     char tls_sni[256];                 /* server name the client asked for, "" none */
     char *auth_user;                   /* authenticated user, NULL none */
     int relaying;                      /* allowed to relay */
+    unsigned errors;                   /* protocol errors so far (bad commands) */
     struct txn *txn;                   /* the open transaction, NULL none */
 };
 

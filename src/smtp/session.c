@@ -113,8 +113,8 @@ static void core_refuse(struct session *s, enum reply_id id)
 /* Count a protocol error whose reply is already queued. */
 static void count_error(struct session *s)
 {
-    if (s->state != SS_CLOSING && ++s->errors >= s->srv->cfg->max_errors) {
-        slog(s, LOG_LVL_INFO, "too many errors (%u), closing", s->errors);
+    if (s->state != SS_CLOSING && ++s->conn.errors >= s->srv->cfg->max_errors) {
+        slog(s, LOG_LVL_INFO, "too many errors (%u), closing", s->conn.errors);
         core_reply(s, RPL_TOO_MANY_ERRORS);
         s->last_result = "errors";
         session_close(s);
@@ -595,7 +595,7 @@ static void bdat_discard(struct session *s, int code, const char *enh,
     s->bdat_reply.msg = strdup(text);
     if (is_error) {
         log_core_error(s, code, enh, text);
-        s->errors++;
+        s->conn.errors++;
     }
     s->input = IN_BDAT;
     if (s->bdat_left == 0)

@@ -59,7 +59,6 @@ struct session {
 
     enum session_state state;
     enum session_input input;
-    unsigned errors;                   /* protocol errors so far */
     double partial_since;              /* first byte of an unfinished command line */
 
     struct data_decoder dec;           /* IN_DATA; IN_BDAT: line-end checks */
