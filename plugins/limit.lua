@@ -110,19 +110,10 @@ function P.register(c)
   windows = rates.new(c.backend, c.key_prefix)
 end
 
--- the counting key of an address: the address masked to the prefix
+-- the counting key of an address: its network (the address masked to the
+-- prefix), or the text itself when it is not an address
 local function key_of(ip, v4, v6)
-  local b = netmask.parse(ip)
-  if not b then return ip end
-  local bits = #b == 4 and (v4 or cfg.v4_prefix) or (v6 or cfg.v6_prefix)
-  local out = {}
-  for i = 1, #b do
-    local keep = math.max(0, math.min(8, bits - (i - 1) * 8))
-    out[i] = bit.band(b[i], 256 - 2 ^ (8 - keep))
-  end
-  if #b == 4 then return table.concat(out, ".") .. "/" .. bits end
-  for i = 1, 16 do out[i] = string.format("%02x", out[i]) end
-  return table.concat(out) .. "/" .. bits
+  return netmask.network(ip, v4 or cfg.v4_prefix, v6 or cfg.v6_prefix) or ip
 end
 
 local function is_exempt(ip)
@@ -147,7 +138,7 @@ local function count_failed(conn, what, err)
   local now = os.time()
   if now - last_warn >= 10 then
     last_warn = now
-    conn:logwarn("limit: %s not counted (%s): %s", what, err,
+    conn:logwarn("%s not counted (%s): %s", what, err,
                  cfg.fail_closed and "deferring" or "letting clients through")
   end
   conn:result { err = err }
@@ -176,7 +167,7 @@ local function check_rates(conn, txn, rcpt, kind, list, extra)
       local what = r.per and (kind .. " per " .. r.per) or "rate"
       local obj = txn or conn
       obj:result { fail = what, count = counts[i] }
-      obj:loginfo("limit: %s: %d in %d s (max %d)", what, counts[i], r.period, r.max)
+      obj:loginfo("%s: %d in %d s (max %d)", what, counts[i], r.period, r.max)
       return DENYSOFT, r.answer
     end
   end

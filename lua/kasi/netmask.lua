@@ -122,6 +122,21 @@ function M.normalize(s)
   return b and text_of(b)
 end
 
+-- the network of an address: "192.0.2.0/24", "2001:db8::/64" for an IPv4
+-- address by its first v4bits, an IPv6 one by its first v6bits; nil if s
+-- is not an address
+function M.network(s, v4bits, v6bits)
+  local b = M.parse(s)
+  if not b then return nil end
+  local bits = #b == 4 and v4bits or v6bits
+  local out = {}
+  for i = 1, #b do
+    local keep = math.max(0, math.min(8, bits - (i - 1) * 8))
+    out[i] = bit.band(b[i], 256 - 2 ^ (8 - keep))
+  end
+  return text_of(out) .. "/" .. bits
+end
+
 -- the same address written two ways?
 function M.same(a, b)
   local x, y = M.parse(a), M.parse(b)
