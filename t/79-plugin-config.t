@@ -225,6 +225,17 @@ TYPOS = [
     ("helo_checks", "dns_timeout:", "dns_timeout: soon",
      "dns_timeout: expected a number, got 'soon'"),
     ("helo_checks", "exempt_ips:", "skip_ips: []", "unknown key 'skip_ips' (now 'exempt_ips')"),
+    ("greylist", "delay:", "delya: 300",
+     "unknown key 'delya' (known: delay, dnswl, dnswl_timeout, exempt_ips, exempt_rcpts, "
+     "exempt_relaying, ipv4_prefix, ipv6_prefix, key_prefix, on_redis_error, reply, "
+     "retry_window, sender, whitelist)"),
+    ("greylist", "retry_window:", "retry_window: 100", "retry_window: must be longer than delay"),
+    ("karma", "per:", "per: asn", "per: expected one of ip, network, got 'asn'"),
+    ("karma", "max_per_connection:", "max_per_conection: 5",
+     "unknown key 'max_per_conection' (known: defer_reply, error_reply, exempt_ips, "
+     "exempt_relaying, ignore_plugins, ipv4_prefix, ipv6_prefix, key_prefix, "
+     "max_per_connection, memory, on_redis_error, per, reject_reply, tarpit_delay, "
+     "thresholds, weights)"),
     ("limit", "ipv4_prefix:", "ipv4_prefx: 32",
      "unknown key 'ipv4_prefx' (known: backend, concurrency, exempt_ips, ipv4_prefix, "
      "ipv6_prefix, key_prefix, messages, on_redis_error, rate, rates, recipients, "

@@ -258,7 +258,7 @@ static void test_shipped(void)
 
 static const char known_top[] =
     "known: hostname, listen, limits, timeouts, data, spool_dir, log, tls, auth, http, "
-    "workers, user, group, pid_file";
+    "workers, user, group, pid_file, xclient_from";
 
 static void test_errors(void)
 {
@@ -399,7 +399,7 @@ static void test_listen_errors(void)
                "DIR/smtp.yaml:1: listen: expected a list of addresses \"HOST:PORT\", got a list",
                "empty listen list");
     load_fails("listen:\n  - address: 127.0.0.1:25\n    submision: yes\n",
-               "DIR/smtp.yaml:3: unknown key 'listen[0].submision' (known: address, submission, tls, auth, auth_plaintext)",
+               "DIR/smtp.yaml:3: unknown key 'listen[0].submision' (known: address, submission, tls, auth, auth_plaintext, proxy_protocol, proxy_from)",
                "listen map, unknown key");
     load_fails("listen:\n  - submission: yes\n",
                "DIR/smtp.yaml:2: listen[0]: missing key 'address'", "listen map without address");
@@ -409,6 +409,56 @@ static void test_listen_errors(void)
     load_fails("listen:\n  - address: \"[::1]:x\"\n",
                "DIR/smtp.yaml:2: listen[0].address: bad port in '[::1]:x' (expected 0 to 65535)",
                "listen map, bad address");
+}
+
+/* PROXY listeners, xclient_from, timeouts.proxy_header */
+static void test_proxy(void)
+{
+    struct kasi_config cfg;
+    char err[512];
+    unsigned char bal[16], other[16], xc[16];
+    netmask_addr("10.0.0.5", bal);
+    netmask_addr("10.1.0.5", other);
+    netmask_addr("192.0.2.9", xc);
+    is_int(load("listen:\n  - address: 127.0.0.1:25\n    proxy_protocol: v2\n"
+                "    proxy_from: [10.0.0.0/24]\n  - 127.0.0.1:26\n"
+                "timeouts:\n  proxy_header: 2.5\nxclient_from: [192.0.2.9]\n",
+                NULL, &cfg, err, sizeof err), 0, "proxy: loads");
+    is_int(cfg.listen[0].proxy_protocol, LISTEN_PROXY_V2, "proxy: v2 on the first listener");
+    ok(netmask_list_match(&cfg.listen[0].proxy_from, bal) &&
+       !netmask_list_match(&cfg.listen[0].proxy_from, other), "proxy: proxy_from");
+    is_int(cfg.listen[1].proxy_protocol, LISTEN_PROXY_NONE, "proxy: none on the second");
+    ok(cfg.timeout_proxy_header == 2.5, "proxy: timeouts.proxy_header");
+    ok(netmask_list_match(&cfg.xclient_from, xc) && !netmask_list_match(&cfg.xclient_from, bal),
+       "xclient_from");
+    config_free(&cfg);
+    is_int(load("", NULL, &cfg, err, sizeof err), 0, "proxy defaults: load");
+    ok(cfg.timeout_proxy_header == 10 && cfg.xclient_from.n == 0,
+       "proxy defaults: 10 s, nobody may send XCLIENT");
+    config_free(&cfg);
+    is_int(load("listen:\n  - {address: 127.0.0.1:25, proxy_protocol: any, proxy_from: [\"::1\"]}\n",
+                NULL, &cfg, err, sizeof err), 0, "proxy any: loads");
+    is_int(cfg.listen[0].proxy_protocol, LISTEN_PROXY_ANY, "proxy any");
+    config_free(&cfg);
+    load_fails("listen:\n  - address: 127.0.0.1:25\n    proxy_protocol: v3\n",
+               "DIR/smtp.yaml:3: listen[0].proxy_protocol: expected one of v1, v2, any, got 'v3'",
+               "proxy_protocol v3");
+    load_fails("listen:\n  - address: 127.0.0.1:25\n    proxy_protocol: v1\n",
+               "DIR/smtp.yaml:2: listen[0].proxy_from: proxy_protocol needs the networks of the "
+               "balancers that send it", "proxy_protocol without proxy_from");
+    load_fails("listen:\n  - address: 127.0.0.1:25\n    proxy_from: [10.0.0.1]\n",
+               "DIR/smtp.yaml:2: listen[0].proxy_from: only with proxy_protocol",
+               "proxy_from without proxy_protocol");
+    load_fails("listen:\n  - address: 127.0.0.1:25\n    proxy_protocol: v2\n"
+               "    proxy_from: [10.0.0.0/33]\n",
+               "DIR/smtp.yaml:4: listen[0].proxy_from[0]: the prefix length of an IPv4 network is 0 to 32, got '10.0.0.0/33'",
+               "proxy_from bad network");
+    load_fails("xclient_from: 10.0.0.1\n",
+               "DIR/smtp.yaml:1: xclient_from: expected a list of addresses or networks, got '10.0.0.1'",
+               "xclient_from not a list");
+    load_fails("timeouts:\n  proxy_header: 0\n",
+               "DIR/smtp.yaml:2: timeouts.proxy_header: must be more than 0 and at most 3600, got '0'",
+               "proxy_header 0");
 }
 
 static void test_me(void)
@@ -629,6 +679,7 @@ int main(void)
     test_shipped();
     test_errors();
     test_listen_errors();
+    test_proxy();
     test_me();
     test_sizes();
     test_listen_parse();
