@@ -2,6 +2,8 @@
 """Scale-out: a real HAProxy sending PROXY v2 to three kasi nodes that
 share one real Redis (limit with backend redis, greylist, karma).
 
+  * the sample contrib/haproxy/haproxy.cfg is valid, and its SMTP health
+    checks (with their own PROXY header) pass on the nodes;
   * the client each node sees (connect log with the client's own port, a
     plugin, the EHLO greeting, Received:) is the 127.0.0.x address the test
     connected from, never HAProxy's;
@@ -22,7 +24,7 @@ import time
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from kasitest import *  # noqa: E402,F401,F403
 from redistest import Redis, have_redis, redis_yaml  # noqa: E402
-from scaletest import Cluster, have_haproxy  # noqa: E402
+from scaletest import HAPROXY, Cluster, have_haproxy  # noqa: E402
 
 if not have_redis() or not have_haproxy():
     skip("scale-out", "redis-server or haproxy is not installed (contrib/deps.sh)")
@@ -92,7 +94,14 @@ def node_log(cl, i):
     return cl.nodes[i].log()
 
 
-with Redis() as red, Cluster(3, files(red)) as cl:
+r = run([HAPROXY, "-c", "-f", os.path.join(REPO, "contrib", "haproxy", "haproxy.cfg")])
+ok(r.returncode == 0, "contrib/haproxy/haproxy.cfg is a valid HAProxy configuration",
+   r.stdout + r.stderr)
+
+with Redis() as red, Cluster(3, files(red), checks=True) as cl:
+    ok(all(k.wait_log(r"disconnect ip=127\.0\.0\.1 port=\d+ helo=balancer\.kasi\.test .*result=quit")
+           for k in cl.nodes),
+       "HAProxy's SMTP health checks (a PROXY LOCAL header, EHLO, QUIT) pass on every node")
     # ---- the client's address is what every node sees
     served = []
     for src in ("127.0.0.21", "127.0.0.22", "127.0.0.23"):

@@ -6,7 +6,8 @@
         cl.node_of(session_id)                   # which node served it
         cl.spooled()                             # messages of every node
 
-HAProxy (mode tcp, round robin, `send-proxy-v2`, no health checks) listens
+HAProxy (mode tcp, round robin, `send-proxy-v2`; with checks=True the
+SMTP health checks of contrib/haproxy/haproxy.cfg, PROXY header included) listens
 on a free port and sends each connection to the next node; every node has
 one PROXY listener that trusts 127.0.0.1 only, and smtp.yaml limits.exempt
 empty, so loopback clients are limited like any other. Clients connect from
@@ -41,12 +42,15 @@ def free_port():
 class HAProxy:
     """haproxy -db with a tcp frontend on self.port and the given backends."""
 
-    def __init__(self, backends, proxy="send-proxy-v2", port=None):
+    def __init__(self, backends, proxy="send-proxy-v2", port=None, checks=False):
         self.dir = tempfile.mkdtemp(prefix="kasi-haproxy-")
         self.port = port or free_port()
         self.cfg = os.path.join(self.dir, "haproxy.cfg")
         servers = "\n".join("    server n%d 127.0.0.1:%d %s" % (i + 1, p, proxy)
                             for i, p in enumerate(backends))
+        if checks:              # as contrib/haproxy/haproxy.cfg does
+            servers = ("    option smtpchk EHLO balancer.kasi.test\n"
+                       "    default-server check check-send-proxy inter 1s\n" + servers)
         with open(self.cfg, "w") as f:
             f.write(HAPROXY_CFG % {"port": self.port, "servers": servers})
         self.log = open(os.path.join(self.dir, "haproxy.log"), "wb")
@@ -104,7 +108,7 @@ def node_yaml(spool, extra=""):
 class Cluster:
     """n kasi nodes (same plugins and files) behind one HAProxy."""
 
-    def __init__(self, n, files, extra_yaml=""):
+    def __init__(self, n, files, extra_yaml="", checks=False):
         self.nodes = []
         try:
             for i in range(n):
@@ -113,7 +117,7 @@ class Cluster:
                     f.write(node_yaml(k.spool_dir, extra_yaml) % {"name": "node%d.kasi.test" % (i + 1)})
                 k.start()
                 self.nodes.append(k)
-            self.haproxy = HAProxy([k.port for k in self.nodes])
+            self.haproxy = HAProxy([k.port for k in self.nodes], checks=checks)
         except Exception:
             for k in self.nodes:
                 k.kill()
