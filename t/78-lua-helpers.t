@@ -38,6 +38,12 @@ local function t(c, name) out[#out + 1] = (c and "ok " or "not ok ") .. (#out + 
     "odd prefix")
   t(not pcall(n.list, { "1.2.3.4/33" }) and not pcall(n.list, { "foo" }), "bad entries raise")
   t(n.is_private("10.1.2.3") and n.is_private("fd00::1") and not n.is_private("8.8.8.8"), "private")
+  t(n.network("192.0.2.77", 24, 64) == "192.0.2.0/24" and n.network("192.0.2.77", 32, 64) ==
+    "192.0.2.77/32", "network of an IPv4 address")
+  t(n.network("2001:db8:1:2:3::9", 24, 64) == "2001:db8:1:2::/64" and
+    n.network("::ffff:10.1.2.3", 16, 64) == "10.1.0.0/16", "network of IPv6 and mapped addresses")
+  t(n.network("10.9.8.7", 0, 0) == "0.0.0.0/0" and n.network("x", 24, 64) == nil,
+    "network /0, not an address")
   local ml = m.list { "Mail.Example.com", "*.example.net", "~^dsl%d+%.", "a?c.test" }
   t(ml:match("mail.example.COM") == "Mail.Example.com", "exact, any case")
   t(ml:match("a.b.example.net") == "*.example.net", "glob")
