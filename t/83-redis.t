@@ -223,7 +223,7 @@ with Redis() as red:
         with open(os.path.join(k.confdir, "redis.yaml"), "w") as f:
             f.write(redis_yaml(red.address, db=4))
         k.signal(signal.SIGHUP)
-        ok(k.wait_log(r"plugins reloaded: generation 2"), "reload with another db")
+        ok(k.wait_log(r"generation 2 live \(was 1\)"), "reload with another db")
         c = Raw(k.port, ehlo="client.test")
         rt(c, "set", "db4")
         is_(red.cmd("GET", "k:db4", db=4), "db4", "after the reload: db 4")

@@ -157,7 +157,7 @@ with Redis() as red, Cluster(2, files(red)) as cl:
             with open(os.path.join(k.tmp, rel), "w") as f:
                 f.write(text)
     cl.signal_all(signal.SIGHUP)
-    ok(all(k.wait_log(r"plugins reloaded: generation 2") for k in cl.nodes), "reloaded with fail_closed")
+    ok(all(k.wait_log(r"generation 2 live \(was 1\)") for k in cl.nodes), "reloaded with fail_closed")
     deadline = time.monotonic() + scaled(10)
     while time.monotonic() < deadline and session(cl.port, "127.0.0.61", 300)[0] != 250:
         time.sleep(0.1)
