@@ -49,7 +49,9 @@ def kasi_yaml(port, spool, proxy):
               f"    proxy_from: [127.0.0.1/32]\n" if proxy else f"  - 127.0.0.1:{port}\n")
     return (f"hostname: mx.bench.test\nlisten:\n{listen}"
             f"limits:\n  max_connections: 20000\n  max_connections_per_ip: 0\n  exempt: []\n"
-            f"spool_dir: {spool}\nlog:\n  target: stderr\n  level: info\n")
+            f"spool_dir: {spool}\nlog:\n  target: stderr\n  level: info\n"
+            f"workers: 1\n"                      # one process, as bench.py's kasi
+            + ("user: root\n" if os.geteuid() == 0 else ""))
 
 
 # A plugin that times kasi.rates.add() in a loop, one window per call (what
