@@ -158,8 +158,9 @@ local function connection_score(conn)
   return math.max(-cap, math.min(cap, s))
 end
 
--- The history grows by the connection's score; sent, not waited for (a
--- disconnect cannot wait, and an outage must not hold anything).
+-- The history grows by the connection's score; sent, not waited for:
+-- nothing needs the answer, and an outage must hold nothing, not even the
+-- end of a connection.
 function P.hook_disconnect(conn)
   local k = conn.notes.karma
   if not k or k.exempt then return NEXT end

@@ -88,7 +88,7 @@ function P.hook_unrecognized_command(conn, txn, line)
 end
 
 function P.hook_disconnect(conn)
-  -- the answer can never be awaited here: sent, not waited for
+  -- nobody needs the answer here: sent, not waited for
   r.pipeline({ { "INCR", "disconnects" } }, { wait = false })
 end
 
