@@ -44,7 +44,7 @@ P.hook_ehlo = P.hook_helo
 return P
 """
 
-GREY_DELAY = 2
+GREY_DELAY = scaled(2)
 
 
 def files(red):
@@ -56,7 +56,7 @@ def files(red):
         "config/limit.yaml": ("backend: redis\non_redis_error: fail_open\n"
                               "rates:\n  messages:\n    - {per: ip, max: 5, period: 60}\n"
                               "exempt_ips: [\"127.0.0.12/32\", \"127.0.0.13/32\", \"127.0.0.14/32\"]\n"),
-        "config/greylist.yaml": ("delay: %d\nretry_window: 60\nwhitelist: 0\nipv4_prefix: 32\n"
+        "config/greylist.yaml": ("delay: %g\nretry_window: 60\nwhitelist: 0\nipv4_prefix: 32\n"
                                  "exempt_ips: [\"127.0.0.11/32\", \"127.0.0.13/32\", "
                                  "\"127.0.0.14/32\", \"127.0.0.16/28\"]\n" % GREY_DELAY),
         "config/karma.yaml": ("thresholds:\n  defer: -5\nignore_plugins: [greylist, karma, limit]\n"
