@@ -214,6 +214,9 @@ end
 DENYHOOK = r'''
 function hook_deny(conn, txn, d)
   if d.hook == "rcpt" and d.msg == "overridable" then return OK end
+  if d.hook == "rcpt" and d.msg == "final" then
+    kasi.loginfo("deny seen: %s %s %s %s", d.plugin, tostring(d.rc), tostring(d.code), d.enh)
+  end
   return NEXT
 end
 '''
@@ -232,6 +235,8 @@ with Kasi(files={"config/plugins": "edit\nreader\nundeny\nqueue/spool\n",
             "deny hook overturns a DENY")
         is_(r.cmd("RCPT TO:<hard@example.test>"), (550, ["5.7.1 final"]),
             "deny hook lets another DENY stand")
+        ok(k.wait_log(r"deny seen: edit 2 550 5\.7\.1"),
+           "the deny hook sees the code and enhanced code the client hears (defaults filled)")
         r.cmd("DATA")
         r.send(MSG + b".\r\n")
         code, lines = r.read_reply()

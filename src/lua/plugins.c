@@ -287,16 +287,14 @@ static int make_deny_arg(struct lsess *ps)
     lua_setfield(L, -2, "plugin");
     lua_pushinteger(L, r->held.rc);
     lua_setfield(L, -2, "rc");
-    if (r->held.code) {
-        lua_pushinteger(L, r->held.code);
-        lua_setfield(L, -2, "code");
-    }
-    if (r->held.enh[0]) {
-        lua_pushstring(L, r->held.enh);
-        lua_setfield(L, -2, "enh");
-    }
-    if (r->held.msg) {
-        lua_pushstring(L, r->held.msg);
+    struct reply rep;               /* what the client would hear: defaults filled */
+    reply_answer(r->hook, &r->held, &rep);
+    lua_pushinteger(L, rep.code);
+    lua_setfield(L, -2, "code");
+    lua_pushstring(L, rep.enh ? rep.enh : "");
+    lua_setfield(L, -2, "enh");
+    if (r->held.msg || rep.text) {
+        lua_pushstring(L, r->held.msg ? r->held.msg : rep.text);
         lua_setfield(L, -2, "msg");
     }
     return luaL_ref(L, LUA_REGISTRYINDEX);
