@@ -302,7 +302,7 @@ def shares_of(tally):
 
 # ------------------------------------------------------------ the run
 
-with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN},
+with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
            "log": {"level": "info"}}, files=FILES) as k:
     hport = http_port(k)
     ok(hport, "the page's URL is in the log")
@@ -387,16 +387,19 @@ with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN},
     def running(d):
         return [w for w in ((d or {}).get("workers") or {}).get("list", []) if w["pid"]]
     live = running(stats(hport))
-    ok(len(live) == 1, "one running worker after the reload", repr(live))
+    ok(len(live) == 2, "two running workers after the reload", repr(live))
     old, slot = live[0]["pid"], live[0]["slot"]
     os.kill(old, signal.SIGKILL)
     ok(k.wait_log(r"worker %d ended \(signal 9\), restarting" % old), "worker killed")
-    ok(wait_for(lambda: [w["pid"] for w in running(stats(hport))] not in ([], [old])),
-       "a new worker answers")
+
+    def replaced():
+        pids = [w["pid"] for w in running(stats(hport))]
+        return len(pids) == 2 and old not in pids
+    ok(wait_for(replaced), "a new worker answers in its place")
     d = stats(hport)
     now = running(d)
-    is_((d["workers"]["running"], [(w["slot"], w["restarts"]) for w in now]),
-        (1, [(slot, 1)]), "one worker running, restarted once in the slot it took over")
+    is_((d["workers"]["running"], [w["restarts"] for w in now if w["slot"] == slot]),
+        (2, [1]), "two workers running, the killed one's slot restarted once")
     check_counts(hport, tally, "after kill -9 of the worker")
     is_(load(k.port, tally, 40), [], "phase 3: 40 sessions")
     d, m = check_counts(hport, tally, "phase 3")
