@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Worker processes: with workers: 2 the supervisor runs two workers that
-accept on the same sockets; 40 concurrent sessions are spread over both
+accept on the same sockets; concurrent sessions are spread over both
 (the log line of each connection names its worker); killing one worker
 under load leaves the other's sessions untouched, loses no message that
 got 250, and the supervisor starts a replacement; SIGHUP replaces both
@@ -64,9 +64,21 @@ with Kasi({"workers": 2}) as k:
             sessions.append(r)
     is_(len(sessions), 40, "40 concurrent sessions open")
     owners = [worker_of(k, r.sock) for r in sessions]
+    # which worker wins a given accept is the kernel's choice: on a busy
+    # machine one may take a whole burst, so open more (bounded, 160 at
+    # most, held open) until each worker has served some
+    extra = []
+    while len(set(owners) & set(pids)) < len(pids) and len(extra) < 160:
+        r = open_session(k.port)
+        if not r:
+            break
+        extra.append(r)
+        owners.append(worker_of(k, r.sock))
     counts = {p: owners.count(p) for p in pids}
-    ok(all(counts.get(p, 0) > 0 for p in pids) and sum(counts.values()) == 40,
-       "the 40 sessions are spread over both workers %r" % counts)
+    ok(all(counts.get(p, 0) > 0 for p in pids) and sum(counts.values()) == len(owners),
+       "concurrent sessions are spread over both workers %r" % counts)
+    for r in extra:
+        r.close()
     ids = [finish_message(r, i) for i, r in enumerate(sessions)]
     for r in sessions:
         r.close()
