@@ -10,6 +10,8 @@
 #   make install    install under PREFIX (and DESTDIR); see docs/install.md
 #   make uninstall  remove what make install put under PREFIX (not config, spool)
 #   make deb        build a Debian package into $(BUILD)/deb/ (debian/)
+#   make fuzz       libFuzzer targets (clang); make fuzz-run FUZZ_TIME=60
+#   make soak       soak and overload test (contrib/bench/soak.py)
 
 CC      ?= cc
 PKGS    := libevent_core libevent_extra libevent_openssl luajit yaml-0.1 openssl libcares
@@ -45,6 +47,7 @@ KASI_USER  ?=
 all: kasi
 
 -include t/helpers/helpers.mk
+include fuzz/fuzz.mk
 
 kasi: $(BUILD)/kasi
 	ln -sf $(BUILD)/kasi kasi
@@ -143,6 +146,6 @@ deb:
 	@ls $(DEBDIR)/kasi_$(VERSION)_*.deb
 
 clean:
-	rm -rf build build-asan kasi
+	rm -rf build build-asan build-fuzz kasi
 
 -include $(OBJ:.o=.d)
