@@ -36,7 +36,9 @@
 
 #include <event2/event.h>
 
-/* ---- log stand-in */
+/* ---- log stand-in (FUZZ_VERBOSE=1 in the environment prints) */
+
+static int verbose;
 
 void log_setup(const char *target, int level)
 {
@@ -58,6 +60,8 @@ void log_msg(int level, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(line, sizeof line, fmt, ap);
     va_end(ap);
+    if (verbose)
+        fprintf(stderr, "log: %s\n", line);
 }
 
 /* ---- the fake downstream */
@@ -146,6 +150,9 @@ static void on_done(void *arg, struct fwd_result *r)
     F.qid = r->queue_id ? strdup(r->queue_id) : NULL;
     for (size_t i = 0; i < r->nrcpt; i++)
         F.res.rcpt[i].text = NULL;      /* freed with r */
+    if (verbose)
+        fprintf(stderr, "result: %d %s %s fail=%d accepted=%zu\n", r->code,
+                r->enh, r->text ? r->text : "", (int)r->fail, r->naccepted);
     event_base_loopbreak(F.base);
 }
 
@@ -153,6 +160,7 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
 {
     (void)argc;
     (void)argv;
+    verbose = getenv("FUZZ_VERBOSE") != NULL;
     F.base = event_base_new();
     FUZZ_CHECK(F.base != NULL);
     F.lfd = listen_loopback(F.port, sizeof F.port);

@@ -346,6 +346,21 @@ is_((r.get("code"), r.get("enh"), r.get("fail")), ("451", "4.4.2", "2"),
     "no reply to the final dot: 451 4.4.2 timeout")
 
 
+# a 2xx to DATA itself (no 354): the message never went out, so never 250
+# (found by fuzzing the reply parser)
+def data250_script(c):
+    greet(c, ["PIPELINING"])
+    for _ in range(3):
+        c.line()
+    c.send("250 ok\r\n250 ok\r\n250 2.0.0 queued as NOPE\r\n")
+    assert c.s.recv(100) == b"", "the client closes the connection"
+
+
+r, out, f = run_fake("2xx to DATA", data250_script, [])
+is_((r.get("code"), r.get("enh"), r.get("fail")), ("451", "4.5.0", "4"),
+    "2xx to DATA instead of 354: 451 4.5.0 protocol error, never 250")
+
+
 # pooled connection closed by the server while idle -> retried on a new one
 def stale_script(c):
     if not hasattr(stale_script, "n"):

@@ -996,6 +996,9 @@ static void txn_data_reply(struct fwd_conn *c, int code, const char *text)
         data_start(c);
     } else if (code == 354) {
         conn_fail(c, FWD_FAIL_PROTOCOL, "354 to DATA without recipients");
+    } else if (go && code / 100 < 4) {
+        /* a 2xx to DATA itself: no message went out, never a success */
+        conn_fail(c, FWD_FAIL_PROTOCOL, "DATA answered without 354");
     } else if (go) {
         res_from_reply(&j->res, code, c->renh, text);
         for (size_t i = 0; i < j->nrcpt; i++)
