@@ -361,6 +361,21 @@ is_((r.get("code"), r.get("enh"), r.get("fail")), ("451", "4.5.0", "4"),
     "2xx to DATA instead of 354: 451 4.5.0 protocol error, never 250")
 
 
+# a multi-line reply whose lines disagree on the code is garbled (RFC 5321
+# §4.2.1: the same code on every line); found by fuzzing
+def mixed_script(c):
+    greet(c, ["PIPELINING"])
+    for _ in range(3):
+        c.line()
+    c.send("250 ok\r\n250-2.1.5 ok\r\n354 go\r\n")
+    assert c.s.recv(100) == b"", "the client closes the connection"
+
+
+r, out, f = run_fake("mixed codes", mixed_script, [])
+is_((r.get("code"), r.get("enh"), r.get("fail")), ("451", "4.5.0", "4"),
+    "multi-line reply with mixed codes: 451 4.5.0 protocol error")
+
+
 # pooled connection closed by the server while idle -> retried on a new one
 def stale_script(c):
     if not hasattr(stale_script, "n"):

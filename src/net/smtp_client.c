@@ -211,7 +211,7 @@ struct fwd_conn {
     struct dns_query *dq;           /* resolving the host name, NULL none */
     char *rtext;                    /* reply being collected */
     size_t rlen;
-    int rlines;
+    int rlines, rcode;              /* its lines so far, their code */
     char renh[16];
 };
 
@@ -1211,15 +1211,18 @@ static void conn_reply(struct fwd_conn *c, int code, const char *text)
     }
 }
 
-/* Add one line to the reply being collected. Returns -1 when too big. */
+/* Add one line to the reply being collected. Returns -1 when too big, or
+ * when its code is not the one of the first line (RFC 5321 §4.2.1). */
 static int reply_append(struct fwd_conn *c, int code, const char *text)
 {
     char enh[16];
     const char *t = fwd_split_enh(text, code, enh);
     size_t n = strlen(t);
-    if (c->rlines == 0)
+    if (c->rlines == 0) {
         memcpy(c->renh, enh, sizeof enh);
-    if (++c->rlines > FWD_MAX_LINES)
+        c->rcode = code;
+    }
+    if (++c->rlines > FWD_MAX_LINES || code != c->rcode)
         return -1;
     char *r = realloc(c->rtext, c->rlen + n + 2);
     if (!r)
