@@ -6,6 +6,8 @@
 #                                 read only) and build-fuzz/corpus/<target>
 #                                 (what the fuzzer adds); a crash stops the
 #                                 run and leaves build-fuzz/crash-<target>-*
+#   make fuzz-cov                 line coverage of each target's sources
+#                                 by its corpus (llvm-cov), no sanitizers
 #
 # The library objects are built again with clang, coverage instrumentation
 # and AddressSanitizer + UBSan into build-fuzz/obj; nothing here touches
@@ -29,7 +31,7 @@ FUZZ_OBJ_reply     := net/smtp_client msg/message msg/msg_store core/fdio
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
-.PHONY: fuzz fuzz-run
+.PHONY: fuzz fuzz-run fuzz-cov
 
 fuzz: $(FUZZ_BINS)
 
@@ -63,5 +65,35 @@ fuzz-run: fuzz
 	      || { tail -60 $(FUZZ_BUILD)/fuzz-$$t.log; exit 1; }; \
 	    grep -E '^(#[0-9]+.*DONE|stat::)' $(FUZZ_BUILD)/fuzz-$$t.log || true; \
 	done
+
+# ---- coverage: the same targets built with clang's source coverage,
+# replaying both corpora once (-runs=0), reported for the files under test
+FUZZ_COV_FLAGS := -std=c11 -D_GNU_SOURCE -g -O0 -fprofile-instr-generate -fcoverage-mapping \
+                  $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Isrc
+FUZZ_COV_BINS  := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/cov/fuzz_%)
+
+$(FUZZ_BUILD)/cov/obj/%.o: src/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_COV_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+$(FUZZ_BUILD)/cov/fuzz_%.o: fuzz/%.c
+	@mkdir -p $(@D)
+	$(FUZZ_CC) $(FUZZ_COV_FLAGS) -fsanitize=fuzzer-no-link -c -o $@ $<
+
+.PRECIOUS: $(FUZZ_BUILD)/cov/fuzz_% $(FUZZ_BUILD)/cov/fuzz_%.o $(FUZZ_BUILD)/cov/obj/%.o
+$(FUZZ_BUILD)/cov/fuzz_%: $(FUZZ_BUILD)/cov/fuzz_%.o \
+    $$(addprefix $(FUZZ_BUILD)/cov/obj/,$$(addsuffix .o,$$(FUZZ_OBJ_$$*)))
+	$(FUZZ_CC) -fprofile-instr-generate -fsanitize=fuzzer -o $@ $^ $(LDLIBS)
+
+fuzz-cov: $(FUZZ_TARGETS:%=fuzz-cov-%)
+
+fuzz-cov-%: $(FUZZ_BUILD)/cov/fuzz_%
+	@mkdir -p $(FUZZ_BUILD)/corpus/$*
+	@LLVM_PROFILE_FILE=$(FUZZ_BUILD)/cov/$*.profraw $< -runs=0 \
+	    $(FUZZ_BUILD)/corpus/$* fuzz/corpus/$* >/dev/null 2>&1
+	@llvm-profdata merge -sparse -o $(FUZZ_BUILD)/cov/$*.profdata $(FUZZ_BUILD)/cov/$*.profraw
+	@echo "== $*"
+	@llvm-cov report $< -instr-profile=$(FUZZ_BUILD)/cov/$*.profdata \
+	    $(FUZZ_OBJ_$*:%=src/%.c)
 
 -include $(wildcard $(FUZZ_BUILD)/*.d $(FUZZ_BUILD)/obj/*/*.d)

@@ -2,20 +2,23 @@
  * (src/net/smtp_client.h): a hostile or broken downstream MTA.
  *
  * Input: one byte of options (SMTP or LMTP, STARTTLS, AUTH, SMTPUTF8,
- * 8BITMIME, number of recipients), then everything the downstream says.
- * A listener on 127.0.0.1 inside this process plays the downstream: it
- * accepts the client's connection, writes the input at once and closes
- * its sending side, so the client meets the replies in whatever state it
- * is in (greeting, EHLO capabilities, STARTTLS, AUTH, MAIL, pipelined
- * RCPTs, DATA, the final dot, LMTP's per-recipient replies) and then the
- * end of the connection. One fwd_send() per input; the event loop runs
- * until its callback. Checked: the callback comes exactly once and never
- * by timeout (the client must notice the closed connection), the result
- * follows the mapping in smtp_client.h (2xx only as 250, and only when the
- * input holds a 354 and enough final replies for a whole transaction; 4xx
- * only as 451; enhanced codes of the right class), every recipient has a
- * fate of a known class. The line-level helpers (fwd_parse_reply_line,
- * fwd_split_enh, fwd_queue_id) also get every input line.
+ * 8BITMIME, number of recipients), one byte of pacing, then everything the
+ * downstream says. A listener on 127.0.0.1 inside this process plays the
+ * downstream. Pacing bit 0 clear: it writes the whole input as soon as the
+ * client connects and closes its sending side, so the client meets the
+ * replies in whatever state it is in (greeting, EHLO capabilities,
+ * STARTTLS, AUTH, MAIL, pipelined RCPTs, DATA, the final dot, LMTP's
+ * per-recipient replies). Bit 0 set: it answers in turns, the greeting at
+ * once and each later reply (up to the next final reply line) only when
+ * the client has sent one more line, like a real server; after the last
+ * turn it closes its sending side. One fwd_send() per input; the event loop
+ * runs until its callback. Checked: the callback comes exactly once and
+ * never by timeout (the client must notice the closed connection), the
+ * result follows the mapping in smtp_client.h (2xx only as 250, and only
+ * when the input holds a 354 and enough final replies for a whole
+ * transaction; 4xx only as 451; enhanced codes of the right class), every
+ * recipient has a fate of a known class. The line-level helpers
+ * (fwd_parse_reply_line, fwd_split_enh, fwd_queue_id) also get every line.
  *
  * Logging goes through a stand-in for core/log.c that formats every
  * record (so bad format arguments still show) and prints nothing. */
@@ -73,8 +76,11 @@ static struct {
     struct msg *m;
     /* this input */
     const uint8_t *bytes;
-    size_t nbytes;
+    size_t nbytes, sent;    /* written so far */
+    int lockstep, closed;
+    size_t turns, lines;    /* turns written, lines the client sent */
     int peer;               /* the accepted connection, -1 before */
+    struct event *peer_ev;
     int calls;
     struct fwd_result res;  /* copied out of the callback */
     char *text, *qid;
@@ -107,20 +113,73 @@ static int listen_loopback(char *port, size_t len)
     return fd;
 }
 
-/* Write everything, then half-close: the client sees the end after it. */
-static void serve(int fd)
+/* Is the line at l (len octets, without its LF and CR) a final reply line? */
+static int final_line(const uint8_t *l, size_t len)
 {
-    int fl = fcntl(fd, F_GETFL);
-    fcntl(fd, F_SETFL, fl & ~O_NONBLOCK);
-    for (size_t off = 0; off < F.nbytes;) {
-        ssize_t w = write(fd, F.bytes + off, F.nbytes - off);
+    return len == 3 || (len > 3 && l[3] == ' ');
+}
+
+/* Where the turn starting at off ends: after the next final line. */
+static size_t turn_end(size_t off)
+{
+    for (size_t start = off, i = off; i < F.nbytes; i++) {
+        if (F.bytes[i] != '\n')
+            continue;
+        size_t len = i - start;
+        if (len && F.bytes[i - 1] == '\r')
+            len--;
+        if (final_line(F.bytes + start, len))
+            return i + 1;
+        start = i + 1;
+    }
+    return F.nbytes;
+}
+
+static void write_all(const uint8_t *p, size_t n)
+{
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(F.peer, p + off, n - off);
         if (w < 0 && errno == EINTR)
             continue;
         if (w <= 0)
-            break;      /* the client went away first */
+            return;     /* the client went away first */
         off += (size_t)w;
     }
-    shutdown(fd, SHUT_WR);
+}
+
+/* Write what is due; after the last byte, half-close: the client sees the
+ * end of the connection after the replies. */
+static void serve(void)
+{
+    if (F.closed)
+        return;
+    while (F.sent < F.nbytes && (!F.lockstep || F.turns <= F.lines)) {
+        size_t end = F.lockstep ? turn_end(F.sent) : F.nbytes;
+        write_all(F.bytes + F.sent, end - F.sent);
+        F.sent = end;
+        F.turns++;
+    }
+    if (F.sent == F.nbytes) {
+        shutdown(F.peer, SHUT_WR);
+        F.closed = 1;
+    }
+}
+
+/* What the client sends: count its lines, answer when a turn is due. */
+static void on_peer(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    (void)arg;
+    char buf[65536];
+    ssize_t n = read(fd, buf, sizeof buf);
+    if (n <= 0) {
+        if (n == 0 || (errno != EAGAIN && errno != EINTR))
+            event_del(F.peer_ev);
+        return;
+    }
+    for (ssize_t i = 0; i < n; i++)
+        F.lines += buf[i] == '\n';
+    serve();
 }
 
 static void on_accept(evutil_socket_t lfd, short what, void *arg)
@@ -129,12 +188,14 @@ static void on_accept(evutil_socket_t lfd, short what, void *arg)
     (void)arg;
     int fd;
     while ((fd = accept4(lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0) {
-        if (F.peer < 0) {
-            F.peer = fd;
-            serve(fd);
-        } else {
+        if (F.peer >= 0) {
             close(fd);  /* a second connection gets nothing */
+            continue;
         }
+        F.peer = fd;
+        F.peer_ev = event_new(F.base, fd, EV_READ | EV_PERSIST, on_peer, NULL);
+        FUZZ_CHECK(F.peer_ev && event_add(F.peer_ev, NULL) == 0);
+        serve();
     }
 }
 
@@ -177,8 +238,7 @@ struct shape {
     int has_354;
 };
 
-/* Lines end at LF with an optional CR before it, as the client reads them;
- * a final line is "NNN" or "NNN text". */
+/* Lines end at LF with an optional CR before it, as the client reads them. */
 static struct shape input_shape(const uint8_t *p, size_t n)
 {
     struct shape s = { 0, 0 };
@@ -189,7 +249,7 @@ static struct shape input_shape(const uint8_t *p, size_t n)
         size_t len = i - start;
         if (len && l[len - 1] == '\r')
             len--;
-        if (len == 3 || (len > 3 && l[3] == ' ')) {
+        if (final_line(l, len)) {
             s.finals++;
             s.has_354 |= !memcmp(l, "354", 3);
         }
@@ -252,14 +312,14 @@ static void check_lines(const uint8_t *p, size_t n)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
-    if (size < 1)
+    if (size < 2)
         return 0;
     static const char *const rcpts[4] = { "r1@example.net", "r2@example.net",
                                           "r3@example.net", "r4@example.net" };
     uint8_t o = data[0];
     struct fwd_dest d = {
         .host = "127.0.0.1", .port = F.port, .lmtp = o & 1,
-        .starttls = (enum fwd_tls)((o >> 1) % 3),
+        .starttls = (enum fwd_tls)(((o >> 1) & 3) % 3),
         .auth_user = (o & 8) ? "user" : NULL, .auth_pass = (o & 8) ? "pass" : NULL,
         .helo = "fuzz.example", .timeout_connect = 5, .timeout_cmd = 5,
         .timeout_data = 5, .pool_max = 0, .pool_idle = 0,
@@ -273,8 +333,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         .xf_addr = "192.0.2.1", .xf_name = "client.example", .xf_helo = "helo",
         .xf_proto = "ESMTP", .xf_ident = "ID1", .xf_port = 25,
     };
-    F.bytes = data + 1;
-    F.nbytes = size - 1;
+    F.bytes = data + 2;
+    F.nbytes = size - 2;
+    F.sent = F.turns = F.lines = 0;
+    F.closed = 0;
+    F.lockstep = data[1] & 1;
     F.peer = -1;
     F.calls = 0;
     FUZZ_CHECK(fwd_send(F.base, &d, &env, F.m, on_done, NULL) != NULL);
@@ -283,8 +346,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct shape s = input_shape(F.bytes, F.nbytes);
     check_result(nrcpt, &s);
     fwd_pool_shutdown();
-    if (F.peer >= 0)
+    if (F.peer >= 0) {
+        event_free(F.peer_ev);
         close(F.peer);
+    }
     for (int fd; (fd = accept4(F.lfd, NULL, NULL, SOCK_CLOEXEC)) >= 0;)
         close(fd);      /* nothing of this input may reach the next one */
     free(F.res.rcpt);
