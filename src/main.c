@@ -33,6 +33,19 @@
 #include "init.h"
 #include "top.h"
 
+/* Under AddressSanitizer the worker's _exit() would skip the leak check
+ * that runs at exit(): it is run by hand first (see worker_exit). */
+#if defined(__SANITIZE_ADDRESS__)
+#define KASI_LEAK_CHECK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KASI_LEAK_CHECK 1
+#endif
+#endif
+#ifdef KASI_LEAK_CHECK
+#include <sanitizer/lsan_interface.h>
+#endif
+
 struct options {
     const char *confdir;
     int check_only;
@@ -245,6 +258,17 @@ static void sup_signals(void (*handler)(int))
     sigaction(SIGHUP, &sa, NULL);
 }
 
+/* The worker ends with _exit(): the supervisor's atexit handlers and
+ * stdio buffers are not its own. */
+static void worker_exit(int rc)
+{
+    fflush(NULL);
+#ifdef KASI_LEAK_CHECK
+    __lsan_do_leak_check();     /* a report ends the process */
+#endif
+    _exit(rc);
+}
+
 static pid_t spawn_worker(struct kasi_config *cfg, const int *fds)
 {
     watchdog_reset();
@@ -255,8 +279,7 @@ static pid_t spawn_worker(struct kasi_config *cfg, const int *fds)
         shmcount_attach(0);     /* the one worker is owner 0 of the counters */
         int rc = run_worker(cfg, fds);
         config_free(cfg);
-        fflush(NULL);
-        _exit(rc);
+        worker_exit(rc);
     }
     if (pid < 0)
         log_msg(LOG_LVL_ERROR, "fork: %s", strerror(errno));
