@@ -42,12 +42,12 @@ KASI_USER  ?=
 
 
 .PHONY: all run test unit asan test-asan deps bench clean check-layers \
-        install uninstall deb FORCE
+        install uninstall deb soak FORCE
 
 all: kasi
 
 -include t/helpers/helpers.mk
-include fuzz/fuzz.mk
+-include fuzz/fuzz.mk
 
 kasi: $(BUILD)/kasi
 	ln -sf $(BUILD)/kasi kasi
@@ -144,6 +144,12 @@ deb:
 	cd $(DEBDIR)/kasi-$(VERSION) && env -u MAKEFLAGS -u MFLAGS -u MAKELEVEL \
 	  DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -b -us -uc
 	@ls $(DEBDIR)/kasi_$(VERSION)_*.deb
+
+# bounded soak/overload run (not part of make test): 10,000 connections,
+# 60 s by default; SOAK_FLAGS="--duration 30 --connections 2000" to vary
+SOAK_FLAGS ?=
+soak: deps kasi
+	contrib/bench/soak.py --kasi $(CURDIR)/$(BUILD)/kasi --results bench/RESULTS.md $(SOAK_FLAGS)
 
 clean:
 	rm -rf build build-asan build-fuzz kasi

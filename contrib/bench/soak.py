@@ -57,7 +57,7 @@ import benchlib as bl   # noqa: E402  (same directory: /proc helpers, start/stop
 IP_BIND_ADDRESS_NO_PORT = 24    # linux/in.h: pick the port at connect()
 KINDS = ("normal", "slow", "stuck", "flood", "abort")
 STUCK_WAYS = ("connect", "midline", "data", "starttls", "tls_hello")
-DEFAULT_MIX = "normal=25,slow=15,stuck=40,flood=2,abort=18"
+DEFAULT_MIX = "normal=25,slow=15,stuck=40,flood=1,abort=19"
 
 
 def parse_args():
@@ -71,8 +71,11 @@ def parse_args():
                     help="kasi's command and data_block timeouts (s)")
     ap.add_argument("--think", type=float, default=0.5,
                     help="longest pause of a normal client between sessions (s)")
-    ap.add_argument("--flood-bytes", type=int, default=1 << 20,
+    ap.add_argument("--flood-bytes", type=int, default=256 * 1024,
                     help="commands one flooding client sends per connection")
+    ap.add_argument("--flood-hold", type=float, default=None,
+                    help="seconds a flooding client holds on without reading "
+                    "(default: 1.5 x --timeout, past kasi's write timeout)")
     ap.add_argument("--ramp", type=float, default=1000,
                     help="new connections per second while ramping up")
     ap.add_argument("--rss-cap-mb", type=int, default=2048,
@@ -81,9 +84,12 @@ def parse_args():
                     or os.path.join(REPO, "build", "kasi"))
     ap.add_argument("--results", default="",
                     help="write the Soak section of this Markdown file")
+    ap.add_argument("--log-level", default="warn", help="kasi's log level")
     ap.add_argument("--keep", action="store_true", help="keep the work directory")
     a = ap.parse_args()
     a.mix = parse_mix(a.mix)
+    if a.flood_hold is None:
+        a.flood_hold = 1.5 * a.timeout
     return a
 
 
@@ -132,7 +138,7 @@ timeouts:
   shutdown: 5
 spool_dir: {os.path.join(work, "spool")}
 log:
-  level: warn
+  level: {a.log_level}
 tls:
   certificates:
     - cert: soak.pem
@@ -178,6 +184,75 @@ def fd_count(pid):
         return len(os.listdir(f"/proc/{pid}/fd"))
     except OSError:
         return -1
+
+
+TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
+              5: "FIN_WAIT2", 6: "TIME_WAIT", 7: "CLOSE", 8: "CLOSE_WAIT",
+              9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
+
+
+def tcp_states(pid):
+    """TCP state -> count for the sockets pid holds open."""
+    inodes = set()
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            try:
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes.add(link[8:-1])
+    except OSError:
+        return {}
+    out = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            with open(table) as f:
+                next(f)
+                for line in f:
+                    fl = line.split()
+                    if len(fl) > 9 and fl[9] in inodes:
+                        name = TCP_STATES.get(int(fl[3], 16), fl[3])
+                        out[name] = out.get(name, 0) + 1
+        except OSError:
+            pass
+    return out
+
+
+def fd_kinds(pid):
+    """What pid's descriptors are: socket, pipe, anon_inode:..., or file
+    (a deleted file shows as "deleted file")."""
+    out = {}
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return out
+    for fd in fds:
+        try:
+            link = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if link.startswith(("socket:", "pipe:")):
+            kind = link.split(":")[0]
+        elif link.startswith("anon_inode:"):
+            kind = link
+        elif link.endswith(" (deleted)"):
+            kind = "deleted file"
+        else:
+            kind = "file"
+        out[kind] = out.get(kind, 0) + 1
+    return out
+
+
+def listen_drops():
+    """The kernel's TcpExt ListenOverflows + ListenDrops counters."""
+    try:
+        with open("/proc/net/netstat") as f:
+            rows = [ln.split() for ln in f if ln.startswith("TcpExt:")]
+        d = dict(zip(rows[0][1:], rows[1][1:]))
+        return int(d.get("ListenOverflows", 0)), int(d.get("ListenDrops", 0))
+    except (OSError, IndexError, ValueError):
+        return 0, 0
 
 
 def raise_nofile(want):
@@ -336,11 +411,14 @@ class Run:
                 w.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03")
         await w.drain()
         t0 = time.monotonic()
+        seen = way != "connect"     # did the server ever answer?
         # silent from here; only the server may end it (or the end of the run)
         while True:
             left = self.deadline + 4 * self.T + 5 - time.monotonic()
             if left <= 0:
-                self.st.inc("stuck", "held " + way)
+                # "connect" without a banner: the kernel's accept queue
+                # dropped it; kasi never saw this connection
+                self.st.inc("stuck", "held " + way + ("" if seen else " (no banner)"))
                 return "held"
             try:
                 data = await asyncio.wait_for(r.read(4096), min(left, 1.0))
@@ -348,6 +426,7 @@ class Run:
                 continue
             if not data:
                 break
+            seen = True
         self.st.stuck_closed[way].append(time.monotonic() - t0)
         self.st.inc("stuck", "closed " + way)
 
@@ -365,7 +444,12 @@ class Run:
                 self.st.inc("flood", "blocked")   # the server stopped reading
                 break
         self.st.inc("flood", "bytes", sent)
-        await asyncio.sleep(min(5.0, self.T / 2))     # still not reading
+        # still not reading, past the server's write timeout; then see
+        # (TCP_INFO, without reading) whether the server closed its end
+        await asyncio.sleep(self.a.flood_hold)
+        sock = w.get_extra_info("socket")
+        state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+        self.st.inc("flood", "closed by server" if state in (7, 8) else "still open")
 
     async def abort(self, slot, r, w):
         await reply(r, self.T * 3)
@@ -497,7 +581,8 @@ async def soak(a, port, sup, worker):
     run = Run(a, port, st)
     mon = Monitor(sup, worker, a.rss_cap_mb)
     base = {"worker_rss": bl.status_kib(worker, "VmRSS"),
-            "sup_rss": bl.status_kib(sup, "VmRSS"), "fd": fd_count(worker)}
+            "sup_rss": bl.status_kib(sup, "VmRSS"), "fd": fd_count(worker),
+            "drops": listen_drops()}
     t0 = time.monotonic()
     run.deadline = t0 + a.duration
     hard_end = run.deadline + 4 * a.timeout + 60
@@ -518,8 +603,11 @@ async def soak(a, port, sup, worker):
     await asyncio.gather(*pending, return_exceptions=True)
     mon.sample()
     after_fd = await settle(worker, base["fd"], 2 * a.timeout + 10)
+    states = tcp_states(worker)
+    kinds = fd_kinds(worker)
     secs, what = await probe(port)
     end = {"worker_rss": bl.status_kib(worker, "VmRSS"),
+           "states": states, "kinds": kinds, "drops": listen_drops(),
            "worker_hwm": bl.status_kib(worker, "VmHWM"),
            "sup_rss": bl.status_kib(sup, "VmRSS"), "fd": after_fd,
            "probe": (secs, what), "elapsed": time.monotonic() - t0,
@@ -541,16 +629,28 @@ def checks(a, st, mon, base, end, spool, exit_code):
     dup = [i for i in accepted if got.get(i, 0) > 1]
     extra = [i for i in got if i not in set(accepted)]
     held = sum(st.get("stuck", "held " + w) for w in STUCK_WAYS)
+    unseen = st.get("stuck", "held connect (no banner)")
+    flood_open = st.get("flood", "still open")
+    bad_probes = {}
+    for _, secs, what in mon.probes:
+        if secs is None:
+            bad_probes[what] = bad_probes.get(what, 0) + 1
     probes_ok = [p for p in mon.probes if p[1] is not None]
     rows = [
         ("server alive for the whole run", not mon.killed, mon.killed or "yes"),
         ("every stuck session closed by the server", held == 0,
-         "%d still held %.0f s after the deadline" % (held, 4 * a.timeout + 5)),
+         "%d still held %.0f s after the deadline (and %d never accepted: no banner)"
+         % (held, 4 * a.timeout + 5, unseen)),
+        ("every client that stops reading closed by the server", flood_open == 0,
+         "%d of %d flooding sessions still open %.0f s after they stopped reading"
+         % (flood_open, st.get("flood", "sessions"), a.flood_hold)),
         ("worker descriptors back to the start", end["fd"] <= base["fd"] + 2,
          "%d before, %d after (peak %d)" % (base["fd"], end["fd"], mon.peak_fd)),
         ("a new client gets a banner during the load",
          bool(mon.probes) and len(probes_ok) == len(mon.probes),
-         "%d of %d probes" % (len(probes_ok), len(mon.probes))),
+         "%d of %d probes answered within 10 s%s" % (
+             len(probes_ok), len(mon.probes),
+             "".join("; %s %d" % kv for kv in sorted(bad_probes.items())))),
         ("a new client gets a banner after the load", end["probe"][0] is not None,
          end["probe"][1]),
         ("every 250'd message in the spool exactly once", not missing and not dup,
@@ -577,6 +677,13 @@ def report(a, st, mon, base, end, rows, sp):
                                           mib(mon.peak_sup), mib(end["sup_rss"])))
     out.append("  worker VmHWM %s MiB; worker fds %d before, peak %d, %d after"
                % (mib(end["worker_hwm"]), base["fd"], mon.peak_fd, end["fd"]))
+    out.append("  worker's descriptors after the load: %s" % (
+        ", ".join("%s %d" % kv for kv in sorted(end["kinds"].items())) or "-"))
+    out.append("  worker's TCP sockets after the load: %s" % (
+        ", ".join("%s %d" % kv for kv in sorted(end["states"].items())) or "-"))
+    out.append("  kernel listen queue overflows during the run: %d (drops %d)"
+               % (end["drops"][0] - base["drops"][0], end["drops"][1] - base["drops"][1]))
+    out.append("  kasi stop after SIGTERM: %s" % end["stop"])
     out.append("")
     out.append("  %-10s %s" % ("client", "what happened (sessions; outcomes)"))
     for k in KINDS:
@@ -590,7 +697,9 @@ def report(a, st, mon, base, end, rows, sp):
     for w in STUCK_WAYS:
         out.append("  %-12s closed %5d  (%s)  held %d" % (
             w, len(st.stuck_closed[w]), fmt_secs(st.stuck_closed[w]),
-            st.get("stuck", "held " + w)))
+            st.get("stuck", "held " + w)) + (
+            "  never accepted %d" % st.get("stuck", "held connect (no banner)")
+            if w == "connect" else ""))
     lat = [p[1] for p in mon.probes if p[1] is not None]
     out.append("")
     out.append("  new-client banner during the load: %d probes, %d answered, seconds %s"
@@ -602,6 +711,23 @@ def report(a, st, mon, base, end, rows, sp):
     for name, good, detail in rows:
         out.append("  %s  %s: %s" % ("PASS" if good else "FAIL", name, detail))
     return "\n".join(out)
+
+
+def log_summary(path, top=12):
+    """The most frequent kinds of kasi log line (numbers and ids masked)."""
+    kinds = {}
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                ln = raw.decode("utf-8", "replace").rstrip("\n")
+                ln = re.sub(r"^\S+ kasi\[\d+\] ", "", ln)
+                ln = re.sub(r"\[[0-9A-F]{8,}\]", "[id]", ln)
+                ln = re.sub(r"\d+", "N", ln)[:110]
+                kinds[ln] = kinds.get(ln, 0) + 1
+    except OSError:
+        return ""
+    rows = sorted(kinds.items(), key=lambda kv: -kv[1])[:top]
+    return "\n".join("  %7d  %s" % (n, k) for k, n in rows)
 
 
 def write_results(path, text, a):
@@ -636,14 +762,22 @@ def main():
         loop = asyncio.new_event_loop()
         asyncio.set_event_loop(loop)
         st, mon, base, end = loop.run_until_complete(soak(a, port, sup_proc.pid, worker))
+        t_term = time.monotonic()
         sup_proc.terminate()
         try:
             code = sup_proc.wait(timeout=30)
+            end["stop"] = "exit %d after %.1f s" % (code, time.monotonic() - t_term)
         except subprocess.TimeoutExpired:
+            end["stop"] = ("still running 30 s after SIGTERM (shutdown grace 5 s), "
+                           "%d worker fds open; killed" % fd_count(worker))
+            os.kill(worker, signal.SIGKILL)
             sup_proc.kill()
             code = None
         rows, sp = checks(a, st, mon, base, end, os.path.join(work, "spool"), code)
         text = report(a, st, mon, base, end, rows, sp)
+        logs = log_summary(log)
+        if logs:
+            text += "\n\n  kasi's log (level %s), most frequent lines:\n%s" % (a.log_level, logs)
         print(text)
         bad = re.findall(r"^.*(?:AddressSanitizer|LeakSanitizer|runtime error).*$",
                          tail(log, 2000), re.M)
