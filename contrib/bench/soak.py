@@ -57,7 +57,7 @@ import benchlib as bl   # noqa: E402  (same directory: /proc helpers, start/stop
 IP_BIND_ADDRESS_NO_PORT = 24    # linux/in.h: pick the port at connect()
 KINDS = ("normal", "slow", "stuck", "flood", "abort")
 STUCK_WAYS = ("connect", "midline", "data", "starttls", "tls_hello")
-DEFAULT_MIX = "normal=25,slow=15,stuck=40,flood=1,abort=19"
+DEFAULT_MIX = "normal=25,slow=15,stuck=40,flood=0.5,abort=19.5"
 
 
 def parse_args():
@@ -71,11 +71,12 @@ def parse_args():
                     help="kasi's command and data_block timeouts (s)")
     ap.add_argument("--think", type=float, default=0.5,
                     help="longest pause of a normal client between sessions (s)")
-    ap.add_argument("--flood-bytes", type=int, default=256 * 1024,
+    ap.add_argument("--flood-bytes", type=int, default=1 << 20,
                     help="commands one flooding client sends per connection")
     ap.add_argument("--flood-hold", type=float, default=None,
                     help="seconds a flooding client holds on without reading "
-                    "(default: 1.5 x --timeout, past kasi's write timeout)")
+                    "(default: --timeout + 15: past kasi's command timeout "
+                    "and the 10 s it then allows for flushing its reply)")
     ap.add_argument("--ramp", type=float, default=1000,
                     help="new connections per second while ramping up")
     ap.add_argument("--rss-cap-mb", type=int, default=2048,
@@ -89,7 +90,7 @@ def parse_args():
     a = ap.parse_args()
     a.mix = parse_mix(a.mix)
     if a.flood_hold is None:
-        a.flood_hold = 1.5 * a.timeout
+        a.flood_hold = a.timeout + 15
     return a
 
 
@@ -582,7 +583,7 @@ async def soak(a, port, sup, worker):
     mon = Monitor(sup, worker, a.rss_cap_mb)
     base = {"worker_rss": bl.status_kib(worker, "VmRSS"),
             "sup_rss": bl.status_kib(sup, "VmRSS"), "fd": fd_count(worker),
-            "drops": listen_drops()}
+            "drops": listen_drops(), "load": os.getloadavg()[0]}
     t0 = time.monotonic()
     run.deadline = t0 + a.duration
     hard_end = run.deadline + 4 * a.timeout + 60
@@ -608,6 +609,7 @@ async def soak(a, port, sup, worker):
     secs, what = await probe(port)
     end = {"worker_rss": bl.status_kib(worker, "VmRSS"),
            "states": states, "kinds": kinds, "drops": listen_drops(),
+           "load": os.getloadavg()[0],
            "worker_hwm": bl.status_kib(worker, "VmHWM"),
            "sup_rss": bl.status_kib(sup, "VmRSS"), "fd": after_fd,
            "probe": (secs, what), "elapsed": time.monotonic() - t0,
@@ -666,7 +668,9 @@ def report(a, st, mon, base, end, rows, sp):
     out = []
     out.append("soak: %d connections for %g s from %d source addresses, timeouts %g s"
                % (a.connections, a.duration, a.sources, a.timeout))
-    out.append("mix: " + ", ".join("%s %d%%" % (k, round(v * 100)) for k, v in a.mix.items()))
+    out.append("machine load average (1 min) at the start %.1f, at the end %.1f"
+               % (base["load"], end["load"]))
+    out.append("mix: " + ", ".join("%s %g%%" % (k, round(v * 100, 1)) for k, v in a.mix.items()))
     out.append("client connections open: peak %d, at the deadline %d"
                % (st.open_peak, end["open_at_deadline"]))
     out.append("")
