@@ -25,9 +25,11 @@ FUZZ_TARGETS := smtp_cmd smtp_data auth config headers reply
 FUZZ_OBJ_smtp_cmd  := proto/smtp_parse
 FUZZ_OBJ_smtp_data := proto/smtp_data
 FUZZ_OBJ_auth      := proto/auth
-FUZZ_OBJ_config    := core/config core/yaml_tree
+FUZZ_OBJ_config    := core/config core/config_table core/netmask core/yaml_tree
 FUZZ_OBJ_headers   := msg/message msg/msg_store core/fdio
-FUZZ_OBJ_reply     := net/smtp_client msg/message msg/msg_store core/fdio
+FUZZ_OBJ_reply     := net/smtp_client msg/message msg/msg_store core/fdio core/clock \
+                      net/dns net/tls core/config core/config_table core/netmask \
+                      core/yaml_tree msg/envelope proto/smtp_parse core/stats
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
