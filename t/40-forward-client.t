@@ -376,6 +376,25 @@ is_((r.get("code"), r.get("enh"), r.get("fail")), ("451", "4.5.0", "4"),
     "multi-line reply with mixed codes: 451 4.5.0 protocol error")
 
 
+# LMTP: a 3xx as a recipient's reply to the final dot is no delivery: a
+# temporary failure, never a result without a code (found by fuzzing)
+def lmtp3xx_script(c):
+    greet(c, ["8BITMIME"], lmtp=True)
+    for want, reply in (("MAIL FROM:", "250 ok"), ("RCPT TO:", "250 ok"),
+                        ("DATA", "354 go")):
+        assert c.line().startswith(want)
+        c.send(reply + "\r\n")
+    c.data()
+    c.send("354 go again\r\n")
+    assert c.line() == "QUIT"
+    c.send("221 bye\r\n")
+
+
+r, out, f = run_fake("lmtp 3xx to the dot", lmtp3xx_script, ["-l"])
+is_((r.get("code"), r.get("enh")), ("451", "4.4.2"),
+    "lmtp: 3xx reply to the final dot: 451 4.4.2")
+
+
 # pooled connection closed by the server while idle -> retried on a new one
 def stale_script(c):
     if not hasattr(stale_script, "n"):

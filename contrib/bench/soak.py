@@ -397,7 +397,6 @@ class Run:
 
     async def stuck(self, slot, r, w):
         way = STUCK_WAYS[slot % len(STUCK_WAYS)]
-        t0 = time.monotonic()
         if way != "connect":
             await reply(r, self.T * 3)
         if way == "midline":
@@ -491,7 +490,7 @@ class Run:
 
 def plan(a):
     """(kind, source address) for every slot."""
-    kinds, acc = [], 0.0
+    kinds = []
     items = list(a.mix.items())
     for i, (k, share) in enumerate(items):
         n = a.connections - len(kinds) if i == len(items) - 1 else round(share * a.connections)
@@ -598,7 +597,7 @@ async def soak(a, port, sup, worker):
     run.stop_new = True
     # sessions still running end by themselves; stuck ones wait for the
     # server's timeout (up to 4 timeouts past the deadline)
-    done, pending = await asyncio.wait(tasks, timeout=max(1, hard_end - time.monotonic()))
+    _, pending = await asyncio.wait(tasks, timeout=max(1, hard_end - time.monotonic()))
     for t in pending:
         t.cancel()
     await asyncio.gather(*pending, return_exceptions=True)

@@ -1067,7 +1067,9 @@ static void lmtp_overall(struct fwd_job *j)
     for (size_t k = 0; k < j->res.naccepted; k++) {
         const struct fwd_reply *r = &j->res.rcpt[j->acc[k]];
         int cls = r->code / 100;
-        if (cls >= 2 && cls <= 5 && !pick[cls])
+        if (cls != 2 && cls != 5)
+            cls = 4;    /* e.g. a 3xx: not delivered, a temporary failure */
+        if (!pick[cls])
             pick[cls] = r;
     }
     const struct fwd_reply *r = pick[4] ? pick[4] : pick[5] ? pick[5] : pick[2];
