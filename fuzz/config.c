@@ -1,9 +1,9 @@
 /* config.c — fuzz target for the configuration loader (src/core/config.h
  * over src/core/yaml_tree.h).
  *
- * Input: the bytes of smtp.yaml; when the first byte is 'M', the input
- * after the first NUL (if any) is also written as the `me` file. Both go
- * into one scratch directory that config_load reads. Checked: a failure
+ * Input: the bytes of smtp.yaml; what follows a line "#me" (a YAML
+ * comment) is written as the `me` file. Both go into one scratch directory
+ * that config_load reads. Checked: a failure
  * leaves a message that names the file (or is "out of memory") and a
  * config that config_free takes; a success has at least one listener with
  * a numeric port, a valid host name and every number inside the range the
@@ -100,11 +100,13 @@ static void try_listen_lines(const uint8_t *data, size_t size)
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+    static const char mark[] = "\n#me\n";
     size_t yaml_len = size;
-    const uint8_t *nul = size && data[0] == 'M' ? memchr(data, '\0', size) : NULL;
-    if (nul) {
-        yaml_len = (size_t)(nul - data);
-        write_file("me", nul + 1, size - yaml_len - 1);
+    const uint8_t *me = memmem(data, size, mark, sizeof mark - 1);
+    if (me) {
+        yaml_len = (size_t)(me - data) + 1;
+        me += sizeof mark - 1;
+        write_file("me", me, size - (size_t)(me - data));
     } else {
         remove_file("me");
     }
