@@ -763,6 +763,31 @@ def log_summary(path, top=12):
     return "\n".join("  %7d  %s" % (n, k) for k, n in rows)
 
 
+def open_sessions(path, top=8):
+    """Sessions kasi's log shows connected but never disconnected, counted
+    by their last log line (numbers masked): where they got stuck."""
+    last, ended = {}, set()
+    try:
+        with open(path, "rb") as f:
+            for raw in f:
+                m = re.search(rb"\] \w+: \[([0-9A-F]{8,})\] (.*)", raw)
+                if not m:
+                    continue
+                sid, msg = m.group(1), m.group(2).decode("utf-8", "replace")
+                if msg.startswith("disconnect "):
+                    ended.add(sid)
+                last[sid] = msg
+    except OSError:
+        return 0, ""
+    kinds = {}
+    for sid, msg in last.items():
+        if sid not in ended:
+            k = re.sub(r"\d+", "N", msg)[:100]
+            kinds[k] = kinds.get(k, 0) + 1
+    rows = sorted(kinds.items(), key=lambda kv: -kv[1])[:top]
+    return sum(kinds.values()), "\n".join("  %7d  %s" % (n, k) for k, n in rows)
+
+
 def write_results(path, text, a):
     """Replace (or add) the "## Soak" section of path."""
     try:
@@ -811,6 +836,10 @@ def main():
         logs = log_summary(log)
         if logs:
             text += "\n\n  kasi's log (level %s), most frequent lines:\n%s" % (a.log_level, logs)
+        nopen, where = open_sessions(log)
+        if nopen:
+            text += ("\n\n  sessions the log shows connected but never disconnected "
+                     "at the end: %d; their last line:\n%s" % (nopen, where))
         print(text)
         bad = re.findall(r"^.*(?:AddressSanitizer|LeakSanitizer|runtime error).*$",
                          tail(log, 2000), re.M)
