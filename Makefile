@@ -10,6 +10,8 @@
 #   make install    install under PREFIX (and DESTDIR); see docs/install.md
 #   make uninstall  remove what make install put under PREFIX (not config, spool)
 #   make deb        build a Debian package into $(BUILD)/deb/ (debian/)
+#   make fuzz       libFuzzer targets (clang); make fuzz-run FUZZ_TIME=60
+#   make soak       soak and overload test (contrib/bench/soak.py)
 
 CC      ?= cc
 PKGS    := libevent_core libevent_extra libevent_openssl luajit yaml-0.1 openssl libcares hiredis
@@ -40,11 +42,12 @@ KASI_USER  ?=
 
 
 .PHONY: all run test unit asan test-asan deps bench clean check-layers \
-        install uninstall deb FORCE
+        install uninstall deb soak FORCE
 
 all: kasi
 
 -include t/helpers/helpers.mk
+-include fuzz/fuzz.mk
 
 kasi: $(BUILD)/kasi
 	ln -sf $(BUILD)/kasi kasi
@@ -149,7 +152,13 @@ deb:
 	  DEB_BUILD_OPTIONS="nocheck parallel=2" dpkg-buildpackage -b -us -uc
 	@ls $(DEBDIR)/kasi_$(VERSION)_*.deb
 
+# bounded soak/overload run (not part of make test): 10,000 connections,
+# 60 s by default; SOAK_FLAGS="--duration 30 --connections 2000" to vary
+SOAK_FLAGS ?=
+soak: deps kasi
+	contrib/bench/soak.py --kasi $(CURDIR)/$(BUILD)/kasi --results bench/RESULTS.md $(SOAK_FLAGS)
+
 clean:
-	rm -rf build build-asan kasi
+	rm -rf build build-asan build-fuzz kasi
 
 -include $(OBJ:.o=.d)

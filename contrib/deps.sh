@@ -3,7 +3,7 @@
 # are missing. As root it runs apt-get; otherwise it prints the command.
 set -e
 PKGS="build-essential pkg-config libevent-dev libluajit2-5.1-dev luajit2 libyaml-dev
-libssl-dev libcrypt-dev python3 swaks postfix clang openssl
+libssl-dev libcrypt-dev python3 swaks postfix clang libclang-rt-14-dev openssl
 libc-ares-dev dnsmasq-base spamassassin spamd spamc testssl.sh
 debhelper dpkg-dev chromium prometheus libhiredis-dev redis-server haproxy"
 missing=""

@@ -34,6 +34,20 @@
 #include "net/tls.h"
 #include "worker.h"
 
+/* Under AddressSanitizer the worker's _exit() would skip the leak check
+ * that runs at exit(): it is run by hand first (see the worker's start). */
+#if defined(__SANITIZE_ADDRESS__)
+#define KASI_LEAK_CHECK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KASI_LEAK_CHECK 1
+#endif
+#endif
+#ifdef KASI_LEAK_CHECK
+#include <sanitizer/lsan_interface.h>
+#endif
+
+
 #define SUP_TICK_MS 100
 #define SUP_STUCK_GRACE 3.0     /* seconds past a hook's budget */
 #define SUP_START_TIMEOUT 60.0  /* for a new generation's workers to load */
@@ -195,6 +209,9 @@ static void sup_child(struct sgen *g, int slot)
     struct worker_opts wo = { g->id, slot, &g->ids, sup.http_fd };
     int rc = worker_run(&g->cfg, g->lfd, &wo);
     fflush(NULL);
+#ifdef KASI_LEAK_CHECK
+    __lsan_do_leak_check();     /* _exit skips it; a report ends the process */
+#endif
     _exit(rc);
 }
 

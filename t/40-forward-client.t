@@ -346,6 +346,55 @@ is_((r.get("code"), r.get("enh"), r.get("fail")), ("451", "4.4.2", "2"),
     "no reply to the final dot: 451 4.4.2 timeout")
 
 
+# a 2xx to DATA itself (no 354): the message never went out, so never 250
+# (found by fuzzing the reply parser)
+def data250_script(c):
+    greet(c, ["PIPELINING"])
+    for _ in range(3):
+        c.line()
+    c.send("250 ok\r\n250 ok\r\n250 2.0.0 queued as NOPE\r\n")
+    assert c.s.recv(100) == b"", "the client closes the connection"
+
+
+r, out, f = run_fake("2xx to DATA", data250_script, [])
+is_((r.get("code"), r.get("enh"), r.get("fail")), ("451", "4.5.0", "4"),
+    "2xx to DATA instead of 354: 451 4.5.0 protocol error, never 250")
+
+
+# a multi-line reply whose lines disagree on the code is garbled (RFC 5321
+# §4.2.1: the same code on every line); found by fuzzing
+def mixed_script(c):
+    greet(c, ["PIPELINING"])
+    for _ in range(3):
+        c.line()
+    c.send("250 ok\r\n250-2.1.5 ok\r\n354 go\r\n")
+    assert c.s.recv(100) == b"", "the client closes the connection"
+
+
+r, out, f = run_fake("mixed codes", mixed_script, [])
+is_((r.get("code"), r.get("enh"), r.get("fail")), ("451", "4.5.0", "4"),
+    "multi-line reply with mixed codes: 451 4.5.0 protocol error")
+
+
+# LMTP: a 3xx as a recipient's reply to the final dot is no delivery: a
+# temporary failure, never a result without a code (found by fuzzing)
+def lmtp3xx_script(c):
+    greet(c, ["8BITMIME"], lmtp=True)
+    for want, reply in (("MAIL FROM:", "250 ok"), ("RCPT TO:", "250 ok"),
+                        ("DATA", "354 go")):
+        assert c.line().startswith(want)
+        c.send(reply + "\r\n")
+    c.data()
+    c.send("354 go again\r\n")
+    assert c.line() == "QUIT"
+    c.send("221 bye\r\n")
+
+
+r, out, f = run_fake("lmtp 3xx to the dot", lmtp3xx_script, ["-l"])
+is_((r.get("code"), r.get("enh")), ("451", "4.4.2"),
+    "lmtp: 3xx reply to the final dot: 451 4.4.2")
+
+
 # pooled connection closed by the server while idle -> retried on a new one
 def stale_script(c):
     if not hasattr(stale_script, "n"):

@@ -28,6 +28,7 @@ int txn_add_rcpt(struct txn *t, struct smtp_rcpt *r)
         struct smtp_rcpt *n = realloc(t->rcpt, cap * sizeof *n);
         if (!n)
             return -1;
+        memset(n + t->rcpt_cap, 0, (cap - t->rcpt_cap) * sizeof *n);
         t->rcpt = n;
         t->rcpt_cap = cap;
     }
@@ -41,7 +42,9 @@ void txn_free(struct txn *t)
     if (!t)
         return;
     smtp_mail_clear(&t->mail);
-    for (size_t i = 0; i < t->nrcpt; i++)
+    /* <= nrcpt: a recipient whose rcpt hook was still running when the
+     * session ended waits in rcpt[nrcpt] (unused slots are zeroed) */
+    for (size_t i = 0; i <= t->nrcpt && i < t->rcpt_cap; i++)
         smtp_rcpt_clear(&t->rcpt[i]);
     free(t->rcpt);
     msg_free(t->msg);

@@ -214,7 +214,7 @@ struct fwd_conn {
     struct dns_query *dq;           /* resolving the host name, NULL none */
     char *rtext;                    /* reply being collected */
     size_t rlen;
-    int rlines;
+    int rlines, rcode;              /* its lines so far, their code */
     char renh[16];
 };
 
@@ -1076,6 +1076,9 @@ static void txn_data_reply(struct fwd_conn *c, int code, const char *text)
         data_start(c);
     } else if (code == 354) {
         conn_fail(c, FWD_FAIL_PROTOCOL, "354 to DATA without recipients");
+    } else if (go && code / 100 < 4) {
+        /* a 2xx to DATA itself: no message went out, never a success */
+        conn_fail(c, FWD_FAIL_PROTOCOL, "DATA answered without 354");
     } else if (go) {
         res_from_reply(&j->res, code, c->renh, text);
         for (size_t i = 0; i < j->nrcpt; i++)
@@ -1144,7 +1147,9 @@ static void lmtp_overall(struct fwd_job *j)
     for (size_t k = 0; k < j->res.naccepted; k++) {
         const struct fwd_reply *r = &j->res.rcpt[j->acc[k]];
         int cls = r->code / 100;
-        if (cls >= 2 && cls <= 5 && !pick[cls])
+        if (cls != 2 && cls != 5)
+            cls = 4;    /* e.g. a 3xx: not delivered, a temporary failure */
+        if (!pick[cls])
             pick[cls] = r;
     }
     const struct fwd_reply *r = pick[4] ? pick[4] : pick[5] ? pick[5] : pick[2];
@@ -1288,15 +1293,18 @@ static void conn_reply(struct fwd_conn *c, int code, const char *text)
     }
 }
 
-/* Add one line to the reply being collected. Returns -1 when too big. */
+/* Add one line to the reply being collected. Returns -1 when too big, or
+ * when its code is not the one of the first line (RFC 5321 §4.2.1). */
 static int reply_append(struct fwd_conn *c, int code, const char *text)
 {
     char enh[16];
     const char *t = fwd_split_enh(text, code, enh);
     size_t n = strlen(t);
-    if (c->rlines == 0)
+    if (c->rlines == 0) {
         memcpy(c->renh, enh, sizeof enh);
-    if (++c->rlines > FWD_MAX_LINES)
+        c->rcode = code;
+    }
+    if (++c->rlines > FWD_MAX_LINES || code != c->rcode)
         return -1;
     char *r = realloc(c->rtext, c->rlen + n + 2);
     if (!r)

@@ -560,6 +560,10 @@ static int parse_path(const char *p, enum path_kind k, struct smtp_addr *out,
         return st->code ? -1 : 0;
     if (*sc.p == '@' && !scan_route(&sc))
         return path_syntax(k, st);
+    /* UTF-8 in the (ignored) route needs SMTPUTF8 too, but is_utf8
+     * describes the mailbox that is kept */
+    int route_utf8 = sc.utf8;
+    sc.utf8 = 0;
     if (!scan_mailbox(&sc, &m) || *sc.p != '>')
         return sc.bad_utf8 ? utf8_check(&sc, 1, path_enh(k), st)
                            : path_syntax(k, st);
@@ -570,7 +574,7 @@ static int parse_path(const char *p, enum path_kind k, struct smtp_addr *out,
     if (sc.p + 1 - p > PATH_MAX_OCTETS)
         return st_set(st, 501, path_enh(k), "Path too long");
     *after = sc.p + 1;
-    *utf8 = sc.utf8;
+    *utf8 = route_utf8 || sc.utf8;
     return addr_fill(out, &m, sc.utf8, st);
 }
 

@@ -9,7 +9,9 @@ Tests in t/*.t are Python 3 scripts that print TAP. They import this module
   * Kasi: a context manager that writes a configuration into a temporary
     directory, starts the server binary (env KASI_BIN, default build/kasi),
     learns its port from the log, and on stop checks the exit status and that
-    no sanitizer report appeared in the log.
+    no sanitizer report came from the supervisor or a worker (reports go to
+    files in the temp dir, see sanitizer_env; the log is searched too).
+    done() checks the same for every other process the script started.
   * Raw: a line-level SMTP client for everything smtplib would hide.
   * Helpers for spool messages (strip_received) and running commands.
 
@@ -38,6 +40,46 @@ KASI_BIN = os.environ.get("KASI_BIN") or os.path.join(REPO, "build", "kasi")
 SLOW = 3.0 if os.environ.get("KASI_ASAN") else 1.0
 HOSTNAME = "mx.kasi.test"
 SANITIZER_MARKS = ("AddressSanitizer", "LeakSanitizer", "runtime error:")
+SANITIZER_VARS = ("ASAN_OPTIONS", "LSAN_OPTIONS", "UBSAN_OPTIONS")
+
+
+def sanitizer_env(prefix, env=None):
+    """env (default os.environ) with sanitizer reports sent to files
+    PREFIX.<pid>: every process, whatever became of its stderr (a worker,
+    a helper, `kasi -t` run with captured output), leaves its report there."""
+    env = dict(os.environ if env is None else env)
+    for var in SANITIZER_VARS:
+        opts = env.get(var, "")
+        env[var] = (opts + ":" if opts else "") + "log_path=" + prefix
+    return env
+
+
+def sanitizer_reports(prefix):
+    """The text of every report file PREFIX.<pid>, as one string."""
+    d, base = os.path.split(prefix)
+    out = []
+    for name in sorted(os.listdir(d)) if os.path.isdir(d) else []:
+        if name.startswith(base + "."):
+            with open(os.path.join(d, name), "rb") as f:
+                out.append("%s:\n%s" % (name, f.read().decode("utf-8", "replace")))
+    return "\n".join(out)
+
+
+# Processes this script starts outside a Kasi instance report here; done()
+# checks it (a Kasi instance uses its own directory, checked at stop).
+_SAN_DIR = tempfile.mkdtemp(prefix="kasi-san-")
+_SAN_PREFIX = os.path.join(_SAN_DIR, "report")
+os.environ.update(sanitizer_env(_SAN_PREFIX))
+
+
+def _remove_san_dir():
+    try:
+        os.rmdir(_SAN_DIR)      # only when empty: a report stays for a look
+    except OSError:
+        pass
+
+
+atexit.register(_remove_san_dir)
 
 
 def scaled(seconds):
@@ -125,9 +167,19 @@ def _short(v, limit=600):
     return v
 
 
+def _check_other_sanitizers():
+    reports = sanitizer_reports(_SAN_PREFIX)
+    ok(not reports, "no sanitizer report from any other process",
+       *([reports[-8000:]] if reports else []))
+    if not reports:
+        shutil.rmtree(_SAN_DIR, ignore_errors=True)
+
+
 def done():
-    """Finish: stop any server still running, print the plan, exit."""
+    """Finish: stop any server still running, check that no other process
+    left a sanitizer report, print the plan, exit."""
     _stop_all()
+    _check_other_sanitizers()
     _Tap.finished = True
     _out("1..%d" % _Tap.count)
     if _Tap.failed:
@@ -262,6 +314,7 @@ class Kasi:
         self.confdir = os.path.join(self.tmp, "config")
         self.spool_dir = os.path.join(self.tmp, "spool")
         self.logfile = os.path.join(self.tmp, "kasi.log")
+        self.san_prefix = os.path.join(self.tmp, "sanitizer")
         os.makedirs(self.confdir)
         os.makedirs(self.spool_dir)
         self.config = merge(self.default_config(), config or {})
@@ -316,7 +369,8 @@ class Kasi:
         self._log = open(self.logfile, "wb")
         self.proc = subprocess.Popen([KASI_BIN, "-c", self.confdir] + self.args,
                                      stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=self.tmp)
+                                     stderr=subprocess.STDOUT, cwd=self.tmp,
+                                     env=sanitizer_env(self.san_prefix))
         _running.append(self)
         rx = self.ready_regex or r"listening on (?:127\.0\.0\.1|\[::1\]):(\d+)"
         deadline = time.monotonic() + scaled(10)
@@ -408,10 +462,15 @@ class Kasi:
         return rc
 
     def check_sanitizers(self, name="kasi"):
+        """One test: no sanitizer report from the supervisor or any worker,
+        neither in the log nor in the report files."""
         log = self.log()
+        reports = sanitizer_reports(self.san_prefix)
         bad = [m for m in SANITIZER_MARKS if m in log]
+        if reports:
+            bad.append("report files")
         ok(not bad, "%s: no sanitizer report in the log" % name,
-           *(["found %s" % ", ".join(bad), log[-8000:]] if bad else []))
+           *(["found %s" % ", ".join(bad), (reports or log)[-8000:]] if bad else []))
 
     def kill(self):
         if self.proc is not None and self.proc.poll() is None:
@@ -420,6 +479,8 @@ class Kasi:
                 self.proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 pass
+        if self in _running and sanitizer_reports(self.san_prefix):
+            self.check_sanitizers()     # a report before the kill still counts
         self._finish()
 
     def _finish(self):

@@ -378,6 +378,15 @@ static void test_utf8(void)
     check_rcpt_ok("<u@\xe4\xbe\x8b\xe3\x81\x88.jp>", &UTF8, "u",
                   "\xe4\xbe\x8b\xe3\x81\x88.jp");
     check_rcpt_err("<j\xc3(@x.y>", &UTF8, 501, "5.1.3");
+
+    /* UTF-8 only in the source route (found by fuzzing): the path needs
+     * SMTPUTF8, but the kept mailbox is plain ASCII */
+    check_mail_err("<@r.\xc3\xa9x,@r2.ex:a@b.ae>", &EHLO, 553, "5.6.7");
+    is_int(smtp_parse_mail("<@r.\xc3\xa9x,@r2.ex:a@b.ae> SMTPUTF8", &EHLO, &m,
+                           &st), 0, "UTF-8 route with SMTPUTF8");
+    ok(!m.addr.is_utf8, "UTF-8 route: ASCII mailbox not flagged");
+    smtp_mail_clear(&m);
+    check_rcpt_err("<@r.\xc3\xa9x:a@b.ae>", &EHLO, 553, "5.6.7");
 }
 
 /* ---- ESMTP parameters ---- */
