@@ -19,7 +19,7 @@ FUZZ_TIME    ?= 60
 FUZZ_SAN     := -fsanitize=address,undefined -fno-sanitize-recover=all
 FUZZ_CFLAGS  := -std=c11 -D_GNU_SOURCE -Wall -Wextra -g -O1 -fno-omit-frame-pointer \
                 $(FUZZ_SAN) $(shell pkg-config --cflags $(PKGS) 2>/dev/null) -Isrc
-FUZZ_TARGETS := smtp_cmd smtp_data auth config headers reply
+FUZZ_TARGETS := smtp_cmd smtp_data auth config headers reply proxy xclient
 
 # what each target links besides its own file
 FUZZ_OBJ_smtp_cmd  := proto/smtp_parse
@@ -30,6 +30,8 @@ FUZZ_OBJ_headers   := msg/message msg/msg_store core/fdio
 FUZZ_OBJ_reply     := net/smtp_client msg/message msg/msg_store core/fdio core/clock \
                       net/dns net/tls core/config core/config_table core/netmask \
                       core/yaml_tree msg/envelope proto/smtp_parse core/stats
+FUZZ_OBJ_proxy     := proto/proxy_parse
+FUZZ_OBJ_xclient   := proto/xclient
 
 FUZZ_BINS := $(FUZZ_TARGETS:%=$(FUZZ_BUILD)/fuzz_%)
 
