@@ -126,6 +126,8 @@ def write_config(work, port, a):
     per_ip = a.connections // a.sources + 1000
     with open(os.path.join(conf, "smtp.yaml"), "w") as f:
         f.write(f"""hostname: soak.kasi.test
+workers: 1
+{"user: root" if os.getuid() == 0 else ""}
 listen:
   - address: 127.0.0.1:{port}
     tls: starttls
