@@ -70,12 +70,16 @@ with start(y, 1) as k:
     released = k.wait_log(r"memory released after a burst of (\d+) sessions \((\d+) open\): "
                           r"RSS (\d+) -> (\d+) KiB", 15)
     ok(released, "the worker releases memory after the burst")
+    if released and int(released.group(2)) > 0:
+        # sessions were still open at that release (a loaded machine closes
+        # them slowly): what they held goes at the next one, 10 s later
+        k.wait_count(r"memory released after a burst", 2, 15)
     wait_for(lambda: rss_kib(wpid) < peak, 2)
     after = rss_kib(wpid)
     diag("worker RSS: before %d KiB, %d sessions %d KiB, after %d KiB" % (rss0, N, peak, after))
     if released:
         diag("trim: %s" % released.group(0))
-    if released and N >= 1000:              # a measurement: the next release too
+    if released and N >= 5000:              # a measurement: the next release too
         rx = r"memory released after a burst"
         if k.wait_count(rx, 2, 15):
             diag("second trim: RSS %d KiB; %s" % (rss_kib(wpid), k.log().split(rx)[-1][:80]))
