@@ -8,7 +8,8 @@
  * After a burst the allocator keeps the freed session memory: when the
  * session count falls to a quarter of its peak since the last release, and
  * at least TRIM_MIN_FREED sessions ended since, the worker gives it back to
- * the system (malloc_trim, at most once per TRIM_INTERVAL). */
+ * the system (malloc_trim, at most once per TRIM_INTERVAL); and once more
+ * when the last session of a burst ends, for what the others still held. */
 #include "smtp/server.h"
 #include "core/clock.h"
 
@@ -149,8 +150,10 @@ static void trim_cb(evutil_socket_t fd, short what, void *arg)
 /* The session count fell: after a burst, release memory (rate-limited). */
 static void trim_maybe(struct server *srv)
 {
-    if (!srv->trim_ev || srv->trim_freed < TRIM_MIN_FREED ||
-        srv->nsessions > srv->trim_peak / 4 || evtimer_pending(srv->trim_ev, NULL))
+    int burst_ending = srv->trim_freed >= TRIM_MIN_FREED &&
+                       srv->nsessions <= srv->trim_peak / 4;
+    int idle_again = srv->nsessions == 0 && srv->trim_freed > 0 && srv->trim_peak >= 64;
+    if (!srv->trim_ev || !(burst_ending || idle_again) || evtimer_pending(srv->trim_ev, NULL))
         return;
     struct timeval tv = clock_tv(srv->last_trim + TRIM_INTERVAL - clock_now());
     evtimer_add(srv->trim_ev, &tv);
