@@ -322,11 +322,17 @@ def children(pid):
     return out
 
 
-def wait_children(pid, n, timeout=10):
+def wait_children(pid, n, timeout=30, gone=None):
+    """n children of pid, none of them `gone` (a killed one may still be
+    listed until it is reaped)."""
     deadline = time.monotonic() + scaled(timeout)
-    while len(children(pid)) != n and time.monotonic() < deadline:
+
+    def done():
+        c = children(pid)
+        return len(c) == n and gone not in c
+    while not done() and time.monotonic() < deadline:
         time.sleep(0.05)
-    return len(children(pid)) == n
+    return done()
 
 
 W4 = {"workers": 4, "limits": dict(NO_EXEMPT, max_connections_per_ip=5)}
@@ -340,8 +346,7 @@ if has_workers:
         is_(tally(res), (5, 15, 0), "4 workers, 20 concurrent connections, limit 5: exactly 5 served")
         victim = children(k.pid)[0]
         os.kill(victim, signal.SIGKILL)
-        ok(wait_children(k.pid, 4) and victim not in children(k.pid),
-           "one of the 4 workers killed, replaced")
+        ok(wait_children(k.pid, 4, gone=victim), "one of the 4 workers killed, replaced")
         alive = 0
         for r, code, _ in res:
             if code == 220 and r.cmd("NOOP")[0] == 250:
