@@ -198,6 +198,16 @@ int worker_run(struct kasi_config *cfg, const int *fds, const struct worker_opts
     } else
         on_go(0, 0, &w);
     event_base_dispatch(w.base);
+    /* The loop has ended: a stop signal now (a draining worker told to
+     * stop while it frees) has nothing left to stop, and freeing the base
+     * puts back the default action that would kill the process. Blocked,
+     * it stays pending until the exit. */
+    sigset_t stop;
+    sigemptyset(&stop);
+    sigaddset(&stop, SIGTERM);
+    sigaddset(&stop, SIGINT);
+    sigaddset(&stop, SIGHUP);
+    sigprocmask(SIG_BLOCK, &stop, NULL);
     log_msg(LOG_LVL_INFO, "stopped");
     worker_free(&w);
     return 0;

@@ -439,7 +439,8 @@ static int call_result(struct lsess *ps, enum lcall how)
     }
     if (res.rc != RC_NEXT && !engine_made)
         lapi_record(ps, ps->gen->plug[r->plugin].name, r->hook, &res);
-    if (res.rc == RC_NEXT) {
+    if (res.rc == RC_NEXT) {            /* a text with NEXT is dropped */
+        hook_result_clear(&res);
         r->pos++;
         return 0;
     }
