@@ -98,20 +98,19 @@ with Kasi({"timeouts": {"command": 1, "data_block": 1}}) as k:
         c.expect(421, "4.4.2", "idle 1 s after the banner -> 421 4.4.2", timeout=6)
         ok(c.closed(3), "  and closed")
     # a client that sends nothing and reads nothing
-    s = socket.create_connection(("127.0.0.1", k.port), timeout=scaled(6))
-    t0 = time.monotonic()
-    data = b""
+    s = socket.create_connection(("127.0.0.1", k.port), timeout=scaled(30))
+    data, closed = b"", False
     try:
         while True:
             chunk = s.recv(4096)
             if not chunk:
+                closed = True
                 break
             data += chunk
     except OSError as e:
         diag("silent client: %r" % (e,))
-    took = time.monotonic() - t0
     s.close()
-    ok(took < scaled(6), "a silent client is closed after the timeout (%.2f s)" % took)
+    ok(closed, "a silent client is closed by the server (not by our 30 s wait)")
     like(data, r"^220 .*\r\n421 4\.4\.2 ", "  it got the banner, then 421 4.4.2")
     # stalled inside DATA
     with Raw(k.port, ehlo="client.test") as c:

@@ -74,11 +74,10 @@ with Kasi(files=files) as k:
         is_(got[1][1], ["2.1.5 rested"], "the sleeping hook's answer")
         ok(time.monotonic() - t0 >= 0.2, "the hook really slept")
 
-    t0 = time.monotonic()
+    # the hook sleeps 30 s: an answer within the 10 s wait is the budget's
     code, lines = rcpt_reply(k, "sleepy")
     is_((code, lines[:1]), (451, ["4.4.5 Error: plugin timed out, try again later"]),
-        "sleeping past a 1 s budget: 451 4.4.5")
-    ok(time.monotonic() - t0 < scaled(3), "answered at the budget")
+        "sleeping past a 1 s budget: 451 4.4.5 at the budget")
     like(k.log(), r"plugin bad: hook_rcpt ran past its time budget", "timeout logged")
     works(k, "after a timeout")
 

@@ -20,13 +20,11 @@ end
 '''
 with Kasi(files={"config/plugins": "spin timeout=1\nqueue/discard\n",
                  "plugins/spin.lua": LOOP}) as k:
-    t0 = time.monotonic()
     with Raw(k.port, ehlo="client.test", timeout=15) as r:
         r.cmd("MAIL FROM:<a@client.test>")
         code, lines = r.cmd("RCPT TO:<loop@example.test>", timeout=15)
         ok(code in (None, 451), "the looping hook never accepts (got %r)" % code)
         ok(r.closed(timeout=15) or code == 451, "the connection ends or gets 451")
-    ok(time.monotonic() - t0 < scaled(12), "within the budget plus grace")
     deadline = time.monotonic() + scaled(10)
     code = None
     while time.monotonic() < deadline and code != 250:

@@ -90,7 +90,7 @@ with Dns() as dns:
             t0 = time.monotonic()
             is_(ask(r, "DNSQ A x.slow.test"), "err timeout", "timeout")
             took = time.monotonic() - t0
-            ok(0.8 < took < scaled(2.5), "timeout after about 1 s (%.2f s)" % took)
+            ok(took > 0.8, "  not before the 1 s timeout (%.2f s)" % took)
             is_(ask(r, "REV 127.0.0.2 bl.test"), "2.0.0.127.bl.test", "reverse IPv4")
             is_(ask(r, "REV ::1 bl.test"),
                 "1" + ".0" * 31 + ".bl.test", "reverse IPv6 nibbles")
@@ -98,13 +98,16 @@ with Dns() as dns:
                 "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa",
                 "reverse IPv6 ip6.arpa")
             is_(ask(r, "REV nonsense"), "nil", "reverse of a non-address")
-            t0 = time.monotonic()
             got = ask(r, "MANY A client1.test A y.slow.test MX example.test A nope.test")
-            took = time.monotonic() - t0
             is_(got, "client1.test/A=ans 127.0.0.1 ; y.slow.test/A=err timeout ; "
                 "example.test/MX=ans 5 mx0.example.test,10 mail.example.test ; "
                 "nope.test/A=err NXDOMAIN", "query_many: all results in order")
-            ok(took < scaled(2.5), "query_many runs in parallel (%.2f s)" % took)
+            # the gate answers only once it holds both names: queries sent
+            # one after another would leave the first to time out
+            dns.gate.reset(need=2)
+            is_(ask(r, "MANY A one.gate.test A two.gate.test"),
+                "one.gate.test/A=ans 192.0.2.99 ; two.gate.test/A=ans 192.0.2.99",
+                "query_many sends its queries together")
             is_(ask(r, "RDNS"), "client1.test true client1.test",
                 "rdns of 127.0.0.1: forward-confirmed")
         with Raw(k.port, ehlo="client.test", source="127.0.0.2") as r:
@@ -112,34 +115,6 @@ with Dns() as dns:
                 "rdns of 127.0.0.2: PTR without a matching A")
         with Raw(k.port, ehlo="client.test", source="127.0.0.5") as r:
             is_(ask(r, "RDNS"), "nil false nil", "rdns of 127.0.0.5: none")
-
-        # a hook waiting on the black hole does not slow anyone else down
-        slow = Raw(k.port, ehlo="client.test")
-        slow.send("DNSQ A z.slow.test\r\n")
-        results = []
-
-        def one():
-            try:
-                with Raw(k.port, timeout=10) as c:
-                    c.read_reply()
-                    c.cmd("EHLO c.test")
-                    results.append(c.cmd("NOOP")[0])
-                    c.cmd("QUIT")
-            except OSError as e:
-                results.append(repr(e))
-
-        t0 = time.monotonic()
-        threads = [threading.Thread(target=one) for _ in range(100)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(30)
-        took = time.monotonic() - t0
-        is_(results.count(250), 100, "100 sessions complete while a hook waits")
-        ok(took < scaled(5), "... quickly (%.2f s)" % took)
-        code, lines = slow.read_reply(timeout=10)
-        is_((code, lines), (250, ["2.0.0 err timeout"]), "the waiting hook gets its timeout")
-        slow.close()
 
         # a session closed while its hook waits on DNS: no crash, no leak
         asked = k.count_log(r"< DNSQ A w\.slow\.test")
@@ -154,17 +129,51 @@ with Dns() as dns:
         with Raw(k.port, ehlo="client.test") as r:
             is_(ask(r, "DNSQ A client1.test"), "ans 127.0.0.1", "still serving")
 
+    # a hook waiting on DNS does not slow anyone else down: it waits on the
+    # gate (and a 90 s resolver timeout) until the 100 others are done
+    with Kasi(files=files(dns, timeout=90)) as k:
+        dns.gate.reset()
+        slow = Raw(k.port, ehlo="client.test")
+        slow.send("DNSQ A z.gate.test\r\n")
+        ok(dns.gate.wait_held(1, scaled(10)), "a hook waits on the gate")
+        results = []
+
+        def one():
+            try:
+                with Raw(k.port, timeout=10) as c:
+                    c.read_reply()
+                    c.cmd("EHLO c.test")
+                    results.append(c.cmd("NOOP")[0])
+                    c.cmd("QUIT")
+            except OSError as e:
+                results.append(repr(e))
+
+        threads = [threading.Thread(target=one) for _ in range(100)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        is_(results.count(250), 100, "100 sessions complete while a hook waits")
+        is_(slow.read_reply(timeout=0.05)[0], None, "  and that hook is still waiting")
+        dns.gate.open()
+        code, lines = slow.read_reply(timeout=10)
+        is_((code, lines), (250, ["2.0.0 ans 192.0.2.99"]), "then it gets its answer")
+        slow.close()
+
     # the resolver's server does not answer at all: no delay to the banner
-    bh_files = files(dns)
-    bh_files["config/dns.yaml"] = ("servers: [\"127.0.0.1:%d\"]\ntimeout: 1\n"
-                                   "tries: 1\nrdns_timeout: 3\n" % dns.bh.port)
-    with Kasi(files=bh_files) as k:
-        t0 = time.monotonic()
-        with Raw(k.port, banner=True) as r:
-            ok(time.monotonic() - t0 < scaled(0.5), "banner not delayed by rDNS")
-            r.cmd("EHLO client.test")
-            t0 = time.monotonic()
+    # (first with a resolver that would wait 90 s: a banner within the 10 s
+    # wait was not held for rDNS; then rDNS itself gives up)
+    def bh_files(timeout, rdns_timeout):
+        f = files(dns)
+        f["config/dns.yaml"] = ("servers: [\"127.0.0.1:%d\"]\ntimeout: %d\n"
+                                "tries: 1\nrdns_timeout: %d\n"
+                                % (dns.bh.port, timeout, rdns_timeout))
+        return f
+    with Kasi(files=bh_files(90, 90)) as k:
+        with Raw(k.port, banner=False, timeout=10) as r:
+            is_(r.read_reply(timeout=10)[0], 220, "banner not delayed by rDNS")
+    with Kasi(files=bh_files(1, 3)) as k:
+        with Raw(k.port, ehlo="client.test") as r:
             is_(ask(r, "RDNS"), "nil false nil", "rdns gives up")
-            ok(time.monotonic() - t0 < scaled(3.5), "within rdns_timeout")
 
 done()

@@ -14,9 +14,9 @@ from kasinet import Dns
 MSG = b"From: a@example.test\r\nTo: b@mx.kasi.test\r\nSubject: hi\r\n\r\nhello\r\n"
 
 
-def kasi_with(dns, plugins, confs, listen=None):
+def kasi_with(dns, plugins, confs, listen=None, dns_timeout=1):
     files = {"config/plugins": "\n".join(plugins + ["queue/spool"]) + "\n",
-             "config/dns.yaml": dns.dns_yaml()}
+             "config/dns.yaml": dns.dns_yaml(timeout=dns_timeout)}
     for name, text in confs.items():
         files["config/%s.yaml" % name] = text
     cfg = {"listen": listen} if listen else None
@@ -68,18 +68,17 @@ with Dns() as dns:
              "both zones queried and logged")
 
     # ---- reject at connect; a zone that never answers
+    # (the resolver would wait 90 s: the plugin's own 1 s timeout must cut it)
     conf = dnsbl_conf("connect", zones=["slow.test", "bl.test"])
-    with kasi_with(dns, ["dnsbl"], {"dnsbl": conf}) as k:
+    with kasi_with(dns, ["dnsbl"], {"dnsbl": conf}, dns_timeout=90) as k:
         with Raw(k.port, source="127.0.0.2") as r:
             code, lines = r.read_reply(timeout=10)
             is_(code, 554, "reject_at connect: 554 banner")
             like(" ".join(lines), r"listed in bl\.test", "... naming the zone")
-        t0 = time.monotonic()
         with Raw(k.port, source="127.0.0.1") as r:
             code, _ = r.read_reply(timeout=10)
-            took = time.monotonic() - t0
-            is_(code, 220, "a zone that times out never rejects")
-            ok(took < scaled(2.0), "... and delays by at most its timeout (%.2f s)" % took)
+            is_(code, 220, "a zone that times out never rejects, after the plugin's "
+                "timeout, not the resolver's")
         like(k.log(), r"dnsbl: slow\.test: timeout \(ignored\)", "timeout logged")
 
     # ---- reject at DATA
@@ -126,11 +125,9 @@ with Dns() as dns:
             code, lines = r.cmd("MAIL FROM:<a@nope.test>")
             is_((code, lines[0][:5] if lines else None), (550, "5.1.8"),
                 "NXDOMAIN: 550 5.1.8")
-            t0 = time.monotonic()
             code, lines = r.cmd("MAIL FROM:<a@x.slow.test>", timeout=10)
             is_((code, lines[0][:5] if lines else None), (450, "4.1.8"),
                 "timeout: 450 4.1.8")
-            ok(time.monotonic() - t0 < scaled(2.5), "... after the timeout")
             is_(r.cmd("MAIL FROM:<>")[0], 250, "null sender accepted")
 
     # ---- fcrdns

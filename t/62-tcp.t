@@ -107,7 +107,7 @@ with Dns() as dns, Echo() as echo, Echo(unix_path=upath) as uecho:
             t0 = time.monotonic()
             is_(ask(r, "TCP TIMEOUT 127.0.0.1 %d" % p),
                 "timeout nil timeout | after close: nil closed", "receive timeout")
-            ok(0.4 < time.monotonic() - t0 < scaled(2), "... after 0.5 s")
+            ok(time.monotonic() - t0 > 0.4, "... not before 0.5 s")
             closed = free_port()
             like(ask(r, "TCP LINE 127.0.0.1 %d" % closed), r"^connect .*[Rr]efused",
                  "connection refused -> nil, err")

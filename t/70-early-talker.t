@@ -71,9 +71,7 @@ with Kasi(files=conf("pause: 0.5\ndata_pause: 0.5\nexempt_ips: [127.0.0.3/32]\n"
 
 # pause 0: no wait, the checks still run
 with Kasi(files=conf("pause: 0\ndata_pause: 0\n")) as k:
-    t0 = time.monotonic()
     with Raw(k.port, helo="client.test") as r:
-        ok(time.monotonic() - t0 < scaled(0.4), "pause 0: banner at once")
         r.cmd("MAIL FROM:<a@client.test>")
         r.cmd("RCPT TO:<b@example.com>")
         r.send(b"DATA\r\n" + MSG + b".\r\n")

@@ -11,6 +11,7 @@
  * (session gone, time budget over) leaves the job to finish unobserved. */
 #include "lua/lua_crypt.h"
 #include "lua/lua_async.h"
+#include "core/log.h"
 
 #include <crypt.h>
 #include <errno.h>
@@ -123,6 +124,8 @@ static void lcrypt_done(evutil_socket_t fd, short what, void *arg)
     lcrypt_free(j);
     if (a)
         lua_async_wake(a, lcrypt_push, &match);
+    else
+        log_msg(LOG_LVL_DEBUG, "crypt: a hash ended after its hook was abandoned");
 }
 
 /* Start the thread with every signal blocked (timers stay with the loop). */

@@ -1,6 +1,7 @@
 """kasinet — loopback network peers for the tests of kasi.dns / kasi.tcp
 and the network plugins: a dnsmasq DNS server with test zones, a UDP
-"black hole" that never answers, a line echo server and a spamd.
+"black hole" that never answers, a "gate" that answers when the test lets
+it, a line echo server and a spamd.
 
 Everything listens on 127.0.0.1 and is stopped by its context manager (or
 at exit); every wait is bounded.
@@ -78,7 +79,85 @@ class BlackHole:
         return False
 
 
-# The test zones. {bh} is the black hole's port.
+class Gate:
+    """A UDP DNS server that holds every query until it is opened, then
+    answers each with one A record, 192.0.2.99. It opens by itself once it
+    holds queries for `need` distinct names (so a client that sends its
+    queries one after another never gets the first answered), or when
+    open() is called. An open gate answers at once."""
+
+    def __init__(self, need=None):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.need, self.is_open, self.stopping = need, False, False
+        self.held, self.names = [], set()
+        self.lock = threading.Lock()
+        self.t = threading.Thread(target=self._run, daemon=True)
+        self.t.start()
+
+    @staticmethod
+    def _answer(q):
+        end = 12
+        while q[end]:
+            end += q[end] + 1
+        question = q[12:end + 5]
+        return (q[:2] + struct.pack(">HHHHH", 0x8180, 1, 1, 0, 0) + question +
+                struct.pack(">HHHIH", 0xC00C, 1, 1, 60, 4) + bytes([192, 0, 2, 99]))
+
+    def _name(self, q):
+        return q[12:q.index(b"\0", 12)].lower()
+
+    def _run(self):
+        while not self.stopping:
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            with self.lock:
+                self.held.append((q, peer))
+                self.names.add(self._name(q))
+                if self.need and len(self.names) >= self.need:
+                    self.is_open = True
+                if self.is_open:
+                    self._flush()
+
+    def _flush(self):
+        for q, peer in self.held:
+            self.sock.sendto(self._answer(q), peer)
+        self.held = []
+
+    def open(self):
+        with self.lock:
+            self.is_open = True
+            self._flush()
+
+    def reset(self, need=None):
+        """Shut again: hold from now on (forgetting what was held)."""
+        with self.lock:
+            self.need, self.is_open = need, False
+            self.held, self.names = [], set()
+
+    def wait_held(self, n, timeout):
+        """Wait until at least n queries are held; True if they are."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if len(self.held) >= n:
+                    return True
+            time.sleep(0.02)
+        return False
+
+    def close(self):
+        self.stopping = True
+        self.t.join(2)
+        self.sock.close()
+
+
+# The test zones. {bh} is the black hole's port, {gate} the gate's.
 DEFAULT_ZONES = """
 local=/test/
 # clients: 127.0.0.1 has forward-confirmed rDNS, 127.0.0.2 a PTR that lies
@@ -105,8 +184,9 @@ host-record=mx0.example.test,192.0.2.2
 txt-record=txt.test,"v=spf1 -all"
 txt-record=txt.test,"second record"
 host-record=aonly.test,192.0.2.7
-# the black hole
+# the black hole, and the gate (held until it opens: see Gate)
 server=/slow.test/127.0.0.1#{bh}
+server=/gate.test/127.0.0.1#{gate}
 """
 
 
@@ -116,10 +196,12 @@ class Dns:
     def __init__(self, zones=DEFAULT_ZONES, extra=""):
         self.dnsmasq = shutil.which("dnsmasq") or "/usr/sbin/dnsmasq"
         self.bh = BlackHole()
+        self.gate = Gate()
         self.tmp = tempfile.mkdtemp(prefix="kasi-dns-")
         self.conf = os.path.join(self.tmp, "dnsmasq.conf")
         with open(self.conf, "w") as f:
-            f.write(zones.replace("{bh}", str(self.bh.port)) + extra)
+            f.write(zones.replace("{bh}", str(self.bh.port))
+                    .replace("{gate}", str(self.gate.port)) + extra)
         self.proc = None
         self.port = None
         for _ in range(5):       # the port may be taken between probe and bind
@@ -153,6 +235,7 @@ class Dns:
     def stop(self):
         stop_process(self.proc, 5)
         self.bh.close()
+        self.gate.close()
         shutil.rmtree(self.tmp, ignore_errors=True)
 
     def __enter__(self):
