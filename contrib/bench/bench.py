@@ -371,8 +371,12 @@ def main():
                                                 os.path.join(sv.REPO, "bench", "RESULTS.md"))
     if dest:
         os.makedirs(os.path.dirname(os.path.abspath(dest)), exist_ok=True)
+        text = report.markdown(res)
+        if os.path.exists(dest):        # keep the sections it does not write
+            with open(dest) as f:
+                text = report.merge(f.read(), text)
         with open(dest, "w") as f:
-            f.write(report.markdown(res))
+            f.write(text)
         out(f"# wrote {dest}")
     if os.environ.get("BENCH_JSON"):
         with open(os.environ["BENCH_JSON"], "w") as f:

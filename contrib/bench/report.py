@@ -10,6 +10,7 @@ Both are made from the results dictionary that bench.py fills in:
           load: [{label, rate, cpu10k, note}]}
   workers: a load like those of loads (kasi with 1 and 2 workers)
 """
+import re
 
 
 def _num(v, fmt="{:,.0f}"):
@@ -222,3 +223,17 @@ def markdown(res):
     if pend:
         head += ["## Not measured yet", ""] + [f"- {p}" for p in pend] + [""]
     return "\n".join(head)
+
+
+# The sections markdown() writes; every other "## " section of an existing
+# RESULTS.md (written by hand, or by scale.py and soak.py) is kept.
+GENERATED = ("## Against the targets", "## Workers: projection to 16 cores",
+             "## Not measured yet")
+
+
+def merge(old, new):
+    """new (markdown()'s text) followed by the sections of old it does not
+    write, in their order."""
+    parts = re.split(r"(?m)^(?=## )", old)[1:]
+    kept = [p for p in parts if not p.startswith(GENERATED)]
+    return new.rstrip("\n") + "\n\n" + "".join(kept) if kept else new
