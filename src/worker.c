@@ -27,6 +27,8 @@
 #include "smtp/session.h"
 
 #define WORKER_NSIG 5
+/* stop, stop, retire (drain), go (start accepting), reload */
+static const int worker_sigs[WORKER_NSIG] = { SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP };
 
 struct worker {
     struct event_base *base;
@@ -104,10 +106,9 @@ static void on_tick(evutil_socket_t fd, short what, void *arg)
 
 static void worker_events(struct worker *w)
 {
-    static const int sigs[WORKER_NSIG] = { SIGTERM, SIGINT, SIGQUIT, SIGUSR1, SIGHUP };
     event_callback_fn fns[WORKER_NSIG] = { on_stop, on_stop, on_retire, on_go, on_hup };
     for (int i = 0; i < WORKER_NSIG; i++) {
-        w->sig[i] = evsignal_new(w->base, sigs[i], fns[i], w);
+        w->sig[i] = evsignal_new(w->base, worker_sigs[i], fns[i], w);
         if (w->sig[i])
             evsignal_add(w->sig[i], NULL);
     }
@@ -175,6 +176,26 @@ static int worker_start(struct worker *w, struct kasi_config *cfg, const int *fd
     return 0;
 }
 
+/* The loop has ended: a signal now (a draining worker told to stop while
+ * it frees) has nothing left to do, but freeing its event would put back
+ * the default action, which kills the process. Every other thread blocks
+ * signals; this one blocks them while the events go, then ignores them
+ * (which drops one already pending). */
+static void worker_stop_signals(struct worker *w)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    for (int i = 0; i < WORKER_NSIG; i++)
+        sigaddset(&set, worker_sigs[i]);
+    sigprocmask(SIG_BLOCK, &set, NULL);
+    for (int i = 0; i < WORKER_NSIG; i++) {
+        if (w->sig[i])
+            event_free(w->sig[i]);
+        w->sig[i] = NULL;
+        signal(worker_sigs[i], SIG_IGN);
+    }
+}
+
 int worker_run(struct kasi_config *cfg, const int *fds, const struct worker_opts *o)
 {
     struct worker w;
@@ -198,16 +219,7 @@ int worker_run(struct kasi_config *cfg, const int *fds, const struct worker_opts
     } else
         on_go(0, 0, &w);
     event_base_dispatch(w.base);
-    /* The loop has ended: a stop signal now (a draining worker told to
-     * stop while it frees) has nothing left to stop, and freeing the base
-     * puts back the default action that would kill the process. Blocked,
-     * it stays pending until the exit. */
-    sigset_t stop;
-    sigemptyset(&stop);
-    sigaddset(&stop, SIGTERM);
-    sigaddset(&stop, SIGINT);
-    sigaddset(&stop, SIGHUP);
-    sigprocmask(SIG_BLOCK, &stop, NULL);
+    worker_stop_signals(&w);
     log_msg(LOG_LVL_INFO, "stopped");
     worker_free(&w);
     return 0;
