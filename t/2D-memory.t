@@ -68,7 +68,8 @@ with start(y, 1) as k:
         c.close()
     ok(k.wait_count(r"disconnect ip=", N + 1, 20), "  all closed")
     released = k.wait_log(r"memory released after a burst of (\d+) sessions \((\d+) open\): "
-                          r"RSS (\d+) -> (\d+) KiB", 15)
+                          r"RSS (\d+) -> (\d+) KiB(?: \(heap -?\d+ KiB in use of -?\d+\))?",
+                          15)
     ok(released, "the worker releases memory after the burst")
     if released and int(released.group(2)) > 0:
         # sessions were still open at that release (a loaded machine closes

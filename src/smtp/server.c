@@ -6,10 +6,12 @@
  * closed before a session is ever built.
  *
  * After a burst the allocator keeps the freed session memory: when the
- * session count falls to a quarter of its peak since the last release, and
- * at least TRIM_MIN_FREED sessions ended since, the worker gives it back to
- * the system (malloc_trim, at most once per TRIM_INTERVAL); and once more
- * when the last session of a burst ends, for what the others still held. */
+ * session count falls to a quarter of the burst's peak, and at least
+ * TRIM_MIN_FREED sessions ended since the last release, the worker gives
+ * it back to the system (malloc_trim, at most once per TRIM_INTERVAL, and
+ * TRIM_SETTLE after the close that called for it, so that the sessions
+ * closing together and their deferred frees are done); and once more when
+ * the last session of the burst ends, for what the others still held. */
 #include "smtp/server.h"
 #include "core/clock.h"
 
@@ -41,6 +43,7 @@
 
 #define TRIM_MIN_FREED 64       /* sessions closed: fewer leave little behind */
 #define TRIM_INTERVAL 10.0      /* seconds between two releases */
+#define TRIM_SETTLE 0.5         /* seconds from the close to the release */
 
 struct server *g_server;
 
@@ -136,13 +139,18 @@ static void trim_cb(evutil_socket_t fd, short what, void *arg)
     struct server *srv = arg;
     (void)fd;
     (void)what;
-    long before = rss_kib();
+    long before = rss_kib(), used = -1, held = -1;
 #ifdef __GLIBC__
     malloc_trim(0);
+    struct mallinfo2 mi = mallinfo2();
+    used = (long)(mi.uordblks / 1024);          /* allocated and live */
+    held = (long)((mi.arena + mi.hblkhd) / 1024);
 #endif
     log_msg(LOG_LVL_INFO, "memory released after a burst of %u sessions (%u open): "
-            "RSS %ld -> %ld KiB", srv->trim_peak, srv->nsessions, before, rss_kib());
-    srv->trim_peak = srv->nsessions;
+            "RSS %ld -> %ld KiB (heap %ld KiB in use of %ld)", srv->trim_peak,
+            srv->nsessions, before, rss_kib(), used, held);
+    if (srv->nsessions == 0)
+        srv->trim_peak = 0;         /* the burst is over */
     srv->trim_freed = 0;
     srv->last_trim = clock_now();
 }
@@ -155,7 +163,8 @@ static void trim_maybe(struct server *srv)
     int idle_again = srv->nsessions == 0 && srv->trim_freed > 0 && srv->trim_peak >= 64;
     if (!srv->trim_ev || !(burst_ending || idle_again) || evtimer_pending(srv->trim_ev, NULL))
         return;
-    struct timeval tv = clock_tv(srv->last_trim + TRIM_INTERVAL - clock_now());
+    double wait = srv->last_trim + TRIM_INTERVAL - clock_now();
+    struct timeval tv = clock_tv(wait > TRIM_SETTLE ? wait : TRIM_SETTLE);
     evtimer_add(srv->trim_ev, &tv);
 }
 
