@@ -62,7 +62,7 @@ static struct bytes ref_stuff(const char *in, size_t n, int with_end)
 
 static int same(struct bytes got, const char *want, size_t n)
 {
-    int r = got.n == n && memcmp(got.p, want, n) == 0;
+    int r = got.n == n && (n == 0 || memcmp(got.p, want, n) == 0);
     if (!r)
         printf("#   got %zu bytes, want %zu\n", got.n, n);
     return r;
