@@ -27,7 +27,8 @@ FUZZ_OBJ_smtp_data := proto/smtp_data
 FUZZ_OBJ_auth      := proto/auth
 FUZZ_OBJ_config    := core/config core/config_table core/netmask core/yaml_tree
 FUZZ_OBJ_headers   := msg/message msg/msg_store core/fdio
-FUZZ_OBJ_reply     := net/smtp_client msg/message msg/msg_store core/fdio core/clock \
+FUZZ_OBJ_reply     := net/smtp_client msg/message msg/msg_store msg/msg_stream proto/smtp_stuff \
+                      core/fdio core/clock \
                       net/dns net/tls core/config core/config_table core/netmask \
                       core/yaml_tree msg/envelope proto/smtp_parse core/stats
 FUZZ_OBJ_proxy     := proto/proxy_parse

@@ -45,7 +45,7 @@ DENY_DEFAULT = {"connect": 554, "ehlo": 550, "helo": 550, "mail": 550, "rcpt": 5
 SOFT_DEFAULT = {"connect": 421, "ehlo": 450, "helo": 450, "mail": 450, "rcpt": 450,
                 "data": 451, "data_post": 451, "queue": 451,
                 "unrecognized_command": 450}
-MSG = b"Subject: t\r\nX-Remove: a\r\nX-Keep: b\r\nX-Remove: c\r\n\r\nbody line\r\n"
+MSG = b"Subject: t\r\nX-Remove: a\r\nX-Keep: b\r\nX-Remove: c\r\n\r\nbody line\r\n..dot line\r\n"
 
 
 def dialogue(k, hook):
@@ -194,6 +194,11 @@ function P.hook_data_post(conn, txn)
   local chunks = {}
   for c in txn:body_chunks(3) do chunks[#chunks + 1] = c end
   txn:add_header("X-Body", (table.concat(chunks) == txn:body()) and #txn:body() or -1)
+  local m, fc = txn:message(), {}
+  for c in kasi.forward_chunks(txn, 5) do fc[#fc + 1] = c end
+  local want = m:gsub("\n%.", "\n.."):gsub("^%.", "..") .. ".\r\n"
+  txn:add_header("X-Chunks", (table.concat(fc) == want and fc[#fc] == ".\r\n"
+    and #fc == math.ceil(#m / 5) + 1 and m:find("\r\n%.dot line\r\n$")) and "ok" or "bad")
   txn:add_header("X-Keep-Count", #txn:header_all("X-Keep"))
   txn:add_header("X-Notes", conn.notes.seen .. " " .. txn.notes.from)
   txn:add_header("X-Cfg", string.format("%s %s %s %s", type(cfg.number), tostring(cfg.flag),
@@ -251,7 +256,9 @@ with Kasi(files={"config/plugins": "edit\nreader\nundeny\nqueue/spool\n",
         like(m.eml, rb"^X-First: 1\r\nReceived: ", "prepended header comes first")
         unlike(m.eml, rb"X-Remove", "removed headers are gone")
         like(rest, rb"\r\nX-Added: yes\r\n", "added header")
-        like(rest, rb"X-Body: 11\r\n", "body() and body_chunks() agree")
+        like(rest, rb"X-Body: 22\r\n", "body() and body_chunks() agree")
+        like(rest, rb"X-Chunks: ok\r\n",
+             "forward_chunks: message() stuffed in 5-byte pieces, then the end line alone")
         like(rest, rb"X-Keep-Count: 1\r\n", "header_all")
         like(rest, rb"X-Notes: connect rewrite@client.test\r\n", "conn.notes and txn.notes")
         like(rest, rb"X-Cfg: number true 007 b\r\n", "YAML config reaches register()")
@@ -260,7 +267,7 @@ with Kasi(files={"config/plugins": "edit\nreader\nundeny\nqueue/spool\n",
         like(rest, rb"X-Score: 7\r\n", "results of one plugin visible to another")
         like(rest, rb"X-Leak: nil\r\n", "globals do not leak between plugins")
         like(rest, rb"X-Plugin: reader\r\n", "plugin_name")
-        like(rest, rb"\r\n\r\nbody line\r\n$", "body intact")
+        like(rest, rb"\r\n\r\nbody line\r\n\.dot line\r\n$", "body intact")
 
 # -t checks plugins; a syntax error names file and line
 with Kasi(files={"config/plugins": "bad\n", "plugins/bad.lua": "x = = 1\n"},

@@ -31,6 +31,7 @@
 #include "lua/lua_net.h"
 #include "lua/lua_stats.h"
 #include "msg/message.h"
+#include "msg/msg_stream.h"
 #include "msg/envelope.h"
 #include "msg/spool_io.h"
 
@@ -391,21 +392,22 @@ static int txn_remove_header(lua_State *L)
     return 1;
 }
 
-/* Read [off, off+n) of the output (headers then body) as a Lua string. */
+/* Read [off, off+n) of the output (headers then body) as a Lua string,
+ * straight into the Lua buffer's pieces. */
 static void push_range(lua_State *L, struct msg *m, size_t off, size_t n)
 {
+    struct msg_stream s;
     luaL_Buffer b;
-    char tmp[16384];
+    msg_stream_init(&s, m, off, 0);
     luaL_buffinit(L, &b);
     while (n > 0) {
-        ssize_t r = msg_read(m, off, tmp, n < sizeof tmp ? n : sizeof tmp);
-        if (r <= 0) {
-            if (r < 0)
-                luaL_error(L, "error reading the message");
+        size_t k = n < LUAL_BUFFERSIZE ? n : LUAL_BUFFERSIZE;
+        ssize_t r = msg_stream_read(&s, luaL_prepbuffer(&b), k);
+        if (r < 0)
+            luaL_error(L, "error reading the message");
+        if (r <= 0)
             break;
-        }
-        luaL_addlstring(&b, tmp, (size_t)r);
-        off += (size_t)r;
+        luaL_addsize(&b, (size_t)r);
         n -= (size_t)r;
     }
     luaL_pushresult(&b);
@@ -414,11 +416,12 @@ static void push_range(lua_State *L, struct msg *m, size_t off, size_t n)
 /* Body start in output offsets: after the headers and the blank line. */
 static size_t body_start(struct msg *m)
 {
+    struct msg_stream s;
     char crlf[2];
-    size_t off = m->hdr_bytes;
-    if (msg_read(m, off, crlf, 2) == 2 && crlf[0] == '\r' && crlf[1] == '\n')
-        off += 2;
-    return off;
+    msg_stream_init(&s, m, m->hdr_bytes, 0);
+    if (msg_stream_read(&s, crlf, 2) == 2 && crlf[0] == '\r' && crlf[1] == '\n')
+        return m->hdr_bytes + 2;
+    return m->hdr_bytes;
 }
 
 static int txn_body(lua_State *L)

@@ -32,6 +32,7 @@
 #include "lua/lua_async.h"
 #include "lua/lua_engine.h"
 #include "msg/message.h"
+#include "msg/msg_stream.h"
 #include "msg/envelope.h"
 #include "net/smtp_client.h"
 
@@ -419,10 +420,9 @@ static int l_forward_pool(lua_State *L)
 
 /* The iterator's state: a userdata upvalue (the txn is the second). */
 struct lfwd_chunks {
-    size_t off, chunk;
-    int ended;
-    struct fwd_stuffer st;
-    char *in, *out;             /* chunk and 2 * chunk bytes, below */
+    struct msg_stream ms;       /* SMTP mode; ms.m set again at each step */
+    size_t chunk;
+    char *out;                  /* 2 * chunk bytes, below */
 };
 
 static int lfwd_chunk_next(lua_State *L)
@@ -431,22 +431,13 @@ static int lfwd_chunk_next(lua_State *L)
     struct txn *t = lapi_check_txn(L, lua_upvalueindex(2), NULL);
     if (!t->msg)
         return luaL_error(L, "kasi.forward_chunks: the message is gone");
-    struct msg *m = t->msg;
-    size_t size = msg_size(m);
-    if (c->off >= size) {
-        if (c->ended)
-            return 0;
-        c->ended = 1;
-        lua_pushstring(L, fwd_stuff_end(&c->st));
-        return 1;
-    }
-    size_t want = size - c->off < c->chunk ? size - c->off : c->chunk;
-    ssize_t got = msg_read(m, c->off, c->in, want);
-    if (got <= 0)
+    c->ms.m = t->msg;
+    ssize_t n = msg_stream_read(&c->ms, c->out, 2 * c->chunk);
+    if (n < 0)
         return luaL_error(L, "kasi.forward_chunks: cannot read the message");
-    size_t n = fwd_stuff(&c->st, c->in, (size_t)got, c->out);
-    c->off += (size_t)got;
-    lua_pushlstring(L, c->out, n);
+    if (n == 0)
+        return 0;
+    lua_pushlstring(L, c->out, (size_t)n);
     return 1;
 }
 
@@ -456,12 +447,10 @@ static int l_forward_chunks(lua_State *L)
     lfwd_session(L, 1, 1);
     lua_Integer chunk = luaL_optinteger(L, 2, 65536);
     luaL_argcheck(L, chunk > 0 && chunk <= (1 << 22), 2, "chunk size 1..4M");
-    struct lfwd_chunks *c = lua_newuserdata(L, sizeof *c + 3 * (size_t)chunk);
-    memset(c, 0, sizeof *c);
-    c->in = (char *)(c + 1);
-    c->out = c->in + chunk;
+    struct lfwd_chunks *c = lua_newuserdata(L, sizeof *c + 2 * (size_t)chunk);
+    msg_stream_init(&c->ms, NULL, 0, MSG_STREAM_SMTP);
+    c->out = (char *)(c + 1);
     c->chunk = (size_t)chunk;
-    fwd_stuffer_init(&c->st);
     lua_pushvalue(L, 1);                    /* the txn, checked at each step */
     lua_pushcclosure(L, lfwd_chunk_next, 2);
     return 1;

@@ -38,6 +38,7 @@
 #include "lua/lua_async.h"
 #include "lua/lua_engine.h"
 #include "msg/message.h"
+#include "msg/msg_stream.h"
 #include "msg/envelope.h"
 
 #define MT_SOCK "kasi.tcp.sock"
@@ -379,8 +380,7 @@ struct lsock {
     int port;
     int rmode;                 /* 'l', 'a' or 'n' */
     size_t rn;
-    struct msg *m;
-    size_t moff, mlen;
+    struct msg_stream ms;      /* send_message: ms.m set while it runs */
     /* its result */
     int ok;
     char *res;
@@ -412,7 +412,7 @@ static void lsock_finish(struct lsock *s, int ok, const char *err)
     evtimer_del(s->tmr);
     if (s->bev && s->op == OP_MSG)
         bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
-    s->m = NULL;
+    s->ms.m = NULL;
     event_active(s->wake_ev, EV_TIMEOUT, 0);
 }
 
@@ -455,7 +455,7 @@ static void lsock_cancel(void *ud)
     struct lsock *s = ud;
     s->a = NULL;
     s->op = OP_NONE;
-    s->m = NULL;
+    s->ms.m = NULL;
     evtimer_del(s->tmr);
     event_del(s->wake_ev);
     dns_cancel(s->dq);
@@ -832,37 +832,26 @@ static int l_sock_receive(lua_State *L)
 
 static void lsock_refill(struct lsock *s)
 {
+    if (!s->ms.m)
+        return;
     struct evbuffer *out = bufferevent_get_output(s->bev);
-    while (s->m && s->moff < s->mlen && evbuffer_get_length(out) < LNET_MSG_HIGH) {
-        size_t want = s->mlen - s->moff < 65536 ? s->mlen - s->moff : 65536;
-        struct evbuffer_iovec v;
-        if (evbuffer_reserve_space(out, (ev_ssize_t)want, &v, 1) < 1) {
-            lsock_finish(s, 0, "out of memory");
-            return;
-        }
-        ssize_t got = msg_read(s->m, s->moff, v.iov_base, want);
-        if (got <= 0) {
-            lsock_finish(s, 0, "cannot read the message");
-            return;
-        }
-        v.iov_len = (size_t)got;
-        evbuffer_commit_space(out, &v, 1);
-        s->moff += (size_t)got;
+    int r = msg_stream_fill(&s->ms, out, LNET_MSG_HIGH);
+    if (r < 0) {
+        lsock_finish(s, 0, errno == ENOMEM ? "out of memory" : "cannot read the message");
+        return;
     }
-    if (s->moff < s->mlen) {
+    if (r == 0) {
         bufferevent_setwatermark(s->bev, EV_WRITE, LNET_MSG_LOW, 0);
         return;
     }
     bufferevent_setwatermark(s->bev, EV_WRITE, 0, 0);
-    if (evbuffer_get_length(out) == 0) {
-        s->res_len = s->mlen;
+    if (evbuffer_get_length(out) == 0)
         lsock_finish(s, 1, NULL);
-    }
 }
 
 /* sock:send_message(txn) -> bytes | nil, err: the transaction's message
- * (headers as edited, then the body), read from the store in chunks as
- * the socket drains. */
+ * (headers as edited, then the body) from msg/msg_stream.h as the socket
+ * drains; on a plain socket the spilled body goes by reference. */
 static int l_sock_send_message(lua_State *L)
 {
     struct lsock *s = lsock_check(L);
@@ -874,14 +863,11 @@ static int l_sock_send_message(lua_State *L)
         return push_fail(L, why);
     lua_async_check(L);
     lsock_begin(L, s, 1, OP_MSG);
-    s->m = t->msg;
-    s->moff = 0;
-    s->mlen = msg_size(s->m);
-    s->res_len = s->mlen;
-    if (s->mlen == 0)
-        lsock_finish(s, 1, NULL);
-    else
-        lsock_refill(s);
+    msg_stream_init(&s->ms, t->msg, 0, s->tls_want ? 0 : MSG_STREAM_FILES);
+    if (msg_stream_by_reference(&s->ms))
+        bufferevent_set_max_single_write(s->bev, MSG_STREAM_FILE_AHEAD);
+    s->res_len = msg_size(t->msg);
+    lsock_refill(s);
     return lua_async_wait(L, &s->a, lsock_cancel, s);
 }
 

@@ -1,11 +1,12 @@
 /* smtp_client.c — the downstream SMTP/LMTP client and its connection pool
  * (see smtp_client.h for the contract and the reply mapping).
  *
- * Layout of this file: small pure helpers (xtext, dot-stuffing, reply
- * parsing), then pools (one per destination, each with its connections and
- * a FIFO of jobs waiting for a connection), then one connection's state
- * machine (connect, greeting, EHLO, STARTTLS, AUTH, idle, transaction,
- * DATA, final reply, RSET, QUIT), then the public entry points.
+ * Layout of this file: small pure helpers (xtext, reply parsing), then
+ * pools (one per destination, each with its connections and a FIFO of jobs
+ * waiting for a connection), then one connection's state machine
+ * (connect, greeting, EHLO, STARTTLS, AUTH, idle, transaction, DATA (the
+ * message from msg/msg_stream.h), final reply, RSET, QUIT), then the
+ * public entry points.
  *
  * Every job reports through a zero-delay timer, so its callback never runs
  * inside this module's own stack frames; every connection step has a timer. */
@@ -18,8 +19,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <fcntl.h>
-#include <unistd.h>
 #include <arpa/inet.h>
 
 #include <event2/buffer.h>
@@ -35,10 +34,9 @@
 #include "net/tls.h"
 #include "core/stats.h"
 #include "msg/message.h"
+#include "msg/msg_stream.h"
 
-#define FWD_CHUNK      (64 * 1024)     /* message bytes read at once */
 #define FWD_FILL_HIGH  (256 * 1024)    /* stop filling output above this */
-#define FWD_FILE_AHEAD (4 * 1024 * 1024) /* spilled bytes queued by reference at once */
 #define FWD_WRITE_LOW  (64 * 1024)     /* refill when output drains to this */
 #define FWD_MAX_LINE   4096            /* longest reply line we accept */
 #define FWD_MAX_LINES  100             /* lines in one reply */
@@ -62,46 +60,6 @@ char *fwd_xtext(const char *s)
     }
     *o = '\0';
     return out;
-}
-
-void fwd_stuffer_init(struct fwd_stuffer *s)
-{
-    memset(s, 0, sizeof *s);
-    s->bol = 1;
-}
-
-/* Copies runs between line feeds with memcpy; only a '.' at the start of a
- * line costs a byte of its own. */
-size_t fwd_stuff(struct fwd_stuffer *s, const char *in, size_t n, char *out)
-{
-    size_t o = 0, i = 0;
-    while (i < n) {
-        if (s->bol && in[i] == '.')
-            out[o++] = '.';
-        const char *lf = memchr(in + i, '\n', n - i);
-        size_t run = lf ? (size_t)(lf - (in + i)) + 1 : n - i;
-        memcpy(out + o, in + i, run);
-        o += run;
-        i += run;
-        s->bol = lf != NULL;
-    }
-    if (n >= 2) {
-        s->last2[0] = in[n - 2];
-        s->last2[1] = in[n - 1];
-    } else if (n == 1) {
-        s->last2[0] = s->last2[1];
-        s->last2[1] = in[0];
-    }
-    s->seen += n;
-    return o;
-}
-
-const char *fwd_stuff_end(const struct fwd_stuffer *s)
-{
-    if (s->seen == 0 || (s->seen >= 2 && s->last2[0] == '\r' &&
-                         s->last2[1] == '\n'))
-        return ".\r\n";
-    return "\r\n.\r\n";
 }
 
 int fwd_parse_reply_line(const char *line, int *code, int *more,
@@ -236,9 +194,8 @@ struct fwd_job {
     int smtputf8;
     char *xf[XF_N];
     struct msg *m;
-    size_t size, off;
-    struct fwd_stuffer stuff;
-    char *buf;
+    size_t size;
+    struct msg_stream out;          /* DATA: the message, stuffed */
     fwd_done_fn done;
     void *arg;
     struct fwd_result res;
@@ -330,9 +287,6 @@ static void job_reset_txn(struct fwd_job *j)
     memset(&j->mail, 0, sizeof j->mail);
     j->res.naccepted = 0;
     j->got_reply = 0;
-    j->off = 0;
-    free(j->buf);
-    j->buf = NULL;
     free(j->acc);
     j->acc = NULL;
 }
@@ -907,100 +861,33 @@ static void txn_start(struct fwd_conn *c)
 
 static void data_fill(struct fwd_conn *c);
 
+/* After a 354: stream the message, spilled body bytes by reference on a
+ * plain connection (TLS needs them in memory). */
+static void data_begin(struct fwd_conn *c)
+{
+    struct fwd_job *j = c->job;
+    msg_stream_init(&j->out, j->m, 0, MSG_STREAM_SMTP | (c->tls ? 0 : MSG_STREAM_FILES));
+    if (msg_stream_by_reference(&j->out))
+        bufferevent_set_max_single_write(c->bev, MSG_STREAM_FILE_AHEAD);
+    c->st = CS_DATA;
+    conn_arm(c, c->pool->t_data);
+    data_fill(c);
+}
+
 /* 354: remember which recipients were taken, then stream the message. */
 static void data_start(struct fwd_conn *c)
 {
     struct fwd_job *j = c->job;
     free(j->acc);
     j->acc = malloc(j->res.naccepted * sizeof *j->acc);
-    j->buf = malloc(FWD_CHUNK);
-    if (!j->acc || !j->buf) {
+    if (!j->acc) {
         conn_fail(c, FWD_FAIL_MESSAGE, "out of memory");
         return;
     }
     for (size_t i = 0, k = 0; i < j->nrcpt; i++)
         if (j->res.rcpt[i].code / 100 == 2)
             j->acc[k++] = i;
-    fwd_stuffer_init(&j->stuff);
-    j->off = 0;
-    c->st = CS_DATA;
-    conn_arm(c, c->pool->t_data);
-    data_fill(c);
-}
-
-/* The first of the n ascending offsets in dots that is >= pos. */
-static size_t dots_from(const size_t *dots, size_t n, size_t pos)
-{
-    size_t lo = 0, hi = n;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (dots[mid] < pos)
-            lo = mid + 1;
-        else
-            hi = mid;
-    }
-    return lo;
-}
-
-/* After store bytes [.., end) went out by reference: the stuffer's view
- * of the last bytes (line start, end-of-data form), as if it had seen
- * them. */
-static void stuffer_skip(struct fwd_stuffer *st, struct msg_store *ms, size_t end,
-                         size_t n)
-{
-    char two[2] = { 0, 0 };
-    if (msg_store_read(ms, end - 2, two, 2) == 2) {
-        st->last2[0] = two[0];
-        st->last2[1] = two[1];
-    }
-    st->bol = st->last2[1] == '\n';
-    st->seen += n;
-}
-
-/* The zero-copy part of data_fill: body bytes that sit in the spill file
- * go out as file segments (the kernel sends them with sendfile), cut at
- * each line-starting dot the store noted, where one '.' more goes in.
- * Only on a plain connection (TLS needs the bytes in memory) and when the
- * store knows every dot. Queues at most FWD_FILE_AHEAD bytes; 1 when it
- * queued anything. */
-static int data_fill_file(struct fwd_conn *c, struct evbuffer *out)
-{
-    struct fwd_job *j = c->job;
-    struct msg *m = j->m;
-    size_t fd_len, ndots;
-    int fd = msg_store_spilled(m->store, &fd_len);
-    const size_t *dots = msg_store_dots(m->store, &ndots);
-    if (c->tls || fd < 0 || !dots || j->off < m->hdr_bytes)
-        return 0;
-    size_t pos = m->body_off + (j->off - m->hdr_bytes), start = pos;
-    if (pos >= fd_len || fd_len - pos < FWD_CHUNK)
-        return 0;               /* a short rest: the copying path */
-    size_t lim = fd_len - pos > FWD_FILE_AHEAD ? pos + FWD_FILE_AHEAD : fd_len;
-    int dfd = fcntl(fd, F_DUPFD_CLOEXEC, 0);   /* the output may outlive the store */
-    struct evbuffer_file_segment *seg = dfd < 0 ? NULL : evbuffer_file_segment_new(
-        dfd, 0, (ev_off_t)fd_len, EVBUF_FS_CLOSE_ON_FREE | EVBUF_FS_DISABLE_LOCKING);
-    if (!seg) {
-        if (dfd >= 0)
-            close(dfd);
-        return 0;
-    }
-    bufferevent_set_max_single_write(c->bev, FWD_FILE_AHEAD);
-    for (size_t i = dots_from(dots, ndots, pos); pos < lim;) {
-        if (i < ndots && dots[i] == pos) {
-            evbuffer_add(out, ".", 1);
-            i++;
-        }
-        size_t end = i < ndots && dots[i] < lim ? dots[i] : lim;
-        if (evbuffer_add_file_segment(out, seg, (ev_off_t)pos, (ev_off_t)(end - pos)) < 0)
-            break;
-        pos = end;
-    }
-    evbuffer_file_segment_free(seg);    /* the chains keep their references */
-    if (pos == start)
-        return 0;
-    stuffer_skip(&j->stuff, m->store, pos, pos - start);
-    j->off += pos - start;
-    return 1;
+    data_begin(c);
 }
 
 /* Move message bytes into the output buffer, stuffed, up to the mark;
@@ -1008,28 +895,14 @@ static int data_fill_file(struct fwd_conn *c, struct evbuffer *out)
 static void data_fill(struct fwd_conn *c)
 {
     struct fwd_job *j = c->job;
-    struct evbuffer *out = bufferevent_get_output(c->bev);
-    while (evbuffer_get_length(out) < FWD_FILL_HIGH && j->off < j->size) {
-        if (data_fill_file(c, out))
-            continue;
-        ssize_t n = msg_read(j->m, j->off, j->buf, FWD_CHUNK);
-        struct evbuffer_iovec v;
-        if (n <= 0) {
-            conn_fail(c, FWD_FAIL_MESSAGE, "cannot read the message");
-            return;
-        }
-        if (evbuffer_reserve_space(out, 2 * (ev_ssize_t)n, &v, 1) < 1) {
-            conn_fail(c, FWD_FAIL_MESSAGE, "out of memory");
-            return;
-        }
-        v.iov_len = fwd_stuff(&j->stuff, j->buf, (size_t)n, v.iov_base);
-        evbuffer_commit_space(out, &v, 1);
-        j->off += (size_t)n;
-    }
-    if (j->off < j->size)
+    int r = msg_stream_fill(&j->out, bufferevent_get_output(c->bev), FWD_FILL_HIGH);
+    if (r < 0) {
+        conn_fail(c, FWD_FAIL_MESSAGE, errno == ENOMEM ? "out of memory"
+                                                       : "cannot read the message");
         return;
-    const char *end = fwd_stuff_end(&j->stuff);
-    evbuffer_add(out, end, strlen(end));
+    }
+    if (r == 0)
+        return;
     c->st = CS_DOT;
     conn_arm(c, c->pool->t_data);
 }
@@ -1128,8 +1001,6 @@ static void txn_finish(struct fwd_conn *c, int usable)
                 c->pool->host, c->pool->port,
                 j->res.queue_id ? " as " : "",
                 j->res.queue_id ? j->res.queue_id : "");
-    free(j->buf);
-    j->buf = NULL;
     c->job = NULL;
     if (usable)
         conn_release(c);     /* may hand c to a waiting job at once */
@@ -1457,24 +1328,13 @@ static void step_reply(struct fwd_conn *c, int code, const char *text)
         return;
     }
     if (j->step_data && code == 354 && c->st == CS_STEP) {
-        j->buf = malloc(FWD_CHUNK);
-        if (!j->buf) {
-            conn_fail(c, FWD_FAIL_MESSAGE, "out of memory");
-            return;
-        }
-        fwd_stuffer_init(&j->stuff);
-        j->off = 0;
-        c->st = CS_DATA;
-        conn_arm(c, c->pool->t_data);
-        data_fill(c);
+        data_begin(c);
         return;
     }
     if (j->step_data && code / 100 == 2 && c->st == CS_DOT) {
         free(j->res.queue_id);
         j->res.queue_id = fwd_queue_id(text);
     }
-    free(j->buf);
-    j->buf = NULL;
     j->step_data = 0;
     j->m = NULL;
     c->st = CS_HELD;

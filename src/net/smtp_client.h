@@ -29,9 +29,11 @@
  * Wire details: EHLO (LHLO for LMTP), STARTTLS and AUTH PLAIN when
  * configured, XFORWARD (Postfix) with the attributes the downstream lists,
  * MAIL with SIZE= / BODY=8BITMIME / SMTPUTF8 as offered and needed, RCPTs
- * pipelined when PIPELINING is offered, then DATA streamed from msg_read()
- * in 64 KB pieces with dot-stuffing applied on the fly and output
- * backpressure (a 50 MB message never sits in memory). Any line start gets
+ * pipelined when PIPELINING is offered, then DATA streamed through
+ * msg/msg_stream.h: copied in 64 KB pieces with dot-stuffing applied on
+ * the fly, or on a plain connection the spilled body by reference (file
+ * segments, sendfile), with output backpressure (a 50 MB message never
+ * sits in memory). Any line start gets
  * its leading dot doubled, including after a bare LF (a downstream that
  * treats bare LF as a line end must not see an end of data there). A
  * message not ending in CRLF gets one before the final ".". DSN parameters
@@ -191,18 +193,6 @@ void fwd_pool_stats(const struct fwd_dest *d, unsigned *open, unsigned *idle);
 
 /* xtext (RFC 3461 §4): returns a new string; NULL when out of memory. */
 char *fwd_xtext(const char *s);
-
-/* Dot-stuffing state across chunks. */
-struct fwd_stuffer {
-    int bol;              /* at the start of a line (start: 1) */
-    char last2[2];        /* the last two message octets seen */
-    size_t seen;
-};
-void fwd_stuffer_init(struct fwd_stuffer *s);
-/* Stuff n bytes of in into out (room for 2*n); returns bytes written. */
-size_t fwd_stuff(struct fwd_stuffer *s, const char *in, size_t n, char *out);
-/* The end of data to send after the last chunk: "\r\n.\r\n" or ".\r\n". */
-const char *fwd_stuff_end(const struct fwd_stuffer *s);
 
 /* One reply line: "250-text" / "250 text" / "250". Returns 0 and sets
  * *code, *more and *text (points into line), or -1 when garbled. */

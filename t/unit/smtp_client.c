@@ -1,45 +1,17 @@
 /* smtp_client.c (unit) — the downstream client's pure helpers: xtext,
- * dot-stuffing across chunk boundaries, reply lines, enhanced codes and
- * the queue id in "queued as". The network side is in t/40-forward-client.t. */
+ * reply lines, enhanced codes and the queue id in "queued as" (the
+ * dot-stuffing it sends with is in msg_stream.c). The network side is in
+ * t/40-forward-client.t. */
 #include <stdlib.h>
 
 #include "net/smtp_client.h"
 #include "tap.h"
-
-static char *stuff_all(const char *const *chunks, size_t n)
-{
-    static char out[1024];
-    struct fwd_stuffer s;
-    size_t o = 0;
-    fwd_stuffer_init(&s);
-    for (size_t i = 0; i < n; i++)
-        o += fwd_stuff(&s, chunks[i], strlen(chunks[i]), out + o);
-    strcpy(out + o, fwd_stuff_end(&s));
-    return out;
-}
 
 static void test_xtext(void)
 {
     char *x = fwd_xtext("a b+c=d\x01\xc3\xa9[x]");
     is_str(x, "a+20b+2Bc+3Dd+01+C3+A9[x]", "xtext escapes space, +, =, controls, 8-bit");
     free(x);
-}
-
-static void test_stuff(void)
-{
-    const char *one[] = { "a\r\n.b\r\n..\r\n.\r\n" };
-    is_str(stuff_all(one, 1), "a\r\n..b\r\n...\r\n..\r\n.\r\n", "dots doubled at line starts");
-    const char *first[] = { ".x\r\n" };
-    is_str(stuff_all(first, 1), "..x\r\n.\r\n", "a dot on the very first line");
-    const char *split[] = { "a\r", "\n", ".b\r\n" };
-    is_str(stuff_all(split, 3), "a\r\n..b\r\n.\r\n", "CRLF split across chunks");
-    const char *split2[] = { "a\r\n", ".", "b\r\n" };
-    is_str(stuff_all(split2, 3), "a\r\n..b\r\n.\r\n", "dot alone in a chunk");
-    const char *nocrlf[] = { "abc" };
-    is_str(stuff_all(nocrlf, 1), "abc\r\n.\r\n", "CRLF added when missing");
-    const char *barelf[] = { "a\n.\r\n" };
-    is_str(stuff_all(barelf, 1), "a\n..\r\n.\r\n", "dot after a bare LF doubled too");
-    is_str(stuff_all(NULL, 0), ".\r\n", "empty message");
 }
 
 static void test_reply(void)
@@ -78,7 +50,6 @@ static void test_queue_id(void)
 int main(void)
 {
     test_xtext();
-    test_stuff();
     test_reply();
     test_queue_id();
     return done_testing();
