@@ -58,6 +58,9 @@ struct hook_engine {
     /* The session is going away: drop the per-session state (cancels a
      * pending hook first). Called once, last. */
     void (*end)(struct hook_ctx *c);
+    /* A burst of sessions is over and the worker gives memory back:
+     * free what the engine can (its garbage). May be NULL. */
+    void (*release)(void);
 };
 
 const char *hook_name(enum hook_id h);

@@ -140,6 +140,8 @@ static void trim_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     long before = rss_kib(), used = -1, held = -1;
+    if (srv->engine && srv->engine->release)
+        srv->engine->release();
 #ifdef __GLIBC__
     malloc_trim(0);
     struct mallinfo2 mi = mallinfo2();
