@@ -44,6 +44,7 @@ import resource
 import shutil
 import signal
 import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -247,9 +248,24 @@ def fd_kinds(pid):
     return out
 
 
-def holds_peer(pid, port):
-    """Does pid hold a TCP socket whose peer is 127.0.0.x:port? (The server
-    side of one client connection; /proc, no reading from the socket.)"""
+TCP_CLOSE = 7                   # linux/tcp_states.h
+
+
+def proc_addr(addr):
+    """(ip, port) as /proc/net/tcp writes it: 0100007F:0019."""
+    ip = struct.unpack("=I", socket.inet_aton(addr[0]))[0]
+    return "%08X:%04X" % (ip, addr[1])
+
+
+def server_holds(pid, sock):
+    """Does pid still hold the server's end of the client connection sock?
+    (Asks the kernel, reads nothing from the socket.) A client socket in
+    CLOSE was reset by the server: its end is gone, and the same address
+    and port may already belong to a new connection from that client, so
+    only a socket that is still connected is looked up, by both addresses."""
+    state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
+    if state == TCP_CLOSE:
+        return False
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -261,12 +277,12 @@ def holds_peer(pid, port):
                 inodes.add(link[8:-1])
     except OSError:
         return False
-    want = ":%04X" % port
+    local, remote = proc_addr(sock.getpeername()), proc_addr(sock.getsockname())
     with open("/proc/net/tcp") as f:
         next(f)
         for line in f:
             fl = line.split()
-            if len(fl) > 9 and fl[2].endswith(want) and fl[9] in inodes:
+            if len(fl) > 9 and fl[1] == local and fl[2] == remote and fl[9] in inodes:
                 return True
     return False
 
@@ -474,9 +490,9 @@ class Run:
         # the server still holds its end (its FIN would wait behind the
         # replies we never read, so ask /proc, not the socket)
         await asyncio.sleep(self.a.flood_hold)
-        port = w.get_extra_info("sockname")[1]
+        self.st.inc("flood", "held on")
         held = await asyncio.get_running_loop().run_in_executor(
-            None, holds_peer, self.worker, port)
+            None, server_holds, self.worker, w.get_extra_info("socket"))
         self.st.inc("flood", "still open" if held else "closed by server")
 
     async def abort(self, slot, r, w):
@@ -671,8 +687,10 @@ def checks(a, st, mon, base, end, spool, exit_code):
          "%d still held %.0f s after the deadline (and %d never accepted: no banner)"
          % (held, 4 * a.timeout + 5, unseen)),
         ("every client that stops reading closed by the server", flood_open == 0,
-         "%d of %d flooding sessions still held by kasi %.0f s after they stopped reading"
-         % (flood_open, st.get("flood", "sessions"), a.flood_hold)),
+         "%d of %d flooding sessions still held by kasi %.0f s after they stopped reading "
+         "(%d held on to the end of their flood; kasi closed the others while they sent)"
+         % (flood_open, st.get("flood", "sessions"), a.flood_hold,
+            st.get("flood", "held on"))),
         ("worker descriptors back to the start", end["fd"] <= base["fd"] + 2,
          "%d before, %d after (peak %d)" % (base["fd"], end["fd"], mon.peak_fd)),
         ("worker RSS back near the start after the load",
