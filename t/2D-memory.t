@@ -5,7 +5,13 @@ by less than the few MiB it keeps for itself after a burst;
 KASI_BURST=5000 for a measurement), then all close. Once the session count
 falls to a quarter of its peak the worker gives the freed memory back to
 the system: the log says so, and its RSS drops back near where it started.
-Prints the worker's RSS before, at the peak and after."""
+Prints the worker's RSS before, at the peak and after.
+
+Each session's plugin keeps 20 KB of Lua data on its connection. Once the
+sessions are gone that is garbage, and a Lua state collects only when it
+allocates: an idle worker kept it (and the heap pages it pins) for good.
+The release after the burst collects it: the Lua heap (a plugin's
+collectgarbage("count"), asked over SMTP) is back near where it started."""
 import os
 import resource
 import socket
@@ -24,6 +30,25 @@ pki = make_pki(tempfile.mkdtemp(prefix="kasi-pki-"), {"mx": ["mx.kasi.test"]})
 CTX = client_ctx(pki["ca"])
 soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
 resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, max(soft, N + 200)), hard))
+
+
+# hook_ehlo inside TLS: 20 KB that lives as long as the connection;
+# XMEM: the Lua heap in KiB, answered by the plugin
+PLUGIN = r'''
+function hook_ehlo(conn, txn, helo)
+  if conn.tls then conn.notes.blob = string.rep("x", 20000) .. conn.id end
+end
+function hook_unrecognized_command(conn, txn, line)
+  if line == "XMEM" then return OK, string.format("%d", collectgarbage("count")) end
+end
+'''
+
+
+def lua_kib(port):
+    """The Lua heap of the worker serving a new session, in KiB."""
+    with Raw(port, ehlo="probe.test") as r:
+        code, lines = r.cmd("XMEM")
+    return int(lines[0].split()[-1]) if code == 250 else -1
 
 
 def reply(s):
@@ -54,9 +79,10 @@ extra = ("timeouts:\n  command: 120\nlimits:\n  max_connections: %d\n"
          "  max_connections_per_ip: 0\n" % (N + 100))
 y = tls_yaml(tempfile.mkdtemp(prefix="kasi-t-spool-"), [{"tls": "starttls"}], [pki["mx"]],
              extra=extra).replace("level: debug", "level: info")
-with start(y, 1) as k:
+with start(y, 1, files={"config/plugins": "blob\n", "plugins/blob.lua": PLUGIN}) as k:
     wpid = worker_pid(k)
     session(k.port).close()                 # TLS and DNS set up once
+    lua0 = lua_kib(k.port)
     rss0 = rss_kib(wpid)
     t0, conns = time.monotonic(), []
     while len(conns) < N and time.monotonic() - t0 < scaled(120):
@@ -64,6 +90,7 @@ with start(y, 1) as k:
     is_(len(conns), N, "%d STARTTLS sessions open at once" % N)
     ok(k.wait_count(r"TLS established", N + 1, 10), "  all established")
     peak = rss_kib(wpid)
+    lua_peak = lua_kib(k.port)
     for c in conns:
         c.close()
     ok(k.wait_count(r"disconnect ip=", N + 1, 20), "  all closed")
@@ -80,6 +107,12 @@ with start(y, 1) as k:
     wait_for(lambda: rss_kib(wpid) - rss0 < (peak - rss0) / 2, 40)
     after = rss_kib(wpid)
     diag("worker RSS: before %d KiB, %d sessions %d KiB, after %d KiB" % (rss0, N, peak, after))
+    lua1 = lua_kib(k.port)
+    diag("Lua heap: before %d KiB, %d sessions %d KiB, after %d KiB" % (lua0, N, lua_peak, lua1))
+    ok(lua_peak - lua0 > N * 20 * 9 // 10, "  the sessions' Lua data is there at the peak")
+    ok(lua0 > 0 and lua1 - lua0 < (lua_peak - lua0) / 10,
+       "the Lua garbage of the burst is collected (%+d KiB, peak %+d KiB)" %
+       (lua1 - lua0, lua_peak - lua0))
     if released:
         diag("trim: %s" % released.group(0))
     if released and N >= 5000:              # a measurement: the next release too
