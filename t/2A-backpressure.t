@@ -6,9 +6,13 @@ A client that pipelines HELP and never reads: kasi stops reading it once
 client has read nothing for the command timeout it is dropped (and its
 descriptor freed). A client that floods and then reads gets every reply,
 in order, and the session goes on. In plain SMTP, after STARTTLS and on an
-implicit-TLS port. Then limits.max_junk_commands: a HELP flood and a RCPT
-flood past max_recipients end with 421 4.7.0; an accepted message renews
-the budget."""
+implicit-TLS port. After STARTTLS, a burst of more than 256 KiB (the read
+limit) pipelined while a plugin's hook waits (kasi.sleep in hook_mail):
+every reply arrives once, in order, each naming its own command, whether
+the client reads meanwhile or only afterwards. Then
+limits.max_junk_commands: a HELP flood and a RCPT flood past
+max_recipients end with 421 4.7.0; an accepted message renews the
+budget."""
 import os
 import re
 import select
@@ -148,6 +152,41 @@ for mode in ("plain", "starttls", "implicit"):
         c.sock.settimeout(scaled(5))
         is_(c.cmd("NOOP")[0], 250, "%s: the session goes on" % mode)
         c.close()
+
+# ------------- after STARTTLS: past the read limit while a hook waits
+# hook_mail sleeps 1 s; each RCPT's reply names its recipient, so a lost,
+# doubled or shifted byte shows as a wrong line
+ECHO = r'''
+function hook_mail(conn, txn, from) kasi.sleep(1) end
+function hook_rcpt(conn, txn, rcpt) return OK, "got " .. rcpt.user end
+'''
+NRCPT = 12000                   # 372 KB of commands, > 256 KiB
+BURST = (b"MAIL FROM:<a@client.test>\r\n" +
+         b"".join(b"RCPT TO:<u%05d@example.test>\r\n" % i for i in range(NRCPT)) +
+         b"QUIT\r\n")
+WANT = ([b"250 2.1.0 Ok"] + [b"250 2.1.5 got u%05d" % i for i in range(NRCPT)] +
+        [b"221 2.0.0 mx.kasi.test closing connection"])
+y = tls_yaml(tempfile.mkdtemp(prefix="kasi-t-spool-"), [{"tls": "starttls"}], [pki["mx"]],
+             extra="limits:\n  max_recipients: 100000\n  max_junk_commands: 0\n")
+with start(y.replace("level: debug", "level: info"), 1,
+           files={"config/plugins": "echo timeout=30\nqueue/discard\n",
+                  "plugins/echo.lua": ECHO}) as k:
+    for reading in ("while it sends", "only after the burst is in"):
+        c = RawTLS(k.port, banner=True)
+        c.cmd("EHLO client.test")
+        c.cmd("STARTTLS")
+        c.starttls(CTX)
+        c.cmd("EHLO client.test")
+        sent = flood(c, BURST) if reading.startswith("only") else 0
+        got = pump(c, BURST, sent, len(WANT))
+        lines = got.split(b"\r\n")[:-1]
+        bad = [i for i, (a, b) in enumerate(zip(lines, WANT)) if a != b]
+        ok(lines == WANT, "STARTTLS, a %d KB burst while hook_mail waits, the client reads %s: "
+           "%d replies, in order" % (len(BURST) // 1000, reading, len(WANT)),
+           "got %d lines; first wrong: %r" % (len(lines), [(i, lines[i]) for i in bad[:3]]))
+        c.close()
+    ok(k.wait_count(r"disconnect .*tls=TLSv1\.\d .*rcpts=0 bytes=\d+ .*result=quit", 2),
+       "  both sessions end with QUIT")
 
 # ---------------------------------------------------- the budget (plain SMTP)
 with Kasi({"limits": {"max_junk_commands": 50, "max_recipients": 2}}) as k:
