@@ -1338,12 +1338,36 @@ static void session_process(struct session *s)
 
 /* ------------------------------------------------------ connection events */
 
+#define LIBEVENT_MAX_READ 4096
+
+/* Up to want bytes from fd into a bufferevent's input, in one readv. */
+static void input_readv(struct evbuffer *in, evutil_socket_t fd, size_t want)
+{
+    struct evbuffer_iovec v[2];
+    struct iovec io[2];
+    evbuffer_unfreeze(in, 0);   /* a bufferevent's input takes bytes from it alone */
+    int nv = evbuffer_reserve_space(in, (ev_ssize_t)want, v, 2);
+    for (int i = 0; i < nv; i++)
+        io[i] = (struct iovec){ v[i].iov_base, v[i].iov_len };
+    ssize_t n = nv > 0 ? readv(fd, io, nv) : -1;
+    size_t left = n > 0 ? (size_t)n : 0;
+    int used = 0;
+    for (; used < nv && left > 0; used++) {
+        v[used].iov_len = left < v[used].iov_len ? left : v[used].iov_len;
+        left -= v[used].iov_len;
+    }
+    if (nv > 0)
+        evbuffer_commit_space(in, v, used);
+    evbuffer_freeze(in, 0);
+}
+
 /* While a message streams in on a plain connection, read what the kernel
  * holds in one step, up to the input bound: libevent reads a socket at
  * most 4 KiB at a time (EVBUFFER_MAX_READ), which for a large message is
- * one system call and one turn of the loop per 4 KiB. What is read past
- * the message stays in the input buffer, as libevent's own reads leave
- * it; EOF and errors are seen by libevent's next read. */
+ * one system call and one turn of the loop per 4 KiB. Only after a full
+ * 4 KiB read (a shorter one emptied the socket). What is read past the
+ * message stays in the input buffer, as libevent's own reads leave it;
+ * EOF and errors are seen by libevent's next read. */
 static void data_read_ahead(struct session *s)
 {
     if ((s->input != IN_DATA && s->input != IN_BDAT) || s->conn.tls || s->tls_handshake ||
@@ -1352,27 +1376,8 @@ static void data_read_ahead(struct session *s)
     evutil_socket_t fd = bufferevent_getfd(s->bev);
     struct evbuffer *in = bufferevent_get_input(s->bev);
     size_t have = evbuffer_get_length(in);
-    struct evbuffer_iovec v[2];
-    if (fd < 0 || have >= SESSION_READ_HIGH)
-        return;
-    evbuffer_unfreeze(in, 0);   /* a bufferevent's input takes bytes from it alone */
-    int nv = evbuffer_reserve_space(in, (ev_ssize_t)(SESSION_READ_HIGH - have), v, 2);
-    if (nv <= 0) {
-        evbuffer_freeze(in, 0);
-        return;
-    }
-    struct iovec io[2];
-    for (int i = 0; i < nv; i++)
-        io[i] = (struct iovec){ v[i].iov_base, v[i].iov_len };
-    ssize_t n = readv(fd, io, nv);
-    size_t left = n > 0 ? (size_t)n : 0;
-    int used = 0;
-    for (; used < nv && left > 0; used++) {
-        v[used].iov_len = left < v[used].iov_len ? left : v[used].iov_len;
-        left -= v[used].iov_len;
-    }
-    evbuffer_commit_space(in, v, used);
-    evbuffer_freeze(in, 0);
+    if (fd >= 0 && have >= LIBEVENT_MAX_READ && have < SESSION_READ_HIGH)
+        input_readv(in, fd, SESSION_READ_HIGH - have);
 }
 
 static void session_read_cb(struct bufferevent *bev, void *arg)
