@@ -195,8 +195,8 @@ TCP_STATES = {1: "ESTABLISHED", 2: "SYN_SENT", 3: "SYN_RECV", 4: "FIN_WAIT1",
               9: "LAST_ACK", 10: "LISTEN", 11: "CLOSING"}
 
 
-def tcp_states(pid):
-    """TCP state -> count for the sockets pid holds open."""
+def socket_inodes(pid):
+    """The inodes of the sockets pid holds open, or None when it is gone."""
     inodes = set()
     try:
         for fd in os.listdir(f"/proc/{pid}/fd"):
@@ -207,6 +207,14 @@ def tcp_states(pid):
             if link.startswith("socket:["):
                 inodes.add(link[8:-1])
     except OSError:
+        return None
+    return inodes
+
+
+def tcp_states(pid):
+    """TCP state -> count for the sockets pid holds open."""
+    inodes = socket_inodes(pid)
+    if inodes is None:
         return {}
     out = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
@@ -266,16 +274,8 @@ def server_holds(pid, sock):
     state = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0]
     if state == TCP_CLOSE:
         return False
-    inodes = set()
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            try:
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-            except OSError:
-                continue
-            if link.startswith("socket:["):
-                inodes.add(link[8:-1])
-    except OSError:
+    inodes = socket_inodes(pid)
+    if inodes is None:
         return False
     local, remote = proc_addr(sock.getpeername()), proc_addr(sock.getsockname())
     with open("/proc/net/tcp") as f:

@@ -12,12 +12,12 @@
 #include "lua/lua_crypt.h"
 #include "lua/lua_async.h"
 #include "core/log.h"
+#include "core/thread.h"
 
 #include <crypt.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -128,15 +128,10 @@ static void lcrypt_done(evutil_socket_t fd, short what, void *arg)
         log_msg(LOG_LVL_DEBUG, "crypt: a hash ended after its hook was abandoned");
 }
 
-/* Start the thread with every signal blocked (timers stay with the loop). */
+/* Start the thread (signals blocked: timers stay with the loop). */
 static int lcrypt_spawn(struct lcrypt_job *j)
 {
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    int rc = pthread_create(&j->thread, NULL, lcrypt_thread, j);
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    return rc == 0 ? 0 : -1;
+    return thread_start(&j->thread, NULL, lcrypt_thread, j) == 0 ? 0 : -1;
 }
 
 static struct lcrypt_job *lcrypt_job_new(const char *pw, const char *hash)

@@ -18,7 +18,6 @@
 
 #include <errno.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -29,6 +28,7 @@
 #include <event2/event.h>
 
 #include "core/log.h"
+#include "core/thread.h"
 #include "msg/envelope.h"
 #include "msg/spool.h"
 
@@ -249,11 +249,7 @@ static int sio_grow(void)
         pthread_attr_init(&at);
         pthread_attr_setdetachstate(&at, PTHREAD_CREATE_DETACHED);
         pthread_attr_setstacksize(&at, 256 * 1024);
-        sigset_t all, old;              /* signals are the loop thread's */
-        sigfillset(&all);
-        pthread_sigmask(SIG_BLOCK, &all, &old);
-        int rc = pthread_create(&th, &at, sio_thread, NULL);
-        pthread_sigmask(SIG_SETMASK, &old, NULL);
+        int rc = thread_start(&th, &at, sio_thread, NULL);
         pthread_attr_destroy(&at);
         if (rc != 0)
             return sio.nthreads > 0 ? 0 : rc;
