@@ -3,8 +3,9 @@
 
 Runs the test build of kasi (build/kasi-test), in which the environment
 variable KASI_TEST_SPOOL_STALL names a file: while it exists, the first
-spool write to reach its fsync is held there (a stalled disk) and
-NAME.waiting appears. Checked by order and progress, never by time:
+spool write to start is held there (a stalled disk) and NAME.waiting
+appears; while the file KASI_TEST_SPOOL_SYNC_FAIL names exists, every
+sync of the spool fails with EIO. Checked by order and progress, never by time:
   - while one session's write is stalled, a new session gets its banner
     and EHLO answered, and a whole second message is spooled (250, both
     files there): the stall delays only the transaction waiting on it;
@@ -12,7 +13,10 @@ NAME.waiting appears. Checked by order and progress, never by time:
     disk is released; then 250, and its exact bytes are in the spool;
   - a client that disconnects while its write is stalled: the server
     carries on, and the message is still finished on disk;
-  - a spool directory that vanished: 451 4.3.0, the error logged, no 250.
+  - a spool directory that vanished: 451 4.3.0, the error logged, no 250;
+  - a sync that fails: 451 4.3.0, no file of that message left (neither
+    temporary nor final), the error logged; once syncs work again the
+    next message is spooled.
 """
 import os
 import select
@@ -76,7 +80,7 @@ with Kasi(files=FILES, start=False) as k:
     a = Raw(k.port, banner=True)
     a.send("EHLO a.client.test\r\n")
     start_data(a, "stalled")
-    ok(wait_file(stall + ".waiting"), "the first write is held in its fsync")
+    ok(wait_file(stall + ".waiting"), "the first write is held by the disk")
 
     b = Raw(k.port, banner=True)            # the banner came: the loop runs
     b.send("EHLO b.client.test\r\n")
@@ -129,5 +133,27 @@ with Kasi(files=FILES) as k:
         start_data(r, "nowhere")
         r.expect(451, "4.3.0", "a failed spool write is a 451")
     ok(k.wait_log(r"spool write failed: spool .*No such file"), "the reason is logged")
+
+# ---- the disk fails a sync: 451, and nothing of the message is left -----
+with Kasi(files=FILES, start=False) as k:
+    fail = os.path.join(k.tmp, "syncfail")
+    os.environ["KASI_TEST_SPOOL_SYNC_FAIL"] = fail
+    open(fail, "w").close()
+    k.start()
+    with Raw(k.port, banner=True) as r:
+        r.send("EHLO e.client.test\r\n")
+        start_data(r, "lostwrite")
+        r.expect(451, "4.3.0", "a failed sync is a 451")
+    ok(k.wait_log(r"spool write failed: .*Input/output error"), "the reason is logged")
+    is_(sorted(f for f in os.listdir(k.spool_dir) if f.endswith((".eml", ".env", ".tmp"))), [],
+        "no file of that message is left")
+    os.unlink(fail)
+    with Raw(k.port, banner=True) as r:
+        r.send("EHLO f.client.test\r\n")
+        start_data(r, "afterwards")
+        r.expect(250, name="once syncs work again, the next message is spooled")
+    is_([m.id for m in k.spool()], [m.id for m in by_subject(k, "afterwards")],
+        "and only that one")
+    os.environ.pop("KASI_TEST_SPOOL_SYNC_FAIL", None)
 
 done()

@@ -1,6 +1,6 @@
 /* spool.h — the local spool: each accepted message becomes two files in
- * spool_dir, written safely (temporary file, fsync, rename, fsync of the
- * directory) before the client hears 250:
+ * spool_dir, written safely (temporary files, synced, renamed, synced
+ * again: msg/spool_io.c) before the client hears 250:
  *   <id>.eml  the message as delivered (headers + body)
  *   <id>.env  its envelope as one JSON object
  * A message is complete when its .env exists; temporary files start with
@@ -18,20 +18,15 @@ struct txn;
 /* Create the directory (and parents) if missing. 0 or -1 (errno). */
 int spool_prepare(const char *dir);
 
-/* Write transaction t of connection c, durably, on the calling thread.
- * 0, or -1 with a reason in err. */
-int spool_write(const char *dir, const struct conn *c, struct txn *t,
-                char *err, size_t errlen);
-
-/* The steps of spool_write, for callers that wait for the disk on other
- * threads (msg/spool_io.c). spool_item_new, on the thread that owns t,
+/* The steps of a spool write, for msg/spool_io.c, which waits for the
+ * disk on its own threads. spool_item_new, on the thread that owns t,
  * copies what the files will hold: the header section, the envelope,
  * and a snapshot of the body (msg_store.h); the item then needs neither
  * t nor c. The rest is safe on any thread, one thread per file at a time:
  * spool_item_write creates and fills one temporary file, not synced (its
  * descriptor, or -1 with errno); spool_item_publish renames it to its
- * final name (0 or -1); spool_sync_dir fsyncs the directory (0 or -1);
- * spool_item_discard removes what a failed write left. */
+ * final name (0 or -1); spool_item_discard removes what a failed write
+ * left. */
 enum { SPOOL_EML = 0, SPOOL_ENV = 1 };
 
 struct spool_item {
@@ -48,7 +43,6 @@ struct spool_item *spool_item_new(const char *dir, const struct conn *c, struct 
                                   char *err, size_t errlen);
 int spool_item_write(const struct spool_item *it, int file);
 int spool_item_publish(const struct spool_item *it, int file);
-int spool_sync_dir(const char *dir);
 void spool_item_discard(const struct spool_item *it);
 void spool_item_free(struct spool_item *it);
 

@@ -1,22 +1,32 @@
 /* spool_io.c — the spool's I/O threads and group commit (see spool_io.h).
  *
- * A job moves through three lists, all under one mutex:
- *   todo    staged on the loop thread; a thread fsyncs its two files
- *   synced  both files on disk; waiting for the next directory commit
- *   done    renamed and the directory synced (or failed); the loop thread
- *           collects it after a wake-up through an eventfd
- * One thread at a time commits: it takes the whole synced list, renames
- * every file and fsyncs each directory once. While it waits for the disk
- * the other threads go on syncing files, so the next commit is larger.
+ * A job moves through four lists, all under one mutex:
+ *   todo     staged on the loop thread; threads write its two files
+ *   written  both temporary files written, not yet on disk
+ *   durable  their data on disk; waiting to be renamed
+ *   done     renamed and on disk (or failed); the loop thread collects
+ *            it after a wake-up through an eventfd
+ * One thread at a time commits, in rounds. A round renames every durable
+ * job's files, then syncs the file system once (syncfs): that one sync
+ * puts this round's renames and the next round's file data on disk. So a
+ * message waits for two syncs (its data before its name, or a crash
+ * could leave a named file without its bytes), and every sync serves all
+ * the messages that arrived while the last one ran.
+ *
+ * Errors: the kernel reports a failed writeback to the next syncfs of the
+ * file system, whichever file it came from. So a failed sync fails every
+ * job whose files were being written or synced by then (sync_errors
+ * counts them; a job notes the count when its writing starts).
  *
  * The loop thread builds a job's item (spool_item_new copies what the
  * files will hold) and alone touches its done/arg/forgotten fields; the
  * I/O threads write, sync and rename, and set err, until it is on done.
- * The loop never waits for the disk: every open, write and fsync of the
+ * The loop never waits for the disk: every open, write and sync of the
  * spool files runs here. */
 #include "msg/spool_io.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -33,21 +43,21 @@
 #include "msg/spool.h"
 
 #ifdef KASI_TEST_HOOKS
-#include <fcntl.h>
 #include <sys/stat.h>
 #include <time.h>
 #endif
 
 /* Threads, started on demand (one more whenever a file waits and none is
- * idle): the file system joins concurrent fsyncs into one journal commit,
- * so the rate grows with the number of fsyncs in flight. Each file of a
- * message is synced by its own thread. */
-#define SIO_MAX_THREADS 32
+ * idle); one of them at a time runs a commit round. Writes without a sync
+ * are short: a few threads keep up, and more only wake each other. */
+#define SIO_MAX_THREADS 8
 
 struct spool_io_job {
     struct spool_io_job *next;
     struct spool_item *item;    /* what to write (read-only on the threads) */
-    int claimed, synced;        /* files taken by a thread / synced */
+    int fsfd;                   /* its directory: what syncfs is called on */
+    int claimed, written;       /* files taken by a thread / written */
+    unsigned errs_seen;         /* sync_errors when its writing began */
     int err;                    /* 0 or errno (I/O threads) */
     spool_io_done_fn done;      /* loop thread */
     void *arg;
@@ -56,11 +66,16 @@ struct spool_io_job {
 
 struct sio_list { struct spool_io_job *head, **tail; };
 
+/* A spool directory, opened once: a descriptor opened after a writeback
+ * error would not hear of it. */
+struct sio_dir { struct sio_dir *next; char *path; int fd; };
+
 static struct {
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    struct sio_list todo, synced, done;
-    int committing;             /* one thread is in sio_commit */
+    struct sio_list todo, written, durable, done;
+    int committing;             /* one thread runs a round */
+    unsigned sync_errors;       /* failed syncs so far */
     int efd;                    /* eventfd: done has jobs */
     struct event *ev;
     struct event_base *base;
@@ -68,6 +83,7 @@ static struct {
     int nthreads;               /* threads started */
     int idle, starting;         /* waiting for work / not yet running */
     int unclaimed;              /* files on todo no thread has taken */
+    struct sio_dir *dirs;       /* loop thread */
 } sio = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .efd = -1 };
 
 /* ------------------------------------------------------------ lists */
@@ -106,7 +122,7 @@ static struct spool_io_job *list_take(struct sio_list *l)
 
 #ifdef KASI_TEST_HOOKS
 /* Test builds: while the file named by KASI_TEST_SPOOL_STALL exists, the
- * first thread that creates NAME.waiting holds its job before the fsync
+ * first thread that creates NAME.waiting holds its job before writing
  * (a stalled disk); the others pass. Bounded to one minute. */
 static void sio_test_stall(void)
 {
@@ -124,46 +140,72 @@ static void sio_test_stall(void)
     for (int i = 0; i < 6000 && stat(path, &st) == 0; i++)
         nanosleep(&ts, NULL);
 }
+
+/* Test builds: while the file named by KASI_TEST_SPOOL_SYNC_FAIL exists,
+ * every sync fails with EIO (a disk that lost a write). */
+static int sio_test_sync_fail(void)
+{
+    const char *path = getenv("KASI_TEST_SPOOL_SYNC_FAIL");
+    struct stat st;
+    return path && stat(path, &st) == 0;
+}
 #else
 static void sio_test_stall(void) {}
+static int sio_test_sync_fail(void) { return 0; }
 #endif
 
-/* Write and fsync one file of j. 0 or errno. */
-static int sio_sync_file(struct spool_io_job *j, int file)
+/* Write one file of j, not synced. 0 or errno. */
+static int sio_write_file(struct spool_io_job *j, int file)
 {
     sio_test_stall();
     int fd = spool_item_write(j->item, file);
     if (fd < 0)
         return errno;
-    int err = fsync(fd) < 0 ? errno : 0;
     close(fd);
-    return err;
+    return 0;
 }
 
-/* Rename every job's files, then fsync each directory once. */
-static void sio_commit(struct spool_io_job *batch)
+/* Rename the files of every job of names (their data is on disk). */
+static void sio_publish(struct spool_io_job *names)
 {
-    for (struct spool_io_job *j = batch; j; j = j->next)
-        if (spool_item_publish(j->item, SPOOL_EML) < 0 ||
-            spool_item_publish(j->item, SPOOL_ENV) < 0)
+    for (struct spool_io_job *j = names; j; j = j->next)
+        if (!j->err && (spool_item_publish(j->item, SPOOL_EML) < 0 ||
+                        spool_item_publish(j->item, SPOOL_ENV) < 0))
             j->err = errno;
-    for (struct spool_io_job *j = batch; j; j = j->next) {
-        const char *dir = j->item->dir;
-        int seen = j != batch && strcmp(batch->item->dir, dir) == 0;   /* the usual case */
-        for (struct spool_io_job *k = batch; k != j && !seen; k = k->next)
-            seen = strcmp(k->item->dir, dir) == 0;
-        if (seen)
-            continue;
-        int err = spool_sync_dir(dir) < 0 ? errno : 0;
-        for (struct spool_io_job *k = j; k && err; k = k->next)
-            if (strcmp(k->item->dir, dir) == 0 && k->err == 0)
-                k->err = err;
+}
+
+/* Is fd already synced by a job of list a before j, or of list b? */
+static int sio_seen(const struct spool_io_job *a, const struct spool_io_job *j,
+                    const struct spool_io_job *b, int fd)
+{
+    for (; a && a != j; a = a->next)
+        if (a->fsfd == fd)
+            return 1;
+    for (; b; b = b->next)
+        if (b->fsfd == fd)
+            return 1;
+    return 0;
+}
+
+/* syncfs once for each file system the jobs of a and b are on. 0, or the
+ * errno of a failed sync. */
+static int sio_sync(struct spool_io_job *a, struct spool_io_job *b)
+{
+    int err = sio_test_sync_fail() ? EIO : 0;
+    for (int pass = 0; pass < 2; pass++) {
+        struct spool_io_job *list = pass ? b : a;
+        for (struct spool_io_job *j = list; j; j = j->next)
+            if (!sio_seen(list, j, pass ? NULL : b, j->fsfd) && syncfs(j->fsfd) < 0)
+                err = errno;
     }
+    return err;
 }
 
 /* Hand finished jobs to the loop thread. Called with the mutex held. */
 static void sio_finish(struct spool_io_job *batch)
 {
+    if (!batch)
+        return;
     int was_empty = sio.done.head == NULL;
     list_splice(&sio.done, batch);
     uint64_t one = 1;
@@ -171,10 +213,12 @@ static void sio_finish(struct spool_io_job *batch)
         abort();                /* eventfd never fails below 2^64-1 */
 }
 
-/* Take the next file to sync: its job, and which file in i. Mutex held. */
+/* Take the next file to write: its job, and which file in i. Mutex held. */
 static struct spool_io_job *sio_claim(int *i)
 {
     struct spool_io_job *j = sio.todo.head;
+    if (j->claimed == 0)
+        j->errs_seen = sio.sync_errors;
     *i = j->claimed++;
     sio.unclaimed--;
     if (j->claimed == 2) {
@@ -185,34 +229,73 @@ static struct spool_io_job *sio_claim(int *i)
     return j;
 }
 
-/* A file of j is synced (err 0) or failed. Mutex held. */
+/* The next round's work is waiting: wake a thread for it. Mutex held. */
+static void sio_want_round(void)
+{
+    if (!sio.committing && (sio.written.head || sio.durable.head))
+        pthread_cond_signal(&sio.cv);
+}
+
+/* A file of j is written (err 0) or failed. Mutex held. */
 static void sio_file_done(struct spool_io_job *j, int err)
 {
     if (err && !j->err)
         j->err = err;
-    if (++j->synced < 2)
+    if (++j->written < 2)
         return;
     if (j->err) {
         j->next = NULL;
         sio_finish(j);
         return;
     }
-    list_push(&sio.synced, j);
-    if (!sio.committing)        /* else the committer looks when done */
-        pthread_cond_signal(&sio.cv);
+    list_push(&sio.written, j);
+    sio_want_round();
 }
 
+/* After a round's sync (err): a job fails with it, or with any failed
+ * sync since its writing began. Mutex held. */
+static void sio_settle(struct spool_io_job *list, int err)
+{
+    for (struct spool_io_job *j = list; j; j = j->next) {
+        if (!j->err && err)
+            j->err = err;
+        if (!j->err && j->errs_seen != sio.sync_errors)
+            j->err = EIO;
+    }
+}
+
+/* Jobs of data: failed ones to done, the others wait for their rename. */
+static void sio_advance(struct spool_io_job *data)
+{
+    while (data) {
+        struct spool_io_job *n = data->next;
+        data->next = NULL;
+        if (data->err)
+            sio_finish(data);
+        else
+            list_push(&sio.durable, data);
+        data = n;
+    }
+}
+
+/* One commit round. Entered and left with the mutex held. */
 static void sio_commit_round(void)
 {
-    struct spool_io_job *batch = list_take(&sio.synced);
+    struct spool_io_job *data = list_take(&sio.written);
+    struct spool_io_job *names = list_take(&sio.durable);
     sio.committing = 1;
     pthread_mutex_unlock(&sio.mu);
-    sio_commit(batch);
+    sio_publish(names);
+    int err = sio_sync(data, names);
     pthread_mutex_lock(&sio.mu);
     sio.committing = 0;
-    sio_finish(batch);
-    if (sio.synced.head)        /* synced meanwhile: the next commit */
-        pthread_cond_signal(&sio.cv);
+    if (err)
+        sio.sync_errors++;
+    sio_settle(names, err);
+    sio_settle(data, err);
+    sio_finish(names);
+    sio_advance(data);
+    sio_want_round();
 }
 
 static void *sio_thread(void *unused)
@@ -221,13 +304,13 @@ static void *sio_thread(void *unused)
     pthread_mutex_lock(&sio.mu);
     sio.starting--;
     for (;;) {
-        if (sio.synced.head && !sio.committing) {
+        if ((sio.written.head || sio.durable.head) && !sio.committing) {
             sio_commit_round();
         } else if (sio.todo.head) {
             int file;
             struct spool_io_job *j = sio_claim(&file);
             pthread_mutex_unlock(&sio.mu);
-            int err = sio_sync_file(j, file);
+            int err = sio_write_file(j, file);
             pthread_mutex_lock(&sio.mu);
             sio_file_done(j, err);
         } else {
@@ -301,7 +384,8 @@ static int sio_start(struct event_base *base, char *err, size_t errlen)
     if (sio.started)
         return sio.base == base ? 0 : -1;
     list_init(&sio.todo);
-    list_init(&sio.synced);
+    list_init(&sio.written);
+    list_init(&sio.durable);
     list_init(&sio.done);
     sio.efd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     sio.ev = sio.efd >= 0 ? event_new(base, sio.efd, EV_READ | EV_PERSIST, sio_wakeup_cb, NULL)
@@ -322,6 +406,29 @@ fail:
     return -1;
 }
 
+/* The descriptor of spool directory dir, opened at its first write and
+ * kept for the life of the process (a few: spool_dir changes only by a
+ * reload). -1 with a reason in err. Loop thread. */
+static int sio_dir_fd(const char *dir, char *err, size_t errlen)
+{
+    for (struct sio_dir *d = sio.dirs; d; d = d->next)
+        if (strcmp(d->path, dir) == 0)
+            return d->fd;
+    struct sio_dir *d = malloc(sizeof *d);
+    if (d)
+        d->fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (d && d->fd >= 0 && (d->path = strdup(dir))) {
+        d->next = sio.dirs;
+        sio.dirs = d;
+        return d->fd;
+    }
+    snprintf(err, errlen, "spool %s: %s", dir, strerror(d && d->fd < 0 ? errno : ENOMEM));
+    if (d && d->fd >= 0)
+        close(d->fd);
+    free(d);
+    return -1;
+}
+
 struct spool_io_job *spool_io_write(struct event_base *base, const char *dir,
                                     const struct conn *c, struct txn *t,
                                     spool_io_done_fn done, void *arg,
@@ -334,7 +441,8 @@ struct spool_io_job *spool_io_write(struct event_base *base, const char *dir,
         snprintf(err, errlen, "spool: out of memory");
         return NULL;
     }
-    j->item = spool_item_new(dir, c, t, err, errlen);
+    j->fsfd = sio_dir_fd(dir, err, errlen);
+    j->item = j->fsfd >= 0 ? spool_item_new(dir, c, t, err, errlen) : NULL;
     if (!j->item) {
         free(j);
         return NULL;

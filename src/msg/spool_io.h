@@ -3,12 +3,12 @@
  *
  * spool_io_write copies what the two files will hold (header section,
  * envelope, a snapshot of the body) on the calling (loop) thread and
- * hands it to a small pool of I/O threads. They write and fsync each
- * file, rename it to its final name and fsync the directory: one
- * directory fsync for every message whose files were synced by then
- * (group commit). Then done(arg, err)
- * runs on the loop thread of `base`, err 0 once the message and its
- * directory entry are on disk, else an errno.
+ * hands it to a small pool of I/O threads. They write each file under a
+ * temporary name, sync it, rename it to its final name and sync again;
+ * each sync is one syncfs of the spool's file system for every message
+ * ready by then (group commit). Then done(arg, err) runs on the loop
+ * thread of `base`, err 0 once the message and its directory entry are
+ * on disk, else an errno.
  *
  * A slow disk delays only the writes waiting for it: the loop keeps
  * serving every other session. The pool starts at the first write of a
