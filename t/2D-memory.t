@@ -4,7 +4,9 @@ an idle STARTTLS session is small now, so a few hundred grow the worker
 by less than the few MiB it keeps for itself after a burst;
 KASI_BURST=5000 for a measurement), then all close. Once the session count
 falls to a quarter of its peak the worker gives the freed memory back to
-the system: the log says so, and its RSS drops back near where it started.
+the system: the log says so, and its RSS drops back to within a tenth of
+the growth (libevent's record of each descriptor, made at start for all
+of them, no longer pins a page of every session's memory: that kept half).
 Prints the worker's RSS before, at the peak and after.
 
 Each session's plugin keeps 20 KB of Lua data on its connection. Once the
@@ -104,7 +106,7 @@ with start(y, 1, files={"config/plugins": "blob\n", "plugins/blob.lua": PLUGIN})
         k.wait_count(r"memory released after a burst", 2, 15)
     # the last release comes when the last session is gone (rate-limited:
     # within a few intervals); wait for the RSS to fall, bounded
-    wait_for(lambda: rss_kib(wpid) - rss0 < (peak - rss0) / 2, 40)
+    wait_for(lambda: rss_kib(wpid) - rss0 < (peak - rss0) / 10, 40)
     after = rss_kib(wpid)
     diag("worker RSS: before %d KiB, %d sessions %d KiB, after %d KiB" % (rss0, N, peak, after))
     lua1 = lua_kib(k.port)
@@ -122,8 +124,8 @@ with start(y, 1, files={"config/plugins": "blob\n", "plugins/blob.lua": PLUGIN})
     if os.environ.get("KASI_ASAN"):         # its allocator keeps freed memory
         diag("sanitizer build: RSS not compared")
     else:
-        ok(after - rss0 < (peak - rss0) / 2,
-           "RSS after the burst is back below half the growth (%+d KiB, peak %+d KiB)" %
+        ok(after - rss0 < (peak - rss0) / 10,
+           "RSS after the burst is back within a tenth of the growth (%+d KiB, peak %+d KiB)" %
            (after - rss0, peak - rss0))
 
 done()

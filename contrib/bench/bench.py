@@ -237,10 +237,12 @@ def idle_memory(label, server, why, starttls=False):
     base = pts[0][1]
     last = pts[-1]
     closed = re.search(r"closed rss_kib=(\d+)", text)
+    warm = re.search(r"warm rss_kib=(\d+)", text)
     note = "" if last[0] == want[-1] else f"only {last[0]} of {want[-1]} connections"
     return {"label": label, "base_kib": base, "points": [[p[0], p[2]] for p in pts],
             "per_conn": (last[2] - base) / max(last[0], 1), "note": note,
-            "closed_kib": int(closed.group(1)) if closed else None}
+            "closed_kib": int(closed.group(1)) if closed else None,
+            "warm_kib": int(warm.group(1)) if warm else None}
 
 
 # ------------------------------------------------------------ large ----

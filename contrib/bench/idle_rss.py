@@ -13,6 +13,11 @@ seconds to notice):
 
   closed rss_kib=C
 
+Before the first checkpoint one session is opened and closed, and the
+RSS then is printed as `warm rss_kib=W`: what serving one session costs
+for good (library code read in, TLS state set up once), the base that
+the RSS after close is best compared with.
+
 With --starttls each connection also runs STARTTLS (no certificate
 check: loopback, the server's own test certificate) and EHLO again, so it
 is held idle inside TLS.
@@ -114,6 +119,10 @@ def main():
     if marks[-1] + 50 > limit:
         print(f"warning: open file limit {limit} is below {marks[-1]}", file=sys.stderr)
     before = rss_kib(pid)
+    one = []
+    open_batch(port, 0, 1, one)
+    one[0].close()
+    print(f"warm rss_kib={wait_closed_rss(pid, 1)}", flush=True)
     socks = []
     deadline = time.monotonic() + DEADLINE
     try:
