@@ -105,8 +105,10 @@ def accepted_spooled(cl, name, total):
 
 def wait_recovered(cl, red, first):
     """Sessions until the plugins use the new Redis again: one is
-    greylisted, and the limit plugin has counted in it. Each plugin's
-    connection comes back on its own, so wait for both. (greylist, limit)."""
+    greylisted, and the limit plugin has counted in it. The worker's
+    connection can come back between limit's call at MAIL (failed fast:
+    not counted) and greylist's at RCPT, and each node reconnects on its
+    own, so wait for both. (greylist, limit)."""
     deadline = time.monotonic() + scaled(15)
     i = first
     grey = counted = False
