@@ -102,10 +102,11 @@ with start(y, 1, files={"config/plugins": "blob\n", "plugins/blob.lua": PLUGIN})
     ok(released, "the worker releases memory after the burst")
     if released and int(released.group(2)) > 0:
         # sessions were still open at that release (a loaded machine closes
-        # them slowly): what they held goes at the next one, 10 s later
+        # them slowly): what they held goes at the next one, once the
+        # last session is gone
         k.wait_count(r"memory released after a burst", 2, 15)
-    # the last release comes when the last session is gone (rate-limited:
-    # within a few intervals); wait for the RSS to fall, bounded
+    # the last release comes soon after the last session is gone; wait
+    # for the RSS to fall, bounded
     wait_for(lambda: rss_kib(wpid) - rss0 < (peak - rss0) / 10, 40)
     after = rss_kib(wpid)
     diag("worker RSS: before %d KiB, %d sessions %d KiB, after %d KiB" % (rss0, N, peak, after))

@@ -10,8 +10,9 @@
  * TRIM_MIN_FREED sessions ended since the last release, the worker gives
  * it back to the system (malloc_trim, at most once per TRIM_INTERVAL, and
  * TRIM_SETTLE after the close that called for it, so that the sessions
- * closing together and their deferred frees are done); and once more when
- * the last session of the burst ends, for what the others still held.
+ * closing together and their deferred frees are done); and once more
+ * TRIM_SETTLE after the last session of the burst ends, for what the
+ * others still held.
  * So that the release can give back nearly all of it, libevent's record
  * of every descriptor a session may get is made at start (see
  * reserve_fd_slots). */
@@ -168,9 +169,13 @@ static void trim_maybe(struct server *srv)
     int burst_ending = srv->trim_freed >= TRIM_MIN_FREED &&
                        srv->nsessions <= srv->trim_peak / 4;
     int idle_again = srv->nsessions == 0 && srv->trim_freed > 0 && srv->trim_peak >= 64;
-    if (!srv->trim_ev || !(burst_ending || idle_again) || evtimer_pending(srv->trim_ev, NULL))
+    if (!srv->trim_ev || !(burst_ending || idle_again))
         return;
-    double wait = srv->last_trim + TRIM_INTERVAL - clock_now();
+    if (idle_again)             /* the burst's last session: soon, whatever the interval */
+        evtimer_del(srv->trim_ev);
+    else if (evtimer_pending(srv->trim_ev, NULL))
+        return;
+    double wait = idle_again ? 0 : srv->last_trim + TRIM_INTERVAL - clock_now();
     struct timeval tv = clock_tv(wait > TRIM_SETTLE ? wait : TRIM_SETTLE);
     evtimer_add(srv->trim_ev, &tv);
 }
