@@ -214,8 +214,11 @@ static int run_alone(struct kasi_config *cfg, const struct priv_ids *ids)
         server_bind(cfg, fds) == 0 && (http_fd = http_bind(cfg)) != -2) {
         for (size_t i = 0; i < cfg->nlisten; i++)
             server_log_listener(fds[i], &cfg->listen[i]);
-        if (stats_region_create(1) == 0)
+        if (stats_region_create(1) == 0) {
+            stats_worker_state(0, getpid());    /* this process is the one worker */
             stats_worker_attach(0);
+            stats_workers_configured(1);
+        }
         struct worker_opts wo = { 0, -1, ids, http_fd };
         rc = worker_run(cfg, fds, &wo) == 0 ? 0 : 1;
         stats_region_free();

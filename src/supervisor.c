@@ -373,6 +373,7 @@ static void sup_switch(void)
     }
     sup.pending = NULL;
     sup.cur = g;
+    stats_workers_configured(g->nworkers);
     sgen_diff(old, g, diff, sizeof diff);
     sgen_log_listeners(old, g);
     log_setup(g->cfg.log_target, g->cfg.log_level);

@@ -124,9 +124,21 @@ static double outcome(const struct json *doc, const char *what, const char *o)
     return json_num(json_get(json_get(doc, what), o), 0);
 }
 
+/* "2 worker(s)", or "1 of 2 worker(s)" while fewer run than configured. */
+static void fmt_workers(char *buf, size_t len, const struct json *doc)
+{
+    const struct json *w = json_get(doc, "workers");
+    double running = json_num(json_get(w, "running"), 0);
+    double configured = json_num(json_get(w, "configured"), 0);
+    if (configured > 0 && configured != running)
+        snprintf(buf, len, "%.0f of %.0f worker(s)", running, configured);
+    else
+        snprintf(buf, len, "%.0f worker(s)", running);
+}
+
 static void print_head(const struct json *doc)
 {
-    char up[32], reload[64] = "never";
+    char up[32], reload[64] = "never", workers[64];
     double now = json_num(json_get(doc, "now"), 0);
     double lr = json_num(json_get(doc, "last_reload"), 0);
     fmt_age(up, sizeof up, now - json_num(json_get(doc, "started"), now));
@@ -135,10 +147,10 @@ static void print_head(const struct json *doc)
         fmt_age(ago, sizeof ago, now - lr);
         snprintf(reload, sizeof reload, "%s ago", ago);
     }
-    printf("kasi %s on %s: up %s, %.0f worker(s), generation %.0f, last reload %s, "
+    fmt_workers(workers, sizeof workers, doc);
+    printf("kasi %s on %s: up %s, %s, generation %.0f, last reload %s, "
            "%.0f open connection(s)\n", json_str(json_get(doc, "version"), "?"),
-           json_str(json_get(doc, "host"), "?"), up,
-           json_num(json_get(json_get(doc, "workers"), "running"), 0),
+           json_str(json_get(doc, "host"), "?"), up, workers,
            json_num(json_get(doc, "generation"), 0), reload,
            json_num(json_get(doc, "open_connections"), 0));
     printf("messages: %.0f accepted, %.0f rejected, %.0f deferred, %.0f dropped; "

@@ -2,7 +2,8 @@
 """Statistics: a bounded load with a known mix (three plugins reject 10 %,
 20 % and 30 % of the recipients by number, a fourth runs past its budget
 for every 50th) and /stats.json and /metrics equal the client's own
-counts exactly, across a SIGHUP and a kill -9 of the worker; promtool
+counts exactly, across a SIGHUP and a kill -9 of the worker (2 workers:
+only the slots they were started in are listed); promtool
 finds nothing to say; the page, rendered by headless Chromium during the
 load, ranks the plugins with the right shares and its numbers move; the
 token is required (401 without) and a non-loopback http.listen without one
@@ -302,6 +303,14 @@ def shares_of(tally):
 
 # ------------------------------------------------------------ the run
 
+def running(d):
+    return [w for w in ((d or {}).get("workers") or {}).get("list", []) if w["pid"]]
+
+
+def generation_series(m):
+    return re.findall(r"^kasi_plugin_generation\{worker=\"(\d+)\"\} \d+$", m, re.M)
+
+
 with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
            "log": {"level": "info"}}, files=FILES) as k:
     hport = http_port(k)
@@ -326,6 +335,14 @@ with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
     is_([p["name"] for p in d["plugins"]], ["rej10", "rej20", "rej30", "slow", "queue/discard"],
         "every loaded plugin has a row before any mail")
     is_(d["generation"], 1, "generation 1")
+    w = d["workers"]
+    is_((len(w["list"]), len(running(d)), w["running"], w["configured"]), (2, 2, 2, 2),
+        "workers: only the two started slots listed, both running, two configured")
+    m = metrics(hport)
+    is_((sorted(generation_series(m)), metric(m, "kasi_workers"),
+         metric(m, "kasi_workers_configured")), (sorted(str(x["slot"]) for x in w["list"]),
+                                                 2.0, 2.0),
+        "/metrics: kasi_plugin_generation for the two workers only; kasi_workers(_configured)")
 
     # phase 1
     is_(load(k.port, tally, 60), [], "phase 1: 60 sessions without client errors")
@@ -384,8 +401,6 @@ with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
 
     # kill -9 of the worker: the supervisor restarts it, the counts stay
     # (a reload starts new workers in other slots: find the running one)
-    def running(d):
-        return [w for w in ((d or {}).get("workers") or {}).get("list", []) if w["pid"]]
     live = running(stats(hport))
     ok(len(live) == 2, "two running workers after the reload", repr(live))
     old, slot = live[0]["pid"], live[0]["slot"]
@@ -400,7 +415,11 @@ with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
     now = running(d)
     is_((d["workers"]["running"], [w["restarts"] for w in now if w["slot"] == slot]),
         (2, [1]), "two workers running, the killed one's slot restarted once")
-    check_counts(hport, tally, "after kill -9 of the worker")
+    is_((len(d["workers"]["list"]), d["workers"]["configured"]), (4, 2),
+        "listed: the four slots ever started (two retired by the reload), two configured")
+    _, m = check_counts(hport, tally, "after kill -9 of the worker")
+    is_(sorted(generation_series(m)), sorted(str(x["slot"]) for x in now),
+        "/metrics: kasi_plugin_generation for the running workers only")
     is_(load(k.port, tally, 40), [], "phase 3: 40 sessions")
     d, m = check_counts(hport, tally, "phase 3")
     promtool(m, "phase 3")

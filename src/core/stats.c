@@ -1,7 +1,9 @@
 /* stats.c — the shared statistics region: creating it, the recording
  * functions a worker calls on its own slot, and snapshots that sum the
- * slots for the HTTP endpoints. See stats.h for who calls what and
- * stats_region.h for the layout and its concurrency rules. */
+ * slots for the HTTP endpoints. A snapshot reads only the slots in use
+ * (stats_region.use: attached or started), so the pages of the many slots
+ * that never had a worker are never faulted in. See stats.h for who calls
+ * what and stats_region.h for the layout and its concurrency rules. */
 #include "core/stats.h"
 #include "core/stats_region.h"
 
@@ -101,6 +103,10 @@ int stats_region_create(unsigned nslots)
 #else
     if (stats_r || nslots == 0)
         return 0;
+    if (nslots > STATS_MAX_SLOTS) {
+        errno = EINVAL;
+        return -1;
+    }
     size_t len = sizeof *stats_r + (size_t)nslots * sizeof stats_r->slot[0];
     void *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
@@ -135,17 +141,32 @@ void stats_worker_state(unsigned slot, pid_t pid)
         return;
     struct stats_slot *sl = &stats_r->slot[slot];
     atomic_store(&sl->pid, (int64_t)pid);
-    if (pid)
+    if (pid) {
+        atomic_fetch_or(&stats_r->use[slot], STATS_USE_WORKER);
         bump(&sl->starts, 1);
-    else
+    } else {
         atomic_store(&sl->open, 0);
+    }
 }
 
 void stats_worker_attach(unsigned slot)
 {
     my_slot = stats_r && slot < stats_r->nslots ? &stats_r->slot[slot] : NULL;
-    if (my_slot)
-        atomic_store(&my_slot->open, 0);
+    if (!my_slot)
+        return;
+    atomic_fetch_or(&stats_r->use[slot], STATS_USE_WRITTEN);
+    atomic_store(&my_slot->open, 0);
+}
+
+void stats_workers_configured(unsigned n)
+{
+    if (stats_r)
+        atomic_store(&stats_r->configured, n);
+}
+
+int stats_region_slot_used(uint32_t w)
+{
+    return atomic_load_explicit(&stats_r->use[w], memory_order_acquire) != 0;
 }
 
 /* ------------------------------------------------------- plugin names */
@@ -386,6 +407,8 @@ void stats_region_totals(uint64_t msgs[STATS_OUTCOMES], uint64_t deny[STATS_PLUG
     memset(deny, 0, STATS_PLUGINS * sizeof *deny);
     for (uint32_t w = 0; w < stats_r->nslots; w++) {
         struct stats_slot *sl = &stats_r->slot[w];
+        if (!stats_region_slot_used(w))
+            continue;
         for (int o = 0; o < STATS_OUTCOMES; o++)
             for (int i = 0; i < 4; i++)
                 msgs[o] += rd(&sl->msgs[o][i >> 1][i & 1]);
@@ -481,13 +504,18 @@ static void snap_series(struct stats_snap *s)
     }
 }
 
+/* The slots a worker was ever started in, in slot order. */
 static void snap_workers(struct stats_snap *s)
 {
-    s->nworkers = stats_r->nslots;
-    for (unsigned w = 0; w < s->nworkers; w++) {
+    s->configured = atomic_load(&stats_r->configured);
+    for (unsigned w = 0; w < stats_r->nslots; w++) {
+        if (!(atomic_load(&stats_r->use[w]) & STATS_USE_WORKER))
+            continue;
         struct stats_slot *sl = &stats_r->slot[w];
-        struct stats_worker *d = &s->workers[w];
+        struct stats_worker *d = &s->workers[s->nworkers++];
+        d->slot = w;
         d->pid = (pid_t)atomic_load(&sl->pid);
+        s->running += d->pid != 0;
         d->generation = atomic_load(&sl->generation);
         d->open = atomic_load(&sl->open);
         uint64_t starts = rd(&sl->starts);
@@ -518,7 +546,8 @@ struct stats_snap *stats_snapshot(void)
     snap_series(s);
     snap_workers(s);
     for (uint32_t w = 0; w < stats_r->nslots; w++)
-        snap_slot(s, &stats_r->slot[w]);
+        if (stats_region_slot_used(w))
+            snap_slot(s, &stats_r->slot[w]);
     return s;
 }
 

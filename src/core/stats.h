@@ -32,6 +32,7 @@
 #define STATS_SIZE_BUCKETS 16   /* message size: 1 KB .. 50 MB, +Inf */
 #define STATS_MINUTES 1440      /* per-minute history: 24 h */
 #define STATS_HOURS 720         /* per-hour history: 30 days */
+#define STATS_MAX_SLOTS 256     /* slots a region may have */
 
 /* A hook call's answer: the hook_rc values, then what the engine made. */
 enum stats_answer {
@@ -48,7 +49,8 @@ enum stats_kind { STATS_COUNTER = 1, STATS_SUMMARY = 2 };
 
 /* ---- life cycle (supervisor) */
 
-/* Map the region with nslots worker slots. 0, or -1 (errno). */
+/* Map the region with nslots (at most STATS_MAX_SLOTS) worker slots. 0,
+ * or -1 (errno). */
 int stats_region_create(unsigned nslots);
 void stats_region_free(void);
 int stats_enabled(void);
@@ -58,6 +60,8 @@ int stats_enabled(void);
 void stats_worker_state(unsigned slot, pid_t pid);
 /* In the worker after fork: this process writes slot. */
 void stats_worker_attach(unsigned slot);
+/* The workers the live generation runs (its `workers:`, resolved). */
+void stats_workers_configured(unsigned n);
 
 /* ---- recording (worker) */
 
@@ -93,7 +97,9 @@ struct stats_series {
     double sum;
 };
 
+/* A slot a worker was ever started in (others are left out). */
 struct stats_worker {
+    unsigned slot;
     pid_t pid;                  /* 0: not running */
     unsigned generation;        /* its live plugin generation */
     int64_t open;               /* open connections */
@@ -118,7 +124,9 @@ struct stats_snap {
     double dns_sum, down_sum;
     uint64_t reloads_ok, reloads_failed;
     time_t last_reload;         /* 0: none since start */
-    unsigned nworkers;          /* slots */
+    unsigned nworkers;          /* slots ever started */
+    unsigned running;           /* of them, with a worker now */
+    unsigned configured;        /* workers the live generation wants, 0: unknown */
     struct stats_worker *workers;
     size_t nseries;
     struct stats_series *series;

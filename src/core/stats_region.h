@@ -65,9 +65,16 @@ struct stats_hist {
     struct stats_row hour[STATS_HOURS];
 };
 
+/* Flags of a slot in stats_region.use: read only the slots that have
+ * them (an untouched slot's pages are never faulted in). */
+#define STATS_USE_WRITTEN 1     /* a process attached to it */
+#define STATS_USE_WORKER 2      /* the supervisor started a worker in it */
+
 struct stats_region {
     uint32_t nslots;
     int64_t started;
+    _Atomic uint32_t configured;    /* supervisor: workers of the live generation */
+    _Atomic uint8_t use[STATS_MAX_SLOTS];   /* STATS_USE_* (atomic or) */
     _Atomic uint32_t nplug;         /* claimed entries (may pass STATS_PLUGINS) */
     struct stats_pname plug[STATS_PLUGINS];
     _Atomic uint32_t nseries;
@@ -78,7 +85,9 @@ struct stats_region {
 
 extern struct stats_region *stats_r;
 
-/* Totals over every slot: messages by outcome, denials by region index. */
+/* Whether slot w was ever written or started. */
+int stats_region_slot_used(uint32_t w);
+/* Totals over every used slot: messages by outcome, denials by region index. */
 void stats_region_totals(uint64_t msgs[STATS_OUTCOMES],
                          uint64_t deny[STATS_PLUGINS]);
 /* Region plugin index of name (claiming one when new), or -1 when full. */

@@ -164,28 +164,23 @@ static void metrics_traffic(struct evbuffer *out, const struct stats_snap *s)
               stats_lat_bound, s->down_sum);
 }
 
-static unsigned running_workers(const struct stats_snap *s)
-{
-    unsigned n = 0;
-    for (unsigned w = 0; w < s->nworkers; w++)
-        n += s->workers[w].pid != 0;
-    return n;
-}
-
 static void metrics_process(struct evbuffer *out, const struct stats_snap *s)
 {
     uint64_t restarts = 0;
     one(out, "kasi_open_connections", "gauge", "Connections open now.", (double)s->open);
-    one(out, "kasi_workers", "gauge", "Worker processes running.",
-        (double)running_workers(s));
+    one(out, "kasi_workers", "gauge", "Worker processes running.", (double)s->running);
+    one(out, "kasi_workers_configured", "gauge",
+        "Worker processes the live generation runs (workers:).", (double)s->configured);
     for (unsigned w = 0; w < s->nworkers; w++)
         restarts += s->workers[w].restarts;
     one(out, "kasi_worker_restarts_total", "counter",
         "Workers the supervisor started again after one ended.", (double)restarts);
-    head(out, "kasi_plugin_generation", "gauge", "Live plugin generation of each worker.");
+    head(out, "kasi_plugin_generation", "gauge",
+         "Live plugin generation of each running worker, by slot.");
     for (unsigned w = 0; w < s->nworkers; w++)
-        evbuffer_add_printf(out, "kasi_plugin_generation{worker=\"%u\"} %u\n", w,
-                            s->workers[w].generation);
+        if (s->workers[w].pid)
+            evbuffer_add_printf(out, "kasi_plugin_generation{worker=\"%u\"} %u\n",
+                                s->workers[w].slot, s->workers[w].generation);
     head(out, "kasi_reloads_total", "counter", "Plugin reloads (SIGHUP) by result.");
     evbuffer_add_printf(out, "kasi_reloads_total{result=\"ok\"} %llu\n"
                         "kasi_reloads_total{result=\"failed\"} %llu\n",
@@ -276,14 +271,14 @@ static void json_head(struct evbuffer *out, const struct stats_snap *s, const ch
     evbuffer_add(out, ",\"host\":", 8);
     jstr(out, host ? host : "");
     evbuffer_add_printf(out, ",\"now\":%lld,\"started\":%lld,\"workers\":{\"running\":%u,"
-                        "\"slots\":%u,\"list\":[", (long long)s->now,
-                        (long long)s->started, running_workers(s), s->nworkers);
+                        "\"configured\":%u,\"list\":[", (long long)s->now,
+                        (long long)s->started, s->running, s->configured);
     for (unsigned w = 0; w < s->nworkers; w++) {
         const struct stats_worker *k = &s->workers[w];
         if (k->pid && k->generation > gen)
             gen = k->generation;
         evbuffer_add_printf(out, "%s{\"slot\":%u,\"pid\":%d,\"generation\":%u,\"open\":%lld,"
-                            "\"restarts\":%llu}", w ? "," : "", w, (int)k->pid,
+                            "\"restarts\":%llu}", w ? "," : "", k->slot, (int)k->pid,
                             k->generation, (long long)k->open,
                             (unsigned long long)k->restarts);
     }

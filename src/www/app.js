@@ -72,7 +72,9 @@ function setState(state, text) {
 function renderTiles(d) {
   setText("host", d.host);
   setText("open-connections", fmtNum(d.open_connections), d.open_connections);
-  setText("workers", d.workers.running + " / " + d.workers.slots, d.workers.running);
+  const w = d.workers;
+  setText("workers", w.configured ? w.running + " / " + w.configured : String(w.running),
+    w.running);
   setText("generation", String(d.generation), d.generation);
   setText("last-reload", d.last_reload ? fmtAge(d.now - d.last_reload) + " ago" : "never",
     d.last_reload);

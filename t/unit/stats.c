@@ -5,6 +5,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -13,6 +14,7 @@
 
 #include "core/json.h"
 #include "core/stats.h"
+#include "core/stats_region.h"
 #include "lua/lua_stats.h"
 #include "tap.h"
 
@@ -63,6 +65,50 @@ static void test_slots(void)
     is_int(s->size[1], 1, "1500 bytes: the 2 KB bucket");
     is_int(s->open, 1, "open connections: the reaped worker's are gone");
     stats_snap_free(s);
+}
+
+/* Pages of [p, p + len) in memory (mincore), -1 on error. */
+static long resident_pages(const void *p, size_t len)
+{
+    long pg = sysconf(_SC_PAGESIZE);
+    uintptr_t a = ((uintptr_t)p + (uintptr_t)pg - 1) & ~((uintptr_t)pg - 1);
+    uintptr_t e = ((uintptr_t)p + len) & ~((uintptr_t)pg - 1);
+    if (e <= a)
+        return 0;
+    size_t n = (e - a) / (size_t)pg;
+    unsigned char *v = calloc(n, 1);
+    long in = 0;
+    if (!v || mincore((void *)a, e - a, v) < 0) {
+        free(v);
+        return -1;
+    }
+    for (size_t i = 0; i < n; i++)
+        in += v[i] & 1;
+    free(v);
+    return in;
+}
+
+static void test_workers(void)
+{
+    ok(stats_region_create(STATS_MAX_SLOTS + 1) < 0, "no more than STATS_MAX_SLOTS slots");
+    ok(stats_region_create(8) == 0, "a region with eight slots");
+    stats_worker_state(2, 4242);            /* started, running */
+    stats_worker_state(5, 4343);            /* started, then reaped */
+    stats_worker_state(5, 0);
+    stats_worker_attach(7);                 /* the supervisor's own: no worker */
+    stats_workers_configured(2);
+    stats_message(STATS_ACCEPTED, 0, 0, 0);
+    struct stats_snap *s = stats_snapshot();
+    is_int(s->nworkers, 2, "only slots a worker was started in are listed");
+    ok(s->workers[0].slot == 2 && s->workers[0].pid == 4242 && s->workers[1].slot == 5 &&
+       s->workers[1].pid == 0, "in slot order, with their pids");
+    is_int(s->running, 1, "one of them running");
+    is_int(s->configured, 2, "two configured");
+    is_int(s->msgs[STATS_ACCEPTED][0][0], 1, "the attached slot is summed");
+    long in = resident_pages(&stats_r->slot[3], 2 * sizeof stats_r->slot[0]);
+    is_int(in, 0, "a snapshot faults in no page of the unused slots");
+    stats_snap_free(s);
+    stats_region_free();
 }
 
 static void test_quantile(void)
@@ -202,6 +248,7 @@ int main(void)
     test_quantile();
     test_custom();
     test_history();
+    test_workers();
     test_json();
     test_labels();
     return done_testing();
