@@ -3,7 +3,8 @@
  * per-minute row (24 h ring) and a per-hour row (30 day ring); readers get
  * windows of points for the graph page, the current minute being live.
  * The rings are kept in a small text file of the spool directory, written
- * every few minutes and at exit, read at start:
+ * every few minutes and at exit, read at start (only rows with traffic are
+ * written: a minute or hour missing from the file counted nothing):
  *
  *   kasi-stats 1
  *   p <index> <plugin name>
@@ -109,11 +110,23 @@ static void save_row(FILE *f, char kind, const struct stats_row *r)
     fputc('\n', f);
 }
 
+static int row_empty(const struct stats_row *r)
+{
+    for (int o = 0; o < STATS_OUTCOMES; o++)
+        if (r->msgs[o])
+            return 0;
+    for (int p = 0; p < STATS_PLUGINS; p++)
+        if (r->deny[p])
+            return 0;
+    return 1;
+}
+
+/* The rows of the period that had traffic (a missing row reads as zero). */
 static void save_rows(FILE *f, char kind, const struct stats_row *rows, size_t n,
                       int64_t oldest)
 {
     for (size_t i = 0; i < n; i++)
-        if (rows[i].t && rows[i].t >= oldest)
+        if (rows[i].t && rows[i].t >= oldest && !row_empty(&rows[i]))
             save_row(f, kind, &rows[i]);
 }
 

@@ -148,6 +148,25 @@ static void test_custom(void)
     stats_snap_free(s);
 }
 
+/* Rows of a history file that count nothing. */
+static int zero_rows(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    char line[8192];
+    int n = 0;
+    while (f && fgets(line, sizeof line, f)) {
+        long long t;
+        unsigned long long m[4];
+        if ((line[0] == 'm' || line[0] == 'h') &&
+            sscanf(line + 1, " %lld %llu %llu %llu %llu", &t, &m[0], &m[1], &m[2], &m[3]) == 5 &&
+            !(m[0] | m[1] | m[2] | m[3]) && !strchr(line, '='))
+            n++;
+    }
+    if (f)
+        fclose(f);
+    return n;
+}
+
 static void test_history(void)
 {
     char path[] = "/tmp/kasi-stats-unit-XXXXXX";
@@ -171,6 +190,9 @@ static void test_history(void)
     stats_window_free(&w);
     ok(stats_window_get(s, "7y", &w) < 0, "unknown range");
     stats_snap_free(s);
+    stats_tick(time(NULL) + 60, NULL);     /* a minute that counts nothing */
+    ok(stats_history_save(path) == 0, "history saved again");
+    is_int(zero_rows(path), 0, "rows without traffic are not written");
     stats_region_free();
 
     stats_region_create(1);
