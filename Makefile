@@ -6,6 +6,7 @@
 #   make asan       build build-asan/kasi with AddressSanitizer + UBSan
 #   make test-asan  the suite against the sanitizer build
 #   make bench      benchmarks (see contrib/bench/)
+#   make nostats    build build-nostats/kasi with the statistics compiled out (for make bench)
 #   make check-layers  fail on an include that points up (see src/README)
 #   make install    install under PREFIX (and DESTDIR); see docs/install.md
 #   make uninstall  remove what make install put under PREFIX (not config, spool)
@@ -41,7 +42,7 @@ SYSTEMDUNITDIR ?= $(PREFIX)/lib/systemd/system
 KASI_USER  ?=
 
 
-.PHONY: all run test unit asan test-asan deps bench clean check-layers \
+.PHONY: all run test unit asan test-asan deps bench nostats clean check-layers \
         install uninstall deb soak FORCE
 
 all: kasi
@@ -112,7 +113,12 @@ test-asan: deps asan
 $(BUILD)/hook_cost: contrib/bench/hook_cost.c $(LIBOBJ) | $(BUILD)
 	$(CC) $(CFLAGS) -o $@ $< $(LIBOBJ) $(LDFLAGS) $(LDLIBS)
 
-bench: deps kasi $(BUILD)/hook_cost
+# the same binary with the counters compiled out (KASI_STATS_OFF): make
+# bench runs the chain scenario with both to measure what counting costs
+nostats:
+	$(MAKE) BUILD=build-nostats OPT="$(OPT) -DKASI_STATS_OFF" build-nostats/kasi
+
+bench: deps kasi nostats $(BUILD)/hook_cost
 	contrib/bench/run.sh
 
 # make install [PREFIX=/usr/local] [DESTDIR=] [SYSCONFDIR=/etc/kasi]
@@ -159,6 +165,6 @@ soak: deps kasi
 	contrib/bench/soak.py --kasi $(CURDIR)/$(BUILD)/kasi --results bench/RESULTS.md $(SOAK_FLAGS)
 
 clean:
-	rm -rf build build-asan build-fuzz kasi
+	rm -rf build build-asan build-fuzz build-nostats kasi
 
 -include $(OBJ:.o=.d)

@@ -80,7 +80,7 @@ def main():
         tap(measured(row(text, label)), "measured: " + label, str(row(text, label)))
     tap(row(text, "Postfix queue (fsync)") is not None, "row present: Postfix queue (fsync)")
     tap(row(text, "kasi smtp_forward, workers: 2") is not None, "row present: workers: 2")
-    for label in ("kasi smtp_forward", "kasi chain + forward",
+    for label in ("kasi smtp_forward", "kasi chain + forward", "statistics off",
                   "Haraka smtp_forward", "Haraka chain + forward", "hook cost"):
         tap(row(text, label) is not None, "row present: " + label)
     for label in ("idle kasi (", "idle kasi STARTTLS", "large kasi", "large smtp-sink direct"):

@@ -67,6 +67,12 @@ def kasi_bin():
     sys.exit("kasi binary not found: run make, or set KASI_BIN")
 
 
+def nostats_bin():
+    """The build with the statistics compiled out (make nostats), or None."""
+    p = os.environ.get("KASI_NOSTATS_BIN") or os.path.join(sv.REPO, "build-nostats", "kasi")
+    return p if os.access(p, os.X_OK) else None
+
+
 # ------------------------------------------------------------ setup ----
 
 class Scenario:
@@ -104,12 +110,28 @@ def kasi_scenarios(kbin, work, sink, dns, dns_skip):
         srv, why = try_start(sv.start_kasi, kbin, "kasi-chain", work,
                              sv.kasi_chain_files(sink.port, dns.port), LEVEL)
         scen.append(Scenario("kasi-chain", "kasi chain + forward", srv, why))
+    scen.append(nostats_scenario(scen[-1], work, sink, dns))
     srv, why = try_start(sv.start_kasi, kbin, "kasi-spool", work,
                          sv.kasi_spool_files(), LEVEL)
     scen.append(Scenario("kasi-spool", "kasi spool (fsync)", srv, why, "spool"))
     srv, why = try_start(sv.start_postfix_queue, work)
     scen.append(Scenario("postfix-queue", "Postfix queue (fsync)", srv, why, "postfix"))
     return scen
+
+
+def nostats_scenario(chain, work, sink, dns):
+    """The chain scenario again with the statistics compiled out, next to
+    it so that the two alternate run by run: what the counters cost."""
+    label = "statistics off"
+    off = nostats_bin()
+    if chain.skip:
+        return Scenario("kasi-nostats", label, skip="as kasi chain + forward: " + chain.skip)
+    if off is None:
+        return Scenario("kasi-nostats", label,
+                        skip="pending: build-nostats/kasi not built (make nostats)")
+    srv, why = try_start(sv.start_kasi, off, "kasi-nostats", work,
+                         sv.kasi_chain_files(sink.port, dns.port), LEVEL)
+    return Scenario("kasi-nostats", label, srv, why)
 
 
 def haraka_exe():
@@ -205,6 +227,13 @@ def add_ratios(rows):
     for k, h in pairs.items():
         if by.get(k, {}).get("rate") and by.get(h, {}).get("rate"):
             by[k]["ratio"] = by[k]["rate"] / by[h]["rate"]
+    chain, off = by.get("kasi-chain", {}), by.get("kasi-nostats", {})
+    if chain.get("rate") and off.get("rate"):
+        off["cost"] = 100 * (off["rate"] - chain["rate"]) / off["rate"]
+        extra = f"counting costs {off['cost']:.1f}% of msg/s"
+        if chain.get("cpu10k") and off.get("cpu10k"):
+            extra += f", {100 * (chain['cpu10k'] / off['cpu10k'] - 1):+.1f}% CPU per message"
+        off["note"] = (off["note"] + " " + extra).strip()
     spool, pfq = by.get("kasi-spool", {}), by.get("postfix-queue", {})
     if spool.get("rate") and pfq.get("rate"):
         spool["note"] = (spool["note"] + f" {spool['rate'] / pfq['rate']:.1f}x Postfix queue").strip()
@@ -398,7 +427,8 @@ def run_all(kbin, work):
     res = {"loads": [
         throughput(scen, sink, f"{SET['sessions']} sessions x {SET['size'] // 1024} KB",
                    SET["sessions"]),
-        throughput(scen, sink, f"1 session x {SET['size'] // 1024} KB", 1)]}
+        throughput([sc for sc in scen if sc.id != "kasi-nostats"], sink,
+                   f"1 session x {SET['size'] // 1024} KB", 1)]}
     for sc in scen:
         if sc.server:
             bl.stop(sc.server.proc)
