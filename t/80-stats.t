@@ -3,18 +3,24 @@
 20 % and 30 % of the recipients by number, a fourth runs past its budget
 for every 50th) and /stats.json and /metrics equal the client's own
 counts exactly, across a SIGHUP and a kill -9 of the worker (2 workers:
-only the slots they were started in are listed); promtool
-finds nothing to say; the page, rendered by headless Chromium during the
-load, ranks the plugins with the right shares and its numbers move; the
-token is required (401 without) and a non-loopback http.listen without one
-fails kasi -t; kasi top prints the table; the history survives a
-restart."""
+only the slots they were started in are listed); one STARTTLS + AUTH
+session whose message a plugin also forwards to a fake downstream
+(tls/auth labels, the downstream histogram), message sizes, the DNS
+histogram (the clients' reverse lookups); promtool finds nothing to say;
+the page, rendered by headless Chromium during the load, ranks the
+plugins with the right shares, shows the plugin counters, and a page kept
+open shows new numbers within 5 s; a screenshot of it is saved (in
+KASI_TEST_ARTEFACTS, else the test's directory); the token is required
+(401 without) and a non-loopback http.listen without one fails kasi -t;
+kasi top prints the table; the history survives a restart."""
 import json
 import os
 import re
 import shutil
 import signal
 import smtplib
+import socket
+import struct
 import subprocess
 import sys
 import tempfile
@@ -26,6 +32,9 @@ from html.parser import HTMLParser
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from kasitest import *  # noqa: E402,F401,F403
+from cdp import Page  # noqa: E402
+from fakesmtp import FakeSmtp  # noqa: E402
+from tlstest import client_ctx, make_pki, tls_yaml  # noqa: E402
 
 TOKEN = "t0ken-for-the-stats-test"
 MIX = {"rej10": "n % 10 == 0", "rej20": "n % 10 == 1 or n % 10 == 2",
@@ -51,10 +60,65 @@ end
 return P
 '''
 
-FILES = {"config/plugins": "rej10\nrej20\nrej30\nslow timeout=0.2\nqueue/discard\n",
-         "plugins/slow.lua": SLOW}
-for _name, _cond in MIX.items():
-    FILES["plugins/%s.lua" % _name] = rejecting_plugin(_name, _cond)
+# test-only: alice may authenticate; a message over TLS is also forwarded
+# to the fake downstream (then queue/discard takes it)
+SECRET = "st4ts-s3cret"
+SECURE = '''local P = {}
+function P.hook_auth(conn, txn, creds)
+  if creds.user == "alice" and creds.password == "%s" then return OK end
+  return DENY
+end
+function P.hook_queue(conn, txn)
+  if not conn.tls then return end
+  local r = kasi.forward(txn, { host = "127.0.0.1", port = %%d })
+  if r.code ~= 250 then return DENYSOFT, "downstream: " .. tostring(r.text) end
+end
+return P
+''' % SECRET
+
+PLUGINS = ["rej10", "rej20", "rej30", "slow", "secure", "queue/discard"]
+BODY = b"Subject: stats\r\n\r\nhello\r\n"
+
+
+def files(down_port, dns_port):
+    f = {"config/plugins": "rej10\nrej20\nrej30\nslow timeout=0.2\nsecure\nqueue/discard\n",
+         "plugins/slow.lua": SLOW, "plugins/secure.lua": SECURE % down_port,
+         "config/dns.yaml": "servers: [\"127.0.0.1:%d\"]\ntimeout: 1\ntries: 1\n" % dns_port}
+    for name, cond in MIX.items():
+        f["plugins/%s.lua" % name] = rejecting_plugin(name, cond)
+    return f
+
+
+class NxResolver:
+    """A UDP resolver on loopback that answers every query NXDOMAIN at
+    once (the reverse lookups of the clients: no wait, whatever the
+    machine's resolver does)."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+        self.queries = 0
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                q, peer = self.sock.recvfrom(4096)
+            except OSError:
+                return
+            end = 12                    # the question: labels, a 0, type, class
+            while end < len(q) and q[end]:
+                end += 1 + q[end]
+            if end + 5 > len(q):
+                continue
+            self.queries += 1
+            # QR, RD, RA, NXDOMAIN; the question alone (no EDNS record)
+            self.sock.sendto(q[:2] + struct.pack(">HHHHH", 0x8183, 1, 0, 0, 0) +
+                             q[12:end + 5], peer)
+
+    def close(self):
+        self.sock.close()
 
 
 # ------------------------------------------------------------ config checks
@@ -101,6 +165,9 @@ class Tally:
         self.reached_slow = 0
         self.conns = 0
         self.sessions = 0
+        self.secure = dict.fromkeys(self.msgs, 0)   # over TLS and AUTH
+        self.sized = 0                  # messages whose data came, and their bytes
+        self.size_bytes = 0
 
     def numbers(self, k):
         with self.lock:
@@ -108,11 +175,15 @@ class Tally:
             self.next_rcpt += k
         return range(first, first + k)
 
-    def add(self, msg_outcome, rcpt_results):
+    def add(self, msg_outcome, rcpt_results, data=None, secure=False):
         with self.lock:
             self.conns += 1
             self.sessions += 1
             self.msgs[msg_outcome] += 1
+            self.secure[msg_outcome] += secure
+            if data is not None:
+                self.sized += 1
+                self.size_bytes += len(data)
             for code, text in rcpt_results:
                 if code == 250:
                     self.rcpts["accepted"] += 1
@@ -139,13 +210,32 @@ def one_session(port, tally, index):
         code, text = s.rcpt("u%d@example.com" % n)
         results.append((code, text.decode()))
         last = code
+    data = None
     if any(c == 250 for c, _ in results):
-        code, _ = s.data(b"Subject: stats\r\n\r\nhello\r\n")
+        code, _ = s.data(BODY)
+        data = BODY
         outcome = "accepted" if code == 250 else "rejected"
     else:
         outcome = "deferred" if last == 451 else "rejected"
     s.quit()
-    tally.add(outcome, results)
+    tally.add(outcome, results, data)
+
+
+def secure_session(port, tally, ca):
+    """STARTTLS, AUTH, one recipient every plugin lets through, a message."""
+    n = next(n for n in tally.numbers(10) if n % 10 == 7)
+    s = smtplib.SMTP("127.0.0.1", port, timeout=scaled(10))
+    s.ehlo("client.test")
+    s.starttls(context=client_ctx(ca))
+    s.ehlo("client.test")
+    s.login("alice", SECRET)
+    s.mail("a@client.test")
+    code, text = s.rcpt("u%d@example.com" % n)
+    dcode = s.data(BODY)[0] if code == 250 else None
+    s.quit()
+    tally.add("accepted" if dcode == 250 else "rejected", [(code, text.decode())],
+              BODY if dcode else None, secure=True)
+    return code, dcode
 
 
 def load(port, tally, sessions, threads=4, stop=None):
@@ -237,8 +327,26 @@ def check_counts(hport, tally, when):
          for n in MIX}, {n: float(v) for n, v in tally.by_plugin.items()},
         "%s: /metrics kasi_hook_calls_total DENY per plugin" % when)
     is_([metric(m, "kasi_messages_total", outcome=o, tls="no", auth="no")
-         for o in tally.msgs], [float(v) for v in tally.msgs.values()],
+         for o in tally.msgs], [float(v - tally.secure[o]) for o, v in tally.msgs.items()],
         "%s: /metrics kasi_messages_total" % when)
+    is_([metric(m, "kasi_messages_total", outcome=o, tls="yes", auth="yes")
+         for o in tally.msgs], [float(v) for v in tally.secure.values()],
+        "%s: /metrics kasi_messages_total over TLS and AUTH" % when)
+    nsec = sum(tally.secure.values())
+    is_((metric(m, "kasi_connections_tls_total"), metric(m, "kasi_connections_auth_total"),
+         d["messages_tls"], d["messages_auth"]), (float(nsec), float(nsec), nsec, nsec),
+        "%s: connections and messages with TLS and AUTH" % when)
+    is_((metric(m, "kasi_message_size_bytes_count"), metric(m, "kasi_message_size_bytes_sum"),
+         metric(m, "kasi_message_size_bytes_bucket", le="+Inf")),
+        (float(tally.sized), float(tally.size_bytes), float(tally.sized)),
+        "%s: /metrics message sizes" % when)
+    is_((metric(m, "kasi_downstream_duration_seconds_count"), d["downstream"]["count"]),
+        (float(nsec), nsec), "%s: downstream transactions (the forwarded message)" % when)
+    dns = metric(m, "kasi_dns_duration_seconds_count")
+    ok(dns is not None and 1 <= dns <= tally.conns and d["dns"]["count"] == dns and
+       metric(m, "kasi_dns_duration_seconds_bucket", le="+Inf") == dns,
+       "%s: DNS queries counted (reverse lookups of the clients, cached)" % when,
+       "count %r, connections %d" % (dns, tally.conns))
     is_(metric(m, "kasi_hook_calls_total", plugin="slow", hook="rcpt", answer="timeout")
         or 0.0, float(tally.timeouts), "%s: /metrics timeouts" % when)
     checked = sum(c["count"] for c in d["custom"] if c["name"] == "checked")
@@ -260,26 +368,33 @@ def promtool(text, when):
 # ------------------------------------------------------------ the page
 
 class Ranking(HTMLParser):
-    """Rows of #ranking: plugin -> {field: data-value}, in order."""
+    """Rows of #ranking: plugin -> {field: data-value}, in order; rows of
+    #custom (the plugin counters): (plugin, name, labels, count)."""
 
     def __init__(self):
         super().__init__()
-        self.rows, self.in_ranking, self.row, self.classes = [], False, None, {}
+        self.rows, self.table, self.row, self.classes = [], None, None, {}
+        self.custom = []
 
     def handle_starttag(self, tag, attrs):
         a = dict(attrs)
         if tag == "table":
-            self.in_ranking = a.get("id") == "ranking"
-        elif self.in_ranking and tag == "tr" and "data-plugin" in a:
+            self.table = a.get("id")
+        elif self.table == "ranking" and tag == "tr" and "data-plugin" in a:
             self.row = {"name": a["data-plugin"]}
             self.rows.append(self.row)
             self.classes[a["data-plugin"]] = a.get("class", "")
+        elif self.table == "custom" and tag == "tr" and "data-plugin" in a:
+            self.custom.append([a["data-plugin"], a.get("data-name"), a.get("data-labels"),
+                                None])
         elif self.row is not None and tag == "td" and "data-field" in a:
             self.row[a["data-field"]] = a.get("data-value")
+        elif self.table == "custom" and tag == "td" and a.get("data-field") == "count":
+            self.custom[-1][3] = int(a["data-value"])
 
     def handle_endtag(self, tag):
         if tag == "table":
-            self.in_ranking = False
+            self.table, self.row = None, None
 
 
 def render_page(hport, tmp):
@@ -294,6 +409,49 @@ def render_page(hport, tmp):
     p.feed(res.stdout)
     polls = re.search(r'<body[^>]*data-polls="(\d+)"', res.stdout)
     return p, int(polls.group(1)) if polls else 0, res
+
+
+def screenshot(hport, tmp, path):
+    """A PNG of the page after a few polls (virtual time), 1100 x 1650."""
+    prof = tempfile.mkdtemp(prefix="chrome-", dir=tmp)
+    res = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--hide-scrollbars", "--user-data-dir=" + prof, "--virtual-time-budget=5000",
+         "--window-size=1100,1650", "--screenshot=" + path,
+         "http://127.0.0.1:%d/#token=%s" % (hport, TOKEN)],
+        capture_output=True, text=True, timeout=scaled(60))
+    try:
+        with open(path, "rb") as f:
+            head = f.read(24)
+        size = os.path.getsize(path)
+    except OSError:
+        return None, res
+    png = head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR"
+    return (size, struct.unpack(">II", head[16:24])) if png else None, res
+
+
+READING = """(() => {
+  const c = document.querySelector('#ranking tr[data-plugin="rej30"] td[data-field="rejections"]');
+  return document.body && c ? [Number(document.body.dataset.polls || 0), c.dataset.value] : null;
+})()"""
+
+
+def live_change(hport, tmp):
+    """One page kept open: its first reading (polls, rej30's rejections),
+    then a later poll with another number, waited for at most scaled(5) s
+    after the first was seen. Returns (first, last, seconds or None)."""
+    with Page("http://127.0.0.1:%d/#token=%s" % (hport, TOKEN), tmp) as page:
+        first = wait_for(lambda: page.evaluate(READING), timeout=30)
+        if not first:
+            return None, None, None
+        seen = time.monotonic()
+        last = first
+        while time.monotonic() < seen + scaled(5):
+            last = page.evaluate(READING)
+            if last[0] > first[0] and last[1] != first[1]:
+                return first, last, time.monotonic() - seen
+            time.sleep(0.1)
+        return first, last, None
 
 
 def shares_of(tally):
@@ -311,11 +469,21 @@ def generation_series(m):
     return re.findall(r"^kasi_plugin_generation\{worker=\"(\d+)\"\} \d+$", m, re.M)
 
 
-with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
-           "log": {"level": "info"}}, files=FILES) as k:
+ARTEFACTS = os.environ.get("KASI_TEST_ARTEFACTS")
+pki_dir = tempfile.mkdtemp(prefix="kasi-pki-")
+pki = make_pki(pki_dir, {"mx": ["mx.kasi.test"]})
+down = FakeSmtp()
+resolver = NxResolver()
+YAML = tls_yaml("../spool", [{"auth": True}], [pki["mx"]],
+                extra="http:\n  listen: 127.0.0.1:0\n  token: %s\nworkers: 2\n" % TOKEN)
+YAML = YAML.replace("  level: debug", "  level: info")
+
+with Kasi(config={"workers": 2}, yaml=YAML, files=files(down.port, resolver.port)) as k:
     hport = http_port(k)
     ok(hport, "the page's URL is in the log")
     tally = Tally()
+    artefacts = ARTEFACTS or k.tmp
+    os.makedirs(artefacts, exist_ok=True)
 
     # the token
     is_(get(hport, "/stats.json", token=None)[0], 401, "/stats.json without a token: 401")
@@ -332,7 +500,7 @@ with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
     is_(get(hport, "/stats.json?range=7y")[0], 400, "an unknown range: 400")
 
     d = stats(hport)
-    is_([p["name"] for p in d["plugins"]], ["rej10", "rej20", "rej30", "slow", "queue/discard"],
+    is_([p["name"] for p in d["plugins"]], PLUGINS,
         "every loaded plugin has a row before any mail")
     is_(d["generation"], 1, "generation 1")
     w = d["workers"]
@@ -369,7 +537,9 @@ with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
     have_chromium = shutil.which("chromium") is not None
     if have_chromium:
         first, polls1, res1 = render_page(hport, k.tmp)
-        second, _, _ = render_page(hport, k.tmp)
+        shot_path = os.path.join(artefacts, "80-stats-page.png")
+        shot, shot_res = screenshot(hport, k.tmp, shot_path)
+        live = live_change(hport, k.tmp)
     stop.set()
     bg.join(timeout=scaled(60))
     is_(errs, [], "phase 2: no client errors")
@@ -386,16 +556,25 @@ with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
             ) or diag(repr(rows))
         ok("costly" in first.classes.get("slow", ""), "the slow plugin stands out")
         ok("idle" in first.classes.get("queue/discard", ""), "a plugin rejecting nothing stands out")
-        rows2 = {r["name"]: r for r in second.rows}
-        ok(rows2 and rows2["rej30"]["rejections"] != rows["rej30"]["rejections"],
-           "page numbers change between two reads",
-           repr(rows["rej30"]), repr(rows2.get("rej30")))
+        ok(shot and shot[0] > 10000 and shot[1] == (1100, 1650),
+           "a screenshot of the page during the load: %s" % shot_path, repr(shot),
+           shot_res.stderr[-2000:])
+        lv_first, lv_last, lv_secs = live
+        ok(lv_secs is not None, "a page kept open shows rej30's rejections move within "
+           "%g s of its first reading" % scaled(5), "first (polls, value) %r, last %r"
+           % (lv_first, lv_last))
+        if lv_secs is not None:
+            diag("page: %r -> %r after %.1f s" % (lv_first, lv_last, lv_secs))
         after, _, _ = render_page(hport, k.tmp)
         rows3 = {r["name"]: r for r in after.rows}
         is_({n: float(rows3[n]["share"]) for n in MIX}, shares_of(tally),
             "page after the load: shares equal the client's")
         is_({n: int(rows3[n]["rejections"]) for n in MIX}, tally.by_plugin,
             "page after the load: rejections equal the client's")
+        checked = {c[2]: c[3] for c in after.custom if c[:2] == ["slow", "checked"]}
+        is_((sorted(checked), sum(checked.values())),
+            (['parity="even"', 'parity="odd"'], tally.reached_slow),
+            "page after the load: the plugin counter rows (slow's checked{parity})")
     else:
         skip("headless chromium reads the page", "chromium not installed")
 
@@ -421,6 +600,10 @@ with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
     is_(sorted(generation_series(m)), sorted(str(x["slot"]) for x in now),
         "/metrics: kasi_plugin_generation for the running workers only")
     is_(load(k.port, tally, 40), [], "phase 3: 40 sessions")
+    is_(secure_session(k.port, tally, pki["ca"]), (250, 250),
+        "STARTTLS, AUTH, one recipient, a message: accepted")
+    ok(down.wait_txns(1, timeout=scaled(10)) and len(down.txns) == 1,
+       "the message over TLS went to the fake downstream too")
     d, m = check_counts(hport, tally, "phase 3")
     promtool(m, "phase 3")
 
@@ -457,6 +640,10 @@ with Kasi({"http": {"listen": "127.0.0.1:0", "token": TOKEN}, "workers": 2,
     d30 = stats(hport, "30d")
     is_(sum(d30["series"]["rejected"]) + sum(d30["series"]["accepted"]),
         tally.msgs["rejected"] + tally.msgs["accepted"], "30 d range: the same messages")
+
+down.stop()
+resolver.close()
+shutil.rmtree(pki_dir, ignore_errors=True)
 
 # kasi top against nothing
 tmp = tempfile.mkdtemp(prefix="kasi-t-")

@@ -237,11 +237,11 @@ function renderLatency(d) {
 
 function renderCustom(d) {
   const rows = d.custom.map(c => {
-    const tr = el("tr", { "data-plugin": c.plugin, "data-name": c.name });
+    const tr = el("tr", { "data-plugin": c.plugin, "data-name": c.name, "data-labels": c.labels });
     tr.appendChild(el("td", {}, c.plugin));
     tr.appendChild(el("td", {}, c.name + (c.labels ? "{" + c.labels + "}" : "")));
     const mean = c.count ? " (mean " + (c.sum / c.count).toFixed(2) + ")" : "";
-    tr.appendChild(el("td", { class: "num", "data-value": c.count },
+    tr.appendChild(el("td", { class: "num", "data-field": "count", "data-value": c.count },
       fmtNum(c.count) + (c.kind === "summary" ? mean : "")));
     return tr;
   });
