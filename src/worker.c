@@ -6,6 +6,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -146,12 +147,27 @@ static struct event_base *new_base(void)
     return base;
 }
 
+/* A supervised worker does not outlive its supervisor: if that dies (a
+ * crash, SIGKILL) the kernel sends the worker SIGTERM and it drains, so
+ * nothing serves unsupervised. Asked for after the privilege drop, which
+ * clears it; a supervisor gone before that is seen by getppid. */
+static int follow_supervisor(pid_t supervisor, char *err, size_t errlen)
+{
+    if (prctl(PR_SET_PDEATHSIG, SIGTERM) == 0 && getppid() == supervisor)
+        return 0;
+    snprintf(err, errlen, "the supervisor is gone");
+    return -1;
+}
+
 /* Privileges, event loop, server, plugins: everything before serving. */
 static int worker_start(struct worker *w, struct kasi_config *cfg, const int *fds,
                         const struct worker_opts *o, char *err, size_t errlen)
 {
+    pid_t supervisor = getppid();
     signal(SIGPIPE, SIG_IGN);
     if (priv_drop(o->ids, err, errlen) < 0)
+        return -1;
+    if (w->supervised && follow_supervisor(supervisor, err, errlen) < 0)
         return -1;
     w->base = new_base();
     if (!w->base) {

@@ -14,6 +14,7 @@ import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 from kasitest import *  # noqa: E402,F401,F403
+from proctest import wait_for  # noqa: E402
 
 MSG = b"From: a@client.test\r\nSubject: workers\r\n\r\nbody\r\n"
 
@@ -162,6 +163,20 @@ with Kasi({"workers": 2}) as k:
            "both old workers retired cleanly")
     with Raw(k.port, ehlo="client.test") as r:
         is_(r.cmd("MAIL FROM:<a@client.test>")[0], 250, "the new generation serves")
+
+# the supervisor killed: its workers do not serve on unsupervised; each
+# gets SIGTERM from the kernel and drains
+with Kasi({"workers": 2}) as k:
+    pids = k.wait_workers(2) or []
+    is_(len(pids), 2, "two workers")
+    k.kill()                                # SIGKILL to the supervisor
+
+    def gone():
+        return all(not os.path.exists("/proc/%d" % p) or
+                   open("/proc/%d/stat" % p).read().split(") ")[1][0] == "Z" for p in pids)
+    ok(wait_for(gone, 20), "the workers exit once their supervisor is killed")
+    ok(all(k.wait_log(r"kasi\[%d\] info: stopped" % p) for p in pids), "  after draining")
+    k.check_sanitizers("the orphaned workers")
 
 # workers: auto starts one per CPU
 with Kasi({"workers": "auto"}) as k:
