@@ -251,16 +251,44 @@ static int sgen_numeric(const char *s)
     return *s && strspn(s, "0123456789") == strlen(s);
 }
 
+/* Why the supervisor may not write where it must, and what to do. */
+static const char *sgen_perm_hint(int err)
+{
+    return err == EACCES || err == EPERM
+               ? " (under the shipped systemd unit kasi's root cannot override file "
+                 "permissions: make spool_dir root's, with the workers' group, mode "
+                 "1770; see docs/install.md)"
+               : "";
+}
+
+/* The state directory is the supervisor's, with the workers' group (they
+ * read their generation's copy in it): 0710. One an older kasi made for
+ * the workers' user is taken back (that needs CAP_CHOWN). */
+static int sgen_state_dir(const char *dir, const struct priv_ids *ids)
+{
+    struct stat st;
+    if (mkdir(dir, 0710) < 0 && errno != EEXIST)
+        return -1;
+    if (lstat(dir, &st) < 0)
+        return -1;
+    if (!S_ISDIR(st.st_mode)) {
+        errno = ENOTDIR;
+        return -1;
+    }
+    if (ids->change && (st.st_uid != geteuid() || st.st_gid != ids->gid) &&
+        lchown(dir, geteuid(), ids->gid) < 0)
+        return -1;
+    return chmod(dir, 0710);
+}
+
 int sgen_state_open(struct sgen_env *env, const struct priv_ids *ids, char *err,
                     size_t errlen)
 {
     char lock[PATH_MAX + 8];
-    if (mkdir(env->state, 0700) < 0 && errno != EEXIST)
-        goto fail;
-    if (priv_chown(ids, env->state) < 0)
+    if (sgen_state_dir(env->state, ids) < 0)
         goto fail;
     snprintf(lock, sizeof lock, "%s/lock", env->state);
-    sg.lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    sg.lock_fd = open(lock, O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
     if (sg.lock_fd < 0)
         goto fail;
     if (flock(sg.lock_fd, LOCK_EX | LOCK_NB) < 0) {
@@ -280,7 +308,8 @@ int sgen_state_open(struct sgen_env *env, const struct priv_ids *ids, char *err,
         closedir(d);
     return 0;
 fail:
-    snprintf(err, errlen, "state directory %s: %s", env->state, strerror(errno));
+    snprintf(err, errlen, "state directory %s: %s%s", env->state, strerror(errno),
+             sgen_perm_hint(errno));
     return -1;
 }
 
@@ -328,31 +357,39 @@ static int sgen_load(struct sgen *g, struct sgen_env *env, char *err, size_t err
         return -1;
     if (priv_resolve(g->cfg.user, g->cfg.group, &g->ids, err, errlen) < 0)
         return -1;
+    if (!priv_can_signal(&g->ids)) {
+        snprintf(err, errlen, "user: %s: the supervisor needs CAP_KILL to signal "
+                 "workers of another user (see docs/install.md)", g->ids.name);
+        return -1;
+    }
     struct dns_settings dns;    /* the workers read dns.yaml: check it here */
     if (dns_settings_load(g->cfg.dir, &dns, err, errlen) < 0 ||
         tls_prepare(&g->cfg, &g->tls, err, errlen) < 0)
         return -1;
     g->tls_hash = sgen_tls_hash(&g->cfg.tls);
-    struct stat st;
-    if (spool_prepare(g->cfg.spool_dir) < 0 || stat(g->cfg.spool_dir, &st) < 0) {
-        snprintf(err, errlen, "spool_dir %s: %s", g->cfg.spool_dir, strerror(errno));
+    int given;
+    if (spool_prepare(g->cfg.spool_dir) < 0 ||
+        priv_spool(&g->ids, g->cfg.spool_dir, &given) < 0) {
+        int e = errno;
+        snprintf(err, errlen, "spool_dir %s: %s%s", g->cfg.spool_dir, strerror(e),
+                 sgen_perm_hint(e));
         return -1;
     }
-    if (g->ids.change && st.st_uid != g->ids.uid) {
-        if (priv_chown(&g->ids, g->cfg.spool_dir) < 0 ||
-            chmod(g->cfg.spool_dir, 0700) < 0) {
-            snprintf(err, errlen, "spool_dir %s: %s", g->cfg.spool_dir, strerror(errno));
-            return -1;
-        }
+    if (given)
         log_msg(LOG_LVL_INFO, "spool_dir %s now belongs to %s (mode 0700)",
                 g->cfg.spool_dir, g->ids.name);
-    }
-    if (!env->state[0]) {
-        snprintf(env->state, sizeof env->state, "%s/.gen", g->cfg.spool_dir);
-        if (sgen_state_open(env, &g->ids, err, errlen) < 0) {
-            env->state[0] = '\0';
-            return -1;
-        }
+    return 0;
+}
+
+/* The state directory, opened by the first generation. */
+static int sgen_state(struct sgen *g, struct sgen_env *env, char *err, size_t errlen)
+{
+    if (env->state[0])
+        return 0;
+    snprintf(env->state, sizeof env->state, "%s/.gen", g->cfg.spool_dir);
+    if (sgen_state_open(env, &g->ids, err, errlen) < 0) {
+        env->state[0] = '\0';
+        return -1;
     }
     return 0;
 }
@@ -381,7 +418,7 @@ static int sgen_snapshot(struct sgen *g, struct sgen_env *env, char *err,
     char dir[PATH_MAX + 16], conf[PATH_MAX + 32];
     snprintf(dir, sizeof dir, "%s/%u", env->state, ++env->attempts);
     snap_remove(dir);           /* left by an attempt that failed */
-    if (snap_begin(&g->snap, dir, g->cfg.spool_dir, &g->ids, err, errlen) < 0)
+    if (snap_begin(&g->snap, dir, g->cfg.spool_dir, err, errlen) < 0)
         return -1;
     if (sgen_copy(g, err, errlen) < 0)
         return -1;
@@ -394,6 +431,19 @@ static int sgen_snapshot(struct sgen *g, struct sgen_env *env, char *err,
     free(g->cfg.dir);
     g->cfg.dir = d;
     return 0;
+}
+
+/* The state directory and the snapshot: made for the workers' group. */
+static int sgen_files(struct sgen *g, struct sgen_env *env, char *err, size_t errlen)
+{
+    if (priv_share_begin(&g->ids) < 0) {
+        snprintf(err, errlen, "setfsgid %u: %s", (unsigned)g->ids.gid, strerror(errno));
+        return -1;
+    }
+    int rc = sgen_state(g, env, err, errlen) < 0 || sgen_snapshot(g, env, err, errlen) < 0
+                 ? -1 : 0;
+    priv_share_end();
+    return rc;
 }
 
 static unsigned sgen_cpus(void)
@@ -409,7 +459,7 @@ int sgen_prepare(struct sgen *g, unsigned id, struct sgen_env *env, char *err,
     g->id = id;
     g->confdir = strdup(env->confdir);
     if (!g->confdir || sgen_load(g, env, err, errlen) < 0 ||
-        sgen_snapshot(g, env, err, errlen) < 0 || sgen_listeners(g, err, errlen) < 0) {
+        sgen_files(g, env, err, errlen) < 0 || sgen_listeners(g, err, errlen) < 0) {
         sgen_free(g);
         return -1;
     }

@@ -65,8 +65,10 @@ void sgen_close_all(void);
  * prepare); those no generation claims are closed by sgen_prune(). */
 void sgen_adopt_activated(void);
 void sgen_prune(void);
-/* The state directory: create it (0700, the workers' user), lock it
- * against a second kasi and clear what an earlier run left. 0 or -1. */
+/* The state directory: create it (the supervisor's, with the workers'
+ * group, 0710: they read their generation's copy there, and nothing in it
+ * is theirs to change), lock it against a second kasi and clear what an
+ * earlier run left. 0 or -1. Called between priv_share_begin and _end. */
 int sgen_state_open(struct sgen_env *env, const struct priv_ids *ids, char *err,
                     size_t errlen);
 /* At exit (every generation freed): remove the status file, the lock and

@@ -157,10 +157,12 @@ static int check_config(struct kasi_config *cfg, const char *confdir)
     return rc;
 }
 
-/* The spool, owned by the workers' user. 0 or -1 (printed). */
+/* The spool, writable by the workers' user (core/privs.h). 0 or -1
+ * (printed). */
 static int prepare_spool(const struct kasi_config *cfg, const struct priv_ids *ids)
 {
-    if (spool_prepare(cfg->spool_dir) == 0 && priv_chown(ids, cfg->spool_dir) == 0)
+    int given;
+    if (spool_prepare(cfg->spool_dir) == 0 && priv_spool(ids, cfg->spool_dir, &given) == 0)
         return 0;
     fprintf(stderr, "kasi: spool_dir %s: %s\n", cfg->spool_dir, strerror(errno));
     return -1;

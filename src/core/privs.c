@@ -4,9 +4,13 @@
 
 #include <errno.h>
 #include <grp.h>
+#include <linux/capability.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/fsuid.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 static int priv_fail(char *err, size_t errlen, const char *fmt, const char *arg)
@@ -83,9 +87,46 @@ int priv_drop(const struct priv_ids *ids, char *err, size_t errlen)
     return 0;
 }
 
-int priv_chown(const struct priv_ids *ids, const char *path)
+int priv_spool(const struct priv_ids *ids, const char *dir, int *given)
+{
+    struct stat st;
+    *given = 0;
+    if (!ids->change)
+        return 0;
+    if (stat(dir, &st) < 0)
+        return -1;
+    if (st.st_uid == ids->uid || (st.st_gid == ids->gid && (st.st_mode & 0070) == 0070))
+        return 0;
+    if (chown(dir, ids->uid, ids->gid) < 0 || chmod(dir, 0700) < 0)
+        return -1;
+    *given = 1;
+    return 0;
+}
+
+int priv_can_signal(const struct priv_ids *ids)
+{
+    struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct d[_LINUX_CAPABILITY_U32S_3];
+    if (!ids->change || ids->uid == geteuid())
+        return 1;
+    if (syscall(SYS_capget, &h, d) < 0)
+        return 1;               /* cannot tell: kill() will */
+    return (d[CAP_KILL / 32].effective >> (CAP_KILL % 32)) & 1;
+}
+
+int priv_share_begin(const struct priv_ids *ids)
 {
     if (!ids->change)
         return 0;
-    return lchown(path, ids->uid, ids->gid);
+    setfsgid(ids->gid);
+    if ((gid_t)setfsgid((gid_t)-1) != ids->gid) {   /* -1: only reads it */
+        errno = EPERM;
+        return -1;
+    }
+    return 0;
+}
+
+void priv_share_end(void)
+{
+    setfsgid(getegid());
 }

@@ -2,7 +2,9 @@
  * group: of smtp.yaml (priv_resolve) when it starts and on every reload;
  * each worker, and kasi --inetd, calls priv_drop right after fork and
  * before any plugin is loaded. The supervisor itself stays root (it binds
- * listeners on reload). */
+ * listeners on reload), with no capability to override file permissions
+ * under the shipped systemd unit: what it writes in the spool, the
+ * workers reach through their group (priv_spool, priv_share_begin). */
 #ifndef KASI_PRIVS_H
 #define KASI_PRIVS_H
 
@@ -24,8 +26,22 @@ int priv_resolve(const char *user, const char *group, struct priv_ids *ids,
 /* initgroups, setgid, setuid, then verify that root cannot come back.
  * 0, or -1 with why in err. */
 int priv_drop(const struct priv_ids *ids, char *err, size_t errlen);
-/* Make path (a directory or file) belong to the worker user, if we switch
- * users. 0 or -1 (errno). */
-int priv_chown(const struct priv_ids *ids, const char *path);
+/* The spool directory dir must be writable by the workers: it is theirs,
+ * or its group is theirs with rwx for the group (a spool of
+ * root's, mode 1770, where the supervisor keeps its state without
+ * CAP_DAC_OVERRIDE). Otherwise it is given to them, mode 0700, which
+ * needs CAP_CHOWN; *given says so. 0, or -1 (errno). */
+int priv_spool(const struct priv_ids *ids, const char *dir, int *given);
+/* Whether we may signal processes running as ids: the same user, or
+ * CAP_KILL in our effective set (the supervisor tells its workers when to
+ * accept, to retire, and kills one stuck in plugin code). */
+int priv_can_signal(const struct priv_ids *ids);
+/* The files the supervisor makes for its workers to read (the state
+ * directory and the generations' copies in it) are made between
+ * priv_share_begin and priv_share_end: with the workers' group as the
+ * file-system group (setfsgid, CAP_SETGID), so they get that group
+ * without CAP_CHOWN. 0, or -1 (errno). */
+int priv_share_begin(const struct priv_ids *ids);
+void priv_share_end(void);
 
 #endif

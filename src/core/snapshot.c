@@ -1,9 +1,10 @@
 /* snapshot.c — copying a generation's files and its manifest (see
  * snapshot.h). Only regular files and directories are copied, following
  * symbolic links (a config directory often links its certificates); the
- * copy is bounded in depth, number of files and bytes. */
+ * copy is bounded in depth, number of files and bytes. The copy is for
+ * the workers to read through their group (core/privs.h): directories
+ * 0750, files 0640, whatever the umask and the originals' modes. */
 #include "core/snapshot.h"
-#include "core/privs.h"
 
 #include <dirent.h>
 #include <errno.h>
@@ -25,12 +26,14 @@ static int snap_fail(char *err, size_t errlen, const char *what, const char *pat
     return -1;
 }
 
-int snap_begin(struct snap *s, const char *dir, const char *skip,
-               const struct priv_ids *owner, char *err, size_t errlen)
+#define SNAP_DIR_MODE 0750
+#define SNAP_FILE_MODE 0640
+
+int snap_begin(struct snap *s, const char *dir, const char *skip, char *err,
+               size_t errlen)
 {
     struct stat st;
     memset(s, 0, sizeof *s);
-    s->owner = owner;
     if (skip && stat(skip, &st) == 0) {
         s->skip_dev = st.st_dev;
         s->skip_ino = st.st_ino;
@@ -38,7 +41,7 @@ int snap_begin(struct snap *s, const char *dir, const char *skip,
     s->dir = strdup(dir);
     if (!s->dir)
         return snap_fail(err, errlen, "out of memory for", dir);
-    if (mkdir(dir, 0700) < 0 || priv_chown(owner, dir) < 0)
+    if (mkdir(dir, SNAP_DIR_MODE) < 0 || chmod(dir, SNAP_DIR_MODE) < 0)
         return snap_fail(err, errlen, "cannot create", dir);
     return 0;
 }
@@ -92,8 +95,8 @@ static int snap_copy_fd(int in, int out, unsigned long long *hash, size_t *bytes
     return n < 0 ? -1 : 0;
 }
 
-static int snap_file(struct snap *s, const char *src, const char *rel, mode_t mode,
-                     char *err, size_t errlen)
+static int snap_file(struct snap *s, const char *src, const char *rel, char *err,
+                     size_t errlen)
 {
     char dst[PATH_MAX];
     snprintf(dst, sizeof dst, "%s/%s", s->dir, rel);
@@ -106,11 +109,12 @@ static int snap_file(struct snap *s, const char *src, const char *rel, mode_t mo
     if (in < 0)
         return snap_fail(err, errlen, "cannot read", src);
     unlink(dst);
-    int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, (mode & 0777) | 0400);
-    int rc = out < 0 ? -1 : snap_copy_fd(in, out, &f->hash, &s->bytes);
+    int out = open(dst, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, SNAP_FILE_MODE);
+    int rc = out < 0 || fchmod(out, SNAP_FILE_MODE) < 0
+                 ? -1 : snap_copy_fd(in, out, &f->hash, &s->bytes);
     int saved = errno;
     close(in);
-    if (out >= 0 && (close(out) < 0 || priv_chown(s->owner, dst) < 0))
+    if (out >= 0 && close(out) < 0 && rc == 0)
         rc = -1, saved = errno;
     errno = saved;
     if (rc < 0)
@@ -128,10 +132,8 @@ static int snap_dir(struct snap *s, const char *src, const char *rel, int depth,
 {
     char dst[PATH_MAX];
     snprintf(dst, sizeof dst, "%s/%s", s->dir, rel);
-    if (mkdir(dst, 0700) < 0 && errno != EEXIST)
+    if ((mkdir(dst, SNAP_DIR_MODE) < 0 && errno != EEXIST) || chmod(dst, SNAP_DIR_MODE) < 0)
         return snap_fail(err, errlen, "cannot create", dst);
-    if (priv_chown(s->owner, dst) < 0)
-        return snap_fail(err, errlen, "cannot give away", dst);
     DIR *d = opendir(src);
     if (!d)
         return snap_fail(err, errlen, "cannot list", src);
@@ -159,7 +161,7 @@ static int snap_tree(struct snap *s, const char *src, const char *rel, int depth
     if (st.st_dev == s->skip_dev && st.st_ino == s->skip_ino)
         return 0;
     if (S_ISREG(st.st_mode))
-        return snap_file(s, src, rel, st.st_mode, err, errlen);
+        return snap_file(s, src, rel, err, errlen);
     if (!S_ISDIR(st.st_mode))
         return 0;           /* sockets, fifos, devices: never configuration */
     if (depth >= SNAP_MAX_DEPTH) {

@@ -12,8 +12,6 @@
 #include <stddef.h>
 #include <sys/stat.h>
 
-struct priv_ids;
-
 struct snap_file {
     char *rel;                   /* "config/plugins", "plugins/x.lua" */
     char *origin;                /* the file copied */
@@ -27,16 +25,15 @@ struct snap {
     size_t bytes;                /* copied so far (bounded) */
     dev_t skip_dev;              /* a directory never copied (the spool) */
     ino_t skip_ino;
-    const struct priv_ids *owner;  /* the copy belongs to the workers' user */
     struct { char *rel, *src; } trees[8];  /* what snap_copy_tree copied where */
     size_t ntrees;
 };
 
-/* Create dir (must not exist) as the root of an empty snapshot. skip: a
- * directory to leave out wherever it appears (may be NULL). 0, or -1
- * with err. */
-int snap_begin(struct snap *s, const char *dir, const char *skip,
-               const struct priv_ids *owner, char *err, size_t errlen);
+/* Create dir (must not exist) as the root of an empty snapshot, readable
+ * by the group it gets (the workers', core/privs.h). skip: a directory to
+ * leave out wherever it appears (may be NULL). 0, or -1 with err. */
+int snap_begin(struct snap *s, const char *dir, const char *skip, char *err,
+               size_t errlen);
 /* Copy the tree src to <dir>/<rel>, over what an earlier call copied
  * there. A missing src is no error when optional. 0, or -1 with err. */
 int snap_copy_tree(struct snap *s, const char *src, const char *rel, int optional,

@@ -4,7 +4,9 @@
  * windows of points for the graph page, the current minute being live.
  * The rings are kept in a small text file of the spool directory, written
  * every few minutes and at exit, read at start (only rows with traffic are
- * written: a minute or hour missing from the file counted nothing):
+ * written: a minute or hour missing from the file counted nothing; the
+ * workers may write in that directory: the temporary file is made anew,
+ * never followed):
  *
  *   kasi-stats 1
  *   p <index> <plugin name>
@@ -16,6 +18,7 @@
 #include "core/stats.h"
 #include "core/stats_region.h"
 
+#include <fcntl.h>
 #include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -139,9 +142,14 @@ int stats_history_save(const char *path)
     H->saved_at = (int64_t)now;
     char tmp[4096];
     snprintf(tmp, sizeof tmp, "%s.tmp", path);
-    FILE *f = fopen(tmp, "w");
-    if (!f)
+    unlink(tmp);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0640);
+    FILE *f = fd < 0 ? NULL : fdopen(fd, "w");
+    if (!f) {
+        if (fd >= 0)
+            close(fd);
         return -1;
+    }
     fprintf(f, "kasi-stats 1\n");
     uint32_t np = stats_region_nplug();
     for (uint32_t p = 0; p < np; p++)
