@@ -134,7 +134,7 @@ install: $(BUILD)/kasi
 	rm -rf $(BUILD)/sysconf
 	contrib/install.sh sysconf config $(BUILD)/sysconf '$(SPOOLDIR)' '$(KASI_USER)'
 	contrib/install.sh conf $(BUILD)/sysconf $(DESTDIR)$(SYSCONFDIR)
-	install -d -m 0750 $(DESTDIR)$(SPOOLDIR)
+	contrib/install.sh spool $(DESTDIR)$(SPOOLDIR) '$(if $(DESTDIR),,$(KASI_USER))'
 	$(if $(SYSTEMDUNITDIR),contrib/install.sh units contrib/systemd $(DESTDIR)$(SYSTEMDUNITDIR) \
 	  '$(SBINDIR)' '$(SYSCONFDIR)' '$(SPOOLDIR)' '$(DOCDIR)')
 

@@ -11,6 +11,8 @@
 #   install.sh conf SRC DEST        install the configuration SRC into DEST
 #                                   without replacing a file the admin changed:
 #                                   the new default goes beside it as FILE.dist
+#   install.sh spool DIR USER       the spool: 0750, or for USER (not when
+#                                   staging) root's with USER's group, 1770
 #   install.sh units SRC DEST SBINDIR SYSCONFDIR SPOOLDIR DOCDIR
 #                                   the systemd units with the install paths
 #   install.sh changelog VERSION    a debian/changelog entry for VERSION
@@ -62,8 +64,9 @@ sysconf() {
 "# spool_dir: $spool   # the default, compiled in (make SPOOLDIR=)"
     [ -z "$user" ] || cat >> "$y" <<EOF
 
-# kasi starts as root to bind port 25, then runs as this user (who must be
-# able to write the spool directory).
+# kasi starts as root to bind port 25, then runs its workers as this user
+# (the spool directory is root's with this user's group, mode 1770:
+# docs/install.md).
 user: $user
 EOF
 }
@@ -83,6 +86,26 @@ conf() {
             echo "kept $dest/$rel (changed); the new default is $rel.dist"
         fi
     done
+}
+
+# The spool, made when missing. For USER, when it exists and we are root:
+# root's, with USER's group, mode 1770, the layout kasi's supervisor needs
+# under the systemd unit (docs/install.md, "The spool"); a spool still as
+# an earlier install left it (root:root 0750) is changed to that too. A
+# spool the admin changed is left alone.
+spool() {
+    [ $# -eq 2 ] || die "usage: spool DIR USER"
+    dir=$1 user=$2
+    [ -d "$dir" ] || install -d -m 0750 "$dir"
+    [ -n "$user" ] || return 0
+    [ "$(stat -c '%u:%g %a' "$dir")" = "0:0 750" ] || return 0
+    group=$(id -gn "$user" 2>/dev/null) || group=
+    if [ -n "$group" ] && [ "$(id -u)" = 0 ]; then
+        chown "root:$group" "$dir"
+        chmod 1770 "$dir"
+    else
+        echo "$dir: for user $user, make it root:<its group>, mode 1770 (docs/install.md)"
+    fi
 }
 
 units() {
@@ -109,9 +132,9 @@ EOF
 }
 
 cmd=$1
-[ -n "$cmd" ] || die "usage: install.sh tree|sysconf|conf|units|changelog ARGS"
+[ -n "$cmd" ] || die "usage: install.sh tree|sysconf|conf|spool|units|changelog ARGS"
 shift
 case $cmd in
-    tree|sysconf|conf|units|changelog) "$cmd" "$@" ;;
+    tree|sysconf|conf|spool|units|changelog) "$cmd" "$@" ;;
     *) die "unknown step '$cmd'" ;;
 esac

@@ -6,18 +6,24 @@ there; a second make install keeps a changed config file (new default as
 .dist); a kasi installed under another PREFIX and then copied elsewhere
 finds its compiled-in data dir and spools into the compiled-in SPOOLDIR;
 the systemd units pass `systemd-analyze verify` and rate at most 2.5;
+as root, `make install KASI_USER=nobody` makes the spool root's with
+nobody's group, mode 1770, and that install serves mail, reloads, shows
+its workers and stops with only the capabilities of its kasi.service;
 `kasi init` makes a deployment that `kasi -t` accepts and that serves
 mail (with a site plugin), and refuses a non-empty directory."""
 import filecmp
 import os
+import pwd
 import re
 import shutil
+import stat
 import sys
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "lib"))
 import kasitest  # noqa: E402
 from kasitest import *  # noqa: E402,F401,F403
-from installtest import tempdir, make, Server, send, wait_spooled  # noqa: E402
+from installtest import (tempdir, make, Server, send, wait_spooled,  # noqa: E402
+                         unit_setpriv, serve_confined)
 
 tmp = tempdir("install")
 build = os.path.join(tmp, "build")
@@ -149,8 +155,9 @@ like(unit, r"\nExecStart=%s -c %s\n" % (re.escape(os.path.join(prefix, "sbin/kas
                                         re.escape(os.path.join(prefix, "etc"))),
      "unit written with the install's paths")
 like(unit, r"\nReadWritePaths=%s\n" % re.escape(spool), "unit: ReadWritePaths is SPOOLDIR")
-like(unit, r"\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID\n",
-     "unit: three capabilities")
+like(unit, r"\nCapabilityBoundingSet=CAP_NET_BIND_SERVICE CAP_SETUID CAP_SETGID CAP_KILL\n",
+     "unit: four capabilities, none over files")
+like(unit, r"\nRuntimeDirectory=kasi\n", "unit: /run/kasi for the pid file")
 if shutil.which("systemd-analyze"):
     r = run(["systemd-analyze", "verify", os.path.join(units, "kasi.service"),
              os.path.join(units, "kasi.socket")], timeout=30)
@@ -165,6 +172,28 @@ if shutil.which("systemd-analyze"):
         diag("exposure %s" % m.group(1))
 else:
     diag("systemd-analyze not installed: unit checks skipped")
+
+# ---- make install KASI_USER=: the spool for the user, the unit's capabilities
+
+if os.geteuid() != 0:
+    skip("make install KASI_USER=nobody", "needs root (chown of the spool)")
+else:
+    nobody = pwd.getpwnam("nobody")
+    inst = os.path.join(tmp, "u")
+    uspool = os.path.join(inst, "spool")
+    r = make("install", *SAN, "BUILD=" + build, "PREFIX=" + inst, "SPOOLDIR=" + uspool,
+             "SYSCONFDIR=" + os.path.join(inst, "etc"), "KASI_USER=nobody")
+    ok(r.returncode == 0, "make install KASI_USER=nobody")
+    st = os.stat(uspool)
+    is_((st.st_uid, st.st_gid, oct(stat.S_IMODE(st.st_mode))), (0, nobody.pw_gid, "0o1770"),
+        "KASI_USER: the spool is root's with the user's group, mode 1770")
+    os.chmod(tmp, 0o711)        # the workers must reach the spool
+    wrap, why = unit_setpriv(os.path.join(inst, "lib/systemd/system/kasi.service"))
+    if wrap is None:
+        skip("make install KASI_USER=nobody under its unit's capabilities", why)
+    else:
+        serve_confined(os.path.join(inst, "sbin/kasi"), os.path.join(inst, "etc"), inst,
+                       uspool, wrap, "make install KASI_USER=nobody, the unit's capabilities")
 
 # ---- kasi init -------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """installtest — helpers for the installation tests (t/95-install.t,
-t/96-deb.t): run the top-level Makefile into a temporary build directory,
-start an installed kasi binary on a configuration directory of our choice,
-send it a message with smtplib and look at its spool.
+t/96-deb.t, and t/38-privdrop.t's run under the unit's capabilities): run
+the top-level Makefile into a temporary build directory, start an
+installed kasi binary on a configuration directory of our choice (also
+with only the capabilities a systemd unit gives it), send it a message
+with smtplib and look at its spool.
 
 The Kasi class of kasitest writes its own smtp.yaml and runs $KASI_BIN;
 these tests need the opposite (a given binary, a given config), hence this
@@ -9,13 +11,14 @@ small separate runner. Standard library only."""
 
 import os
 import re
+import shutil
 import smtplib
 import subprocess
 import tempfile
 import time
 
 import kasitest
-from kasitest import REPO, ok, diag, scaled, stop_process
+from kasitest import REPO, ok, is_, diag, scaled, stop_process, run
 
 
 def tempdir(tag):
@@ -72,14 +75,15 @@ def run_as_root(confdir):
 
 class Server:
     """An installed kasi: `binary -c confdir --listen 127.0.0.1:0` in cwd,
-    output to cwd/kasi.log; ready when it logs its port."""
+    output to cwd/kasi.log; ready when it logs its port. wrap: a command
+    that runs it (unit_setpriv)."""
 
-    def __init__(self, binary, confdir, cwd, args=()):
+    def __init__(self, binary, confdir, cwd, args=(), wrap=()):
         run_as_root(confdir)
         self.logfile = os.path.join(cwd, "kasi.log")
         self._log = open(self.logfile, "wb")
         self.proc = subprocess.Popen(
-            [binary, "-c", confdir, "--listen", "127.0.0.1:0"] + list(args),
+            list(wrap) + [binary, "-c", confdir, "--listen", "127.0.0.1:0"] + list(args),
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             cwd=cwd)
         self.port = self._wait_port()
@@ -151,3 +155,68 @@ def wait_spooled(spool, subject, timeout=5):
         if ids or time.monotonic() > deadline:
             return ids
         time.sleep(0.02)
+
+
+def unit_setpriv(unit):
+    """The command that runs a program as the systemd unit file `unit`
+    runs its root process: only the capabilities of its
+    CapabilityBoundingSet= (setpriv --bounding-set; at exec root keeps
+    just those), and NoNewPrivileges. (argv, None), or (None, why not)."""
+    if os.geteuid() != 0:
+        return None, "needs root"
+    if not shutil.which("setpriv"):
+        return None, "setpriv (util-linux) is not installed"
+    with open(unit) as f:
+        lines = re.findall(r"(?m)^CapabilityBoundingSet=(.*)$", f.read())
+    caps = []
+    for line in lines:
+        if line.startswith("~"):
+            return None, "%s: a ~ capability set is not understood here" % unit
+        caps = caps + line.split() if line.strip() else []
+    bset = ",".join(["-all"] + ["+" + c[4:].lower() for c in caps])
+    return ["setpriv", "--bounding-set=" + bset, "--no-new-privs"], None
+
+
+def serve_confined(binary, confdir, cwd, spool, wrap, name, workers=None):
+    """binary on confdir, started under wrap (unit_setpriv), with the
+    control commands under wrap too (ExecReload= runs so): a message is
+    spooled, `kasi reload` is ok and the new generation spools one too,
+    `kasi status` shows its workers serving (`workers` of them, if given),
+    `kasi stop` ends it. Returns the ids spooled."""
+    def ctl(cmd):
+        return run(list(wrap) + [binary, "-c", confdir, cmd], timeout=120)
+    ids, failed = [], kasitest._Tap.failed
+    with Server(binary, confdir, cwd, wrap=wrap) as s:
+        if not ok(s.port, "%s: starts" % name):
+            return ids
+        for gen in (1, 2):
+            subject = "%s %d" % (name, gen)
+            is_(send(s.port, "someone@example.com", subject)[0], 250,
+                "%s: 250 from generation %d" % (name, gen))
+            got = wait_spooled(spool, subject)
+            is_(len(got), 1, "%s: the message is in %s" % (name, spool))
+            ids += got
+            if gen == 1:
+                r = ctl("reload")
+                ok(r.returncode == 0 and "reload ok: generation 2" in r.stdout,
+                   "%s: kasi reload" % name, r.stdout + r.stderr)
+        r = ctl("status")
+        m = re.search(r"\ngeneration 2, (\d+) workers", r.stdout)
+        serving = re.findall(r"(?m)^  worker \d+  generation 2  serving ", r.stdout)
+        ok(r.returncode == 0 and m and int(m.group(1)) == len(serving) >= 1 and
+           (workers is None or len(serving) == workers),
+           "%s: kasi status shows the workers serving" % name, r.stdout + r.stderr)
+        # we are kasi's parent: reap it while `kasi stop` waits for it to go
+        stop = subprocess.Popen(list(wrap) + [binary, "-c", confdir, "stop"],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            code = s.proc.wait(timeout=scaled(30))
+        except subprocess.TimeoutExpired:
+            code = None
+        out = stop.communicate(timeout=scaled(30))[0]
+        ok(stop.returncode == 0 and "kasi: stopped" in out, "%s: kasi stop" % name, out)
+        is_(code, 0, "%s: kasi has exited, status 0" % name)
+        if kasitest._Tap.failed > failed:
+            diag(s.log()[-3000:])
+    return ids
