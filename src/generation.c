@@ -34,6 +34,7 @@ struct sgen_listener {
     int refs;                   /* generations (current, pending) using it */
     struct sockaddr_storage sa; /* activated sockets: their address */
     socklen_t salen;
+    int v6only;                 /* activated IPv6 socket: IPV6_V6ONLY */
 };
 
 static struct {
@@ -69,44 +70,41 @@ static int same_addr(const struct sockaddr_storage *a, socklen_t al,
     return al == bl && !memcmp(a, b, al);
 }
 
-/* The port of an activated socket, and whether it listens on every
- * address (0.0.0.0, or ::, which also takes IPv4 unless IPV6_V6ONLY). */
-static int sa_port(const struct sockaddr_storage *sa, int *wildcard)
+/* Whether the activated socket l is a dual-stack one on every address
+ * ([::]:P without IPV6_V6ONLY, kasi.socket's "ListenStream=P" with
+ * BindIPv6Only=both), which takes IPv4 too; *port is its port. */
+static int sa_dual(const struct sgen_listener *l, int *port)
 {
-    if (sa->ss_family == AF_INET6) {
-        const struct sockaddr_in6 *a = (const void *)sa;
-        *wildcard = IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr);
-        return ntohs(a->sin6_port);
-    }
-    const struct sockaddr_in *a = (const void *)sa;
-    *wildcard = a->sin_addr.s_addr == htonl(INADDR_ANY);
-    return ntohs(a->sin_port);
+    const struct sockaddr_in6 *a = (const void *)&l->sa;
+    *port = ntohs(a->sin6_port);
+    return l->salen && l->sa.ss_family == AF_INET6 && !l->v6only &&
+           IN6_IS_ADDR_UNSPECIFIED(&a->sin6_addr);
 }
 
-/* An activated socket for lc: the same address, or for a listen: on
- * every address ("0.0.0.0:25", "[::]:25"), a wildcard socket with that
- * port (kasi.socket's "ListenStream=25" is one dual-stack socket). */
-static struct sgen_listener *lt_activated(const struct listen_cfg *lc)
+/* An unclaimed activated socket for lc: the same address; unless exact,
+ * for "0.0.0.0:P" a dual-stack [::]:P socket too (a listen: with only
+ * 0.0.0.0:25 under a socket unit that says "ListenStream=25"). */
+static struct sgen_listener *lt_activated(const struct listen_cfg *lc, int exact)
 {
     struct addrinfo hints = { .ai_socktype = SOCK_STREAM,
                               .ai_flags = AI_PASSIVE | AI_NUMERICHOST | AI_NUMERICSERV };
     struct addrinfo *res;
-    struct sgen_listener *found = NULL, *wild = NULL;
+    struct sgen_listener *found = NULL, *dual = NULL;
     if (!strcmp(lc->port, "0") || getaddrinfo(lc->host, lc->port, &hints, &res) != 0)
         return NULL;
-    int any = !strcmp(lc->host, "0.0.0.0") || !strcmp(lc->host, "::");
+    int any4 = !exact && !strcmp(lc->host, "0.0.0.0");
     for (size_t i = 0; i < sg.n && !found; i++) {
         struct sgen_listener *l = &sg.l[i];
-        int w, port = l->host || !l->salen ? -1 : sa_port(&l->sa, &w);
-        if (port < 0)
+        int port;
+        if (l->host || !l->salen)
             continue;
         if (same_addr(&l->sa, l->salen, res->ai_addr, (socklen_t)res->ai_addrlen))
             found = l;
-        else if (any && w && port == atoi(lc->port) && !wild)
-            wild = l;
+        else if (any4 && !dual && sa_dual(l, &port) && port == atoi(lc->port))
+            dual = l;
     }
     freeaddrinfo(res);
-    return found ? found : wild;
+    return found ? found : dual;
 }
 
 static struct sgen_listener *lt_find(const char *host, const char *port, int occ)
@@ -118,24 +116,45 @@ static struct sgen_listener *lt_find(const char *host, const char *port, int occ
     return NULL;
 }
 
+static void lt_claim(struct sgen_listener *l, const struct listen_cfg *lc, int occ)
+{
+    l->host = strdup(lc->host);
+    l->port = strdup(lc->port);
+    l->occ = occ;
+    log_msg(LOG_LVL_INFO, "listener %s:%s passed by the service manager", lc->host,
+            lc->port);
+}
+
+/* lc cannot be bound: if a dual-stack socket passed for [::] holds its
+ * IPv4 port, say so and how to pass the two families apart. */
+static const char *lt_bind_hint(const struct listen_cfg *lc, int err)
+{
+    int port;
+    if (err != EADDRINUSE || strcmp(lc->host, "0.0.0.0"))
+        return "";
+    for (size_t i = 0; i < sg.n; i++)
+        if (sa_dual(&sg.l[i], &port) && port == atoi(lc->port))
+            return " (the service manager passed [::] on this port as one dual-stack "
+                   "socket, which takes IPv4 too: pass 0.0.0.0 and [::] as two sockets, "
+                   "BindIPv6Only=ipv6-only, as contrib/systemd/kasi.socket does)";
+    return "";
+}
+
 /* The socket for lc, the occ-th listener of its config with that address:
  * kept, passed to us, or bound now. -1 with err. */
 static int lt_get(const struct listen_cfg *lc, int occ, const char *confdir, char *err,
                   size_t errlen)
 {
     struct sgen_listener *l = lt_find(lc->host, lc->port, occ);
-    if (!l && (l = lt_activated(lc))) {
-        l->host = strdup(lc->host);
-        l->port = strdup(lc->port);
-        log_msg(LOG_LVL_INFO, "listener %s:%s passed by the service manager", lc->host,
-                lc->port);
-    }
+    if (!l && (l = lt_activated(lc, 0)))
+        lt_claim(l, lc, occ);
     if (!l) {
         int fd = server_bind_one(lc);
         int saved = errno;
         if (fd < 0 || !(l = lt_add())) {
-            snprintf(err, errlen, "%s/smtp.yaml:%d: listen %s:%s: %s", confdir, lc->line,
-                     lc->host, lc->port, strerror(fd < 0 ? saved : ENOMEM));
+            snprintf(err, errlen, "%s/smtp.yaml:%d: listen %s:%s: %s%s", confdir, lc->line,
+                     lc->host, lc->port, strerror(fd < 0 ? saved : ENOMEM),
+                     fd < 0 ? lt_bind_hint(lc, saved) : "");
             if (fd >= 0)
                 close(fd);
             return -1;
@@ -174,6 +193,10 @@ void sgen_adopt_activated(void)
         l->salen = sizeof l->sa;
         if (getsockname(fd, (struct sockaddr *)&l->sa, &l->salen) < 0)
             l->salen = 0;
+        socklen_t len = sizeof l->v6only;
+        if (l->sa.ss_family == AF_INET6 &&
+            getsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &l->v6only, &len) < 0)
+            l->v6only = 0;
     }
     if (n)
         log_msg(LOG_LVL_INFO, "socket activation: %d sockets passed", n);
@@ -220,6 +243,30 @@ void sgen_close_all(void)
         lt_remove(sg.n - 1);
 }
 
+/* The how-many-th listen: entry with the address of entry i. */
+static int sgen_occ(const struct kasi_config *c, size_t i)
+{
+    int occ = 0;
+    for (size_t j = 0; j < i; j++)
+        occ += !strcmp(c->listen[j].host, c->listen[i].host) &&
+               !strcmp(c->listen[j].port, c->listen[i].port);
+    return occ;
+}
+
+/* Passed sockets go first to the entries with their very address, then
+ * stand in for others: with 0.0.0.0:25 and [::]:25 configured, a [::]:25
+ * socket is [::]:25's whichever entry comes first. */
+static void sgen_claim_exact(const struct kasi_config *c)
+{
+    for (size_t i = 0; i < c->nlisten; i++) {
+        const struct listen_cfg *lc = &c->listen[i];
+        struct sgen_listener *l;
+        int occ = sgen_occ(c, i);
+        if (!lt_find(lc->host, lc->port, occ) && (l = lt_activated(lc, 1)))
+            lt_claim(l, lc, occ);
+    }
+}
+
 static int sgen_listeners(struct sgen *g, char *err, size_t errlen)
 {
     g->lfd = calloc(g->cfg.nlisten, sizeof *g->lfd);
@@ -229,13 +276,10 @@ static int sgen_listeners(struct sgen *g, char *err, size_t errlen)
     }
     for (size_t i = 0; i < g->cfg.nlisten; i++)
         g->lfd[i] = -1;
+    sgen_claim_exact(&g->cfg);
     for (size_t i = 0; i < g->cfg.nlisten; i++) {
-        const struct listen_cfg *lc = &g->cfg.listen[i];
-        int occ = 0;
-        for (size_t j = 0; j < i; j++)
-            occ += !strcmp(g->cfg.listen[j].host, lc->host) &&
-                   !strcmp(g->cfg.listen[j].port, lc->port);
-        g->lfd[i] = lt_get(lc, occ, g->confdir, err, errlen);
+        g->lfd[i] = lt_get(&g->cfg.listen[i], sgen_occ(&g->cfg, i), g->confdir, err,
+                           errlen);
         if (g->lfd[i] < 0) {
             sgen_drop_listeners(g);
             return -1;

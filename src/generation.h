@@ -62,7 +62,10 @@ void sgen_close_others(const struct sgen *g);
 /* Stopping: close every listening socket the supervisor holds. */
 void sgen_close_all(void);
 /* Take the sockets passed by socket activation (before the first
- * prepare); those no generation claims are closed by sgen_prune(). */
+ * prepare). A listen: entry gets the passed socket with its very address
+ * (all entries first), else, for 0.0.0.0:P, a dual-stack [::]:P one (an
+ * IPV6_V6ONLY socket serves no IPv4). One socket per entry, as kasi binds
+ * them itself; those no generation claims are closed by sgen_prune(). */
 void sgen_adopt_activated(void);
 void sgen_prune(void);
 /* The state directory: create it (the supervisor's, with the workers'
