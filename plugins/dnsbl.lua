@@ -2,12 +2,14 @@
 --
 -- At connect every configured zone is asked at once (RFC 5782: reversed
 -- IPv4 octets, or IPv6 nibbles, under the zone). An answer counts when it
--- is one of the zone's return codes. A listed client is rejected at
+-- is one of the zone's return codes (kasi.dnslist: by default any
+-- 127.x.x.x but the lists' error codes). A listed client is rejected at
 -- connect, or (the default) at RCPT / DATA, so mail to postmaster and to
 -- allow-listed recipients still gets through. A zone that times out or
 -- fails never rejects anyone. Allow-list zones (DNSWL) and the clients in
 -- exempt_ips skip the block lists. See config/dnsbl.yaml.
 
+local dnslist = require "kasi.dnslist"
 local netmask = require "kasi.netmask"
 
 local P = {}
@@ -15,29 +17,9 @@ local cfg
 
 -- ---------------------------------------------------------------- config
 
--- "127.0.0.2" -> a number; nil unless an IPv4 address
-local function ip4num(s)
-  local b = netmask.parse(s)
-  if not b or #b ~= 4 then return nil end
-  return ((b[1] * 256 + b[2]) * 256 + b[3]) * 256 + b[4]
-end
-
--- "127.0.0.2" or "127.0.0.2-127.0.0.11" -> { lo, hi } | nil
-local function code_range(c)
-  local lo, hi = c:match("^%s*([%d%.]+)%s*%-%s*([%d%.]+)%s*$")
-  lo, hi = ip4num(lo or c), ip4num(hi or c)
-  if not lo or not hi or lo > hi then return nil end
-  return { lo, hi }
-end
-
-local function code_ok(c)
-  if code_range(c) then return true end
-  return nil, "expected an IPv4 address or a range a.b.c.d-e.f.g.h, got '" .. c .. "'"
-end
-
 local ZONE = { "map", scalar = "zone", keys = {
   zone = { "string", required = true },
-  codes = { "list", of = { "string", check = code_ok } },
+  codes = { "list", of = dnslist.CODE },
   message = { "string" },
   txt = { "boolean", default = true },
   ipv6 = { "boolean", default = true },
@@ -59,18 +41,10 @@ P.schema = { "map",
               message = "reply.message" },
 }
 
--- default codes: anything in 127.0.0.0/8 but 127.255.255.x (list errors)
-local ANY = { { ip4num("127.0.0.0"), ip4num("127.255.254.255") } }
-
 local function zones_of(list)
   local out = {}
   for i, z in ipairs(list) do
-    local codes = ANY
-    if z.codes then
-      codes = {}
-      for j, c in ipairs(z.codes) do codes[j] = code_range(c) end
-    end
-    out[i] = { zone = z.zone, codes = codes, message = z.message, txt = z.txt,
+    out[i] = { zone = z.zone, codes = dnslist.codes(z.codes), message = z.message, txt = z.txt,
                ipv6 = z.ipv6 }
   end
   return out
@@ -89,15 +63,6 @@ function P.register(c)
     timeout = c.timeout,
     reply = c.reply,
   }
-end
-
-local function code_counts(zone, answer)
-  local n = ip4num(answer)
-  if not n then return false end
-  for _, r in ipairs(zone.codes) do
-    if n >= r[1] and n <= r[2] then return true end
-  end
-  return false
 end
 
 -- ---------------------------------------------------------------- lookups
@@ -121,7 +86,7 @@ local function hits(conn, zones, ip, v6)
   for i, r in ipairs(res) do
     if r.answers then
       for _, a in ipairs(r.answers) do
-        if code_counts(used[i], a) then
+        if dnslist.counts(used[i].codes, a) then
           out[#out + 1] = { z = used[i], code = a, name = qs[i][1] }
           kasi.stats.incr("zone_hits", { zone = used[i].zone })
           break

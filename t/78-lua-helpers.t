@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The Lua helper modules of the shipped plugins (kasi.netmask, kasi.match,
-kasi.domain) are plain Lua: the cases run in luajit directly, with the
+kasi.domain, kasi.dnslist) are plain Lua: the cases run in luajit directly, with the
 library directory on package.path, and print TAP."""
 import os
 import subprocess
@@ -16,6 +16,7 @@ CASES = r'''
 local n = require "kasi.netmask"
 local m = require "kasi.match"
 local h = require "kasi.domain"
+local dl = require "kasi.dnslist"
 local out = {}
 local function t(c, name) out[#out + 1] = (c and "ok " or "not ok ") .. (#out + 1) .. " - " .. name end
   t(n.normalize("::ffff:1.2.3.4") == "1.2.3.4", "IPv4-mapped address unmapped")
@@ -57,6 +58,18 @@ local function t(c, name) out[#out + 1] = (c and "ok " or "not ok ") .. (#out + 
   t(not h.is_domain(string.rep("a", 64) .. ".com"), "label over 63")
   t(h.literal("[1.2.3.4]") == "1.2.3.4" and h.literal("[IPv6:::1]") == "::1", "literals")
   t(h.literal("[::1]") == nil and h.literal("[1.2.3]") == nil, "bad literals")
+  local d = dl.codes(nil)
+  t(dl.counts(d, "127.0.0.2") and dl.counts(d, "127.0.10.0") and dl.counts(d, "127.1.2.3"),
+    "dnslist default: listings in 127/8 count")
+  t(not dl.counts(d, "127.0.0.255") and not dl.counts(d, "127.255.255.254") and
+    not dl.counts(d, "127.255.255.0"), "dnslist default: the lists' error codes do not")
+  t(not dl.counts(d, "10.0.0.2") and not dl.counts(d, "::1") and not dl.counts(d, "x"),
+    "dnslist default: nothing outside 127/8")
+  local c = dl.codes { "127.0.0.2", " 127.0.5.2 - 127.0.5.3 " }
+  t(dl.counts(c, "127.0.0.2") and dl.counts(c, "127.0.5.3") and not dl.counts(c, "127.0.5.1")
+    and not dl.counts(c, "127.0.0.3"), "dnslist codes: addresses and ranges")
+  t(dl.CODE.check("127.0.0.1-127.0.0.9") and not dl.CODE.check("127.0.0.9-127.0.0.1") and
+    not dl.CODE.check("127.0.0") and not dl.CODE.check("::1"), "dnslist: the code check")
 for _, line in ipairs(out) do print(line) end
 print("1.." .. #out)
 '''
