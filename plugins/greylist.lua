@@ -9,17 +9,25 @@
 --
 -- Never greylisted: clients that may relay (relay networks, authenticated
 -- clients: conn.relaying), exempt_ips, clients listed in a DNS whitelist
--- zone (dnswl), and exempt recipients (postmaster by default). When Redis
--- fails or is slow, on_redis_error decides: fail_open accepts (greylisting
--- is a filter, not a gate), fail_closed defers. The triplet's result is in
+-- zone (dnswl: only the zone's return codes count, never its error
+-- answers), exempt recipients (postmaster by default) and exempt senders.
+-- When Redis fails or is slow, on_redis_error decides: fail_open accepts
+-- (greylisting is a filter, not a gate), fail_closed defers. The triplet's result is in
 -- txn.notes.greylist ("new", "early", "pass", "white", "exempt", "error").
 -- See config/greylist.yaml.
 
+local dnslist = require "kasi.dnslist"
 local match = require "kasi.match"
 local netmask = require "kasi.netmask"
 
 local P = {}
 local cfg
+
+-- a DNS whitelist: "zone", or { zone =, codes = } (kasi.dnslist)
+local DNSWL = { "map", scalar = "zone", keys = {
+  zone = { "string", required = true },
+  codes = { "list", of = dnslist.CODE },
+} }
 
 P.schema = { "map",
   keys = {
@@ -32,7 +40,8 @@ P.schema = { "map",
     exempt_ips = { "list", of = "cidr", default = {} },
     exempt_relaying = { "boolean", default = true },
     exempt_rcpts = { "list", of = "name", default = { "postmaster", "postmaster@*" } },
-    dnswl = { "list", of = "string", default = {} },
+    exempt_senders = { "list", of = "name", default = {} },
+    dnswl = { "list", of = DNSWL, default = {} },
     dnswl_timeout = { "number", min = 0.1, max = 30, default = 2 },
     on_redis_error = { "enum", values = { "fail_open", "fail_closed" }, default = "fail_open" },
     key_prefix = { "string", default = "kasi:grey:" },
@@ -70,42 +79,65 @@ function P.register(c)
   cfg = c
   cfg.exempt = netmask.list(c.exempt_ips)
   cfg.rcpts = match.list(c.exempt_rcpts)
+  cfg.senders = match.list(c.exempt_senders)
   cfg.answer = kasi.reply(c.reply)
+  for _, z in ipairs(c.dnswl) do z.codes = dnslist.codes(z.codes) end
 end
 
 local function network(conn)
   return netmask.network(conn.remote_ip, cfg.ipv4_prefix, cfg.ipv6_prefix) or conn.remote_ip
 end
 
--- Listed in one of the DNS whitelists? Asked once per connection.
+local function listed_in(zone, answers)
+  for _, a in ipairs(answers or {}) do
+    if dnslist.counts(zone.codes, a) then return true end
+  end
+  return false
+end
+
+-- The first DNS whitelist zone that lists ip, or false; all are asked at
+-- once. Only a zone's codes count: an error answer such as dnswl.org's
+-- 127.0.0.255 (a query through a public resolver) is no listing.
+local function dnswl_zone(ip)
+  local qs = {}
+  for i, z in ipairs(cfg.dnswl) do qs[i] = { kasi.dns.reverse(ip, z.zone), "A" } end
+  for i, r in ipairs(kasi.dns.query_many(qs, { timeout = cfg.dnswl_timeout })) do
+    if listed_in(cfg.dnswl[i], r.answers) then return cfg.dnswl[i].zone end
+  end
+  return false
+end
+
+-- Asked once per connection.
 local function dnswl_listed(conn)
   local seen = conn.notes.greylist_dnswl
-  if seen ~= nil then return seen end
-  seen = false
-  for _, zone in ipairs(cfg.dnswl) do
-    local q = kasi.dns.reverse(conn.remote_ip, zone)
-    if q and kasi.dns.query(q, "A", { timeout = cfg.dnswl_timeout }) then
-      seen = zone
-      break
-    end
+  if seen == nil then
+    local ip = netmask.normalize(conn.remote_ip)
+    seen = ip and dnswl_zone(ip) or false
+    conn.notes.greylist_dnswl = seen
   end
-  conn.notes.greylist_dnswl = seen
   return seen
 end
 
-local function exempt(conn, rcpt)
+-- the sender's address, lower-cased; the null sender as <>
+local function sender_address(txn)
+  local from = txn.mail_from
+  return from.is_null and "<>" or from.address:lower()
+end
+
+local function exempt(conn, txn, rcpt)
   if cfg.exempt_relaying and conn.relaying then return "relaying" end
   if not cfg.exempt:empty() and cfg.exempt:match(conn.remote_ip) then return "exempt_ips" end
   if cfg.rcpts:match(rcpt.address:lower()) then return "recipient" end
+  if cfg.senders:match(sender_address(txn)) then return "sender" end
   local zone = #cfg.dnswl > 0 and dnswl_listed(conn)
   if zone then return "dnswl " .. zone end
 end
 
+-- what of the sender a triplet holds
 local function sender_of(txn)
   local from = txn.mail_from
-  if from.is_null then return "<>" end
-  if cfg.sender == "domain" then return (from.host or ""):lower() end
-  return from.address:lower()
+  if cfg.sender == "domain" and not from.is_null then return (from.host or ""):lower() end
+  return sender_address(txn)
 end
 
 local function note(txn, status)
@@ -114,7 +146,7 @@ local function note(txn, status)
 end
 
 function P.hook_rcpt(conn, txn, rcpt)
-  local why = exempt(conn, rcpt)
+  local why = exempt(conn, txn, rcpt)
   if why then
     note(txn, "exempt")
     return NEXT

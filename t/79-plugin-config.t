@@ -227,8 +227,11 @@ TYPOS = [
     ("helo_checks", "exempt_ips:", "skip_ips: []", "unknown key 'skip_ips' (now 'exempt_ips')"),
     ("greylist", "delay:", "delya: 300",
      "unknown key 'delya' (known: delay, dnswl, dnswl_timeout, exempt_ips, exempt_rcpts, "
-     "exempt_relaying, ipv4_prefix, ipv6_prefix, key_prefix, on_redis_error, reply, "
-     "retry_window, sender, whitelist)"),
+     "exempt_relaying, exempt_senders, ipv4_prefix, ipv6_prefix, key_prefix, on_redis_error, "
+     "reply, retry_window, sender, whitelist)"),
+    ("greylist", "dnswl:", "dnswl: [{zone: list.dnswl.org, codes: [\"127.0.0.300\"]}]",
+     "dnswl[0].codes[0]: expected an IPv4 address or a range a.b.c.d-e.f.g.h, "
+     "got '127.0.0.300'"),
     ("greylist", "retry_window:", "retry_window: 100", "retry_window: must be longer than delay"),
     ("karma", "per:", "per: asn", "per: expected one of ip, network, got 'asn'"),
     ("karma", "max_per_connection:", "max_per_conection: 5",

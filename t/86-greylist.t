@@ -4,9 +4,12 @@
 and whitelists the client's network (another address of that /24 passes
 at once, another /24 does not), each message renews the whitelist, a
 triplet older than retry_window starts over, sender: domain, the null
-sender, and the exemptions (a relay network, exempt_ips, exempt_rcpts,
-a DNS whitelist zone); Redis down: fail_open accepts, fail_closed defers.
-txn.notes.greylist says what happened."""
+sender, IPv6 clients by /64 (named by XCLIENT), and the exemptions (a
+relay network, an authenticated client, exempt_ips, exempt_rcpts,
+exempt_senders, DNS whitelist zones: a listing passes, an error answer
+such as 127.0.0.255 or a code outside the zone's codes does not); Redis
+down: fail_open accepts, fail_closed defers. txn.notes.greylist says what
+happened."""
 import os
 import sys
 import time
@@ -29,8 +32,21 @@ return P
 """
 
 
+# DNS whitelists: wl.test lists 127.0.0.3 (127.0.10.0: dnswl.org's trust
+# "none", a listing) and answers 127.0.0.5 with 127.0.0.255 (dnswl.org's
+# error code: a query through a public resolver); wl2.test, whose codes
+# are 127.0.5.2-127.0.5.3, answers 127.0.5.1 for 127.0.0.6 and 127.0.5.3
+# for 127.0.0.7.
+ZONES = """
+host-record=5.0.0.127.wl.test,127.0.0.255
+host-record=6.0.0.127.wl2.test,127.0.5.1
+host-record=7.0.0.127.wl2.test,127.0.5.3
+"""
+XCLIENT_FROM = "127.0.10.0/24"
+
+
 def kasi(red, dns, grey, relay="allow: [127.0.9.0/24]\n"):
-    return Kasi(files={
+    return Kasi({"xclient_from": [XCLIENT_FROM]}, files={
         "config/plugins": "relay\ngreylist\nnote\nqueue/spool\n",
         "plugins/note.lua": NOTE,
         "config/relay.yaml": relay,
@@ -40,18 +56,22 @@ def kasi(red, dns, grey, relay="allow: [127.0.9.0/24]\n"):
     })
 
 
-def rcpt(k, src, rcpt_to, sender="a@sender.test"):
-    """(code, enh) of RCPT TO from src."""
-    with Raw(k.port, source=src, ehlo="client.test") as c:
+def rcpt(k, src, rcpt_to, sender="a@sender.test", xclient=None):
+    """(code, enh) of RCPT TO from src (after XCLIENT with these
+    attributes: src must be in xclient_from)."""
+    with Raw(k.port, source=src, banner=True) as c:
+        if xclient:
+            c.cmd("XCLIENT " + xclient)
+        c.cmd("EHLO client.test")
         c.cmd("MAIL FROM:<%s>" % sender)
         code, lines = c.cmd("RCPT TO:<%s>" % rcpt_to)
         return code, (lines or [""])[0][:5]
 
 
-def until_pass(k, src, rcpt_to, sender="a@sender.test", limit=10):
+def until_pass(k, src, rcpt_to, sender="a@sender.test", limit=10, xclient=None):
     deadline = time.monotonic() + scaled(limit)
     while time.monotonic() < deadline:
-        if rcpt(k, src, rcpt_to, sender)[0] == 250:
+        if rcpt(k, src, rcpt_to, sender, xclient)[0] == 250:
             return True
         time.sleep(0.1)
     return False
@@ -60,9 +80,11 @@ def until_pass(k, src, rcpt_to, sender="a@sender.test", limit=10):
 DEFER = (451, "4.7.1")
 GREY = "delay: %g\nretry_window: 60\nwhitelist: 600\n" % scaled(2)
 
-with Redis() as red, Dns() as dns:
-    with kasi(red, dns, GREY + "dnswl: [wl.test]\nexempt_ips: [127.0.8.8]\n"
-              "exempt_rcpts: [\"postmaster@*\", \"abuse@example.com\"]\n") as k:
+with Redis() as red, Dns(extra=ZONES) as dns:
+    with kasi(red, dns, GREY + "dnswl: [wl.test, {zone: wl2.test, codes: [\"127.0.5.2-127.0.5.3\"]}]\n"
+              "exempt_ips: [127.0.8.8]\n"
+              "exempt_rcpts: [\"postmaster@*\", \"abuse@example.com\"]\n"
+              "exempt_senders: [\"*@partner.test\"]\n") as k:
         t0 = time.monotonic()
         is_(rcpt(k, "127.0.1.5", "u@example.com"), DEFER, "new triplet: 451 4.7.1")
         is_(rcpt(k, "127.0.1.5", "u@example.com"), DEFER, "at once again: still deferred")
@@ -99,8 +121,38 @@ with Redis() as red, Dns() as dns:
         is_(rcpt(k, "127.0.5.5", "postmaster@example.com")[0], 250, "exempt_rcpts (glob)")
         is_(rcpt(k, "127.0.5.5", "abuse@example.com")[0], 250, "exempt_rcpts (exact)")
         is_(rcpt(k, "127.0.5.5", "u@example.com"), DEFER, "... other recipients are greylisted")
-        is_(rcpt(k, "127.0.0.3", "u@example.com")[0], 250, "listed in the DNS whitelist: passes")
+        is_(rcpt(k, "127.0.5.5", "u@example.com", "x@partner.test")[0], 250,
+            "exempt_senders (glob)")
+        is_(rcpt(k, "127.0.5.5", "u@example.com", "x@partner.test.evil"), DEFER,
+            "... other senders are greylisted")
+        is_(rcpt(k, "127.0.10.1", "u@example.com", xclient="LOGIN=bob")[0], 250,
+            "an authenticated client (XCLIENT LOGIN): never greylisted")
+        is_(rcpt(k, "127.0.10.1", "u@example.com"), DEFER,
+            "... the same client unauthenticated: greylisted")
+        is_(rcpt(k, "127.0.0.3", "u@example.com")[0], 250,
+            "listed in a DNS whitelist (trust none, 127.0.10.0): passes")
         is_(rcpt(k, "127.0.0.4", "u@example.com"), DEFER, "not listed: greylisted")
+        is_(rcpt(k, "127.0.0.5", "e255@example.com"), DEFER,
+            "a DNS whitelist's error answer (127.0.0.255): greylisted")
+        ok(k.wait_log(r"greylist: new 127\.0\.0\.0/24\|a@sender\.test\|e255@example\.com"),
+           "... as a new triplet")
+        is_(rcpt(k, "127.0.0.6", "c1@example.com"), DEFER,
+            "an answer outside the zone's codes: greylisted")
+        is_(rcpt(k, "127.0.0.7", "c3@example.com")[0], 250, "an answer among the zone's codes: passes")
+
+        # IPv6 clients: the triplet's network and the whitelist are their /64
+        def v6(ip):
+            return "ADDR=IPV6:" + ip
+        is_(rcpt(k, "127.0.10.2", "u@example.com", xclient=v6("2001:db8:1::1")), DEFER,
+            "IPv6: a new triplet deferred")
+        ok(k.wait_log(r"greylist: new 2001:db8:1::/64\|a@sender\.test\|u@example\.com"),
+           "IPv6: the triplet holds the client's /64")
+        ok(until_pass(k, "127.0.10.2", "u@example.com", xclient=v6("2001:db8:1::2")),
+           "IPv6: the retry from another address of the /64 passes")
+        is_(rcpt(k, "127.0.10.2", "w@example.com", "b@else.test", xclient=v6("2001:db8:1::99"))[0],
+            250, "IPv6: the /64 whitelisted: another address, sender and recipient pass")
+        is_(rcpt(k, "127.0.10.2", "u@example.com", xclient=v6("2001:db8:2::1")), DEFER,
+            "IPv6: another /64 is greylisted")
 
     # a retry later than retry_window starts over; sender: domain
     with kasi(red, dns, "delay: 1\nretry_window: 2\nwhitelist: 0\nsender: domain\n") as k:
