@@ -7,7 +7,10 @@ from redis.yaml, strict redis.yaml (kasi -t); then the failures: Redis
 killed (nil, err at once, fail-fast for retry_interval, recovery without
 a reload when it is back), Redis hanging (nil, "timeout" within
 command_timeout, or within the hook's budget when that is shorter; the
-session goes on), a wrong password; and a reload that changes the
+session goes on), a call's own shorter timeout against a busy server
+(that call ends, the connection stays: the next call is answered), only
+short deadlines against a hung server (dropped once it has said nothing
+for command_timeout), a wrong password; a reload that changes the
 settings."""
 import os
 import re
@@ -49,6 +52,14 @@ end
 
 local function pack(...) return { n = select("#", ...), ... } end
 
+-- keeps the server busy for ARGV[1] seconds
+local busy = r.script([[
+  local t = redis.call("TIME")
+  local t0 = t[1] * 1e6 + t[2]
+  repeat t = redis.call("TIME") until t[1] * 1e6 + t[2] - t0 >= ARGV[1] * 1e6
+  return 1
+]])
+
 local cases = {
   set = function(a) return r.call("SET", "k:" .. a, a) end,
   get = function(a) return r.call("GET", "k:" .. a) end,
@@ -76,6 +87,8 @@ local cases = {
   open_multi = function() return pcall(r.pipeline, { { "MULTI" }, { "INCR", "x" } }) end,
   call_multi = function() return pcall(r.call, "MULTI") end,
   empty = function() return pcall(r.pipeline, {}) end,
+  busy = function(a) return busy:eval({}, { a }, { timeout = 0.2 }) end,
+  short = function(a) return r.pipeline({ { "GET", "k:" .. a } }, { timeout = 0.2 }) end,
 }
 
 function P.hook_unrecognized_command(conn, txn, line)
@@ -200,6 +213,44 @@ with Redis() as red:
             time.sleep(0.1)
         is_(rt(c, "get", "z"), (250, "{'z'}"), "Redis resumed: recovered")
         c.cmd("QUIT")
+        c.close()
+
+    # a call's own timeout, shorter than command_timeout, ends that call
+    # only: the server is busy, not gone, and the connection is kept
+    with start(red, redis_keys={"command_timeout": 2}) as k:
+        c = Raw(k.port, ehlo="client.test")
+        rt(c, "set", "s")
+        t0 = time.monotonic()
+        code, t = rt(c, "busy", "0.8")
+        took = time.monotonic() - t0
+        is_(t, "{nil,'timeout'}", "a call with timeout 0.2 against a server busy for 0.8 s: "
+            "nil, 'timeout'")
+        ok(took < scaled(0.7), "... after its own timeout, not command_timeout (2 s)", took)
+        t0 = time.monotonic()
+        is_(rt(c, "get", "s"), (250, "{'s'}"), "the next call on the same worker is answered "
+            "(no fail-fast: the connection was kept)")
+        ok(time.monotonic() - t0 < scaled(1.5), "... once the server is free")
+        is_(k.count_log(r"connection dropped"), 0, "no connection dropped")
+
+        # only short deadlines against a server that hangs: the connection
+        # goes once the server has said nothing for command_timeout
+        red.pause()
+        t0 = time.monotonic()
+        seen = []
+        while time.monotonic() - t0 < scaled(8):
+            seen.append(rt(c, "short", "s", timeout=10)[1])
+            if seen[-1] != "{nil,'timeout'}":
+                break
+        took = time.monotonic() - t0
+        is_(seen[-1], "{nil,'connection dropped: no answer in time'}",
+            "short deadlines against a hung server: dropped, then calls fail at once")
+        ok(took >= 1.9, "... not before it has said nothing for command_timeout (2 s)", took)
+        ok(took < scaled(3.5), "... nor much later (%d calls of 0.2 s)" % len(seen), took)
+        red.resume()
+        deadline = time.monotonic() + scaled(8)
+        while time.monotonic() < deadline and rt(c, "get", "s") != (250, "{'s'}"):
+            time.sleep(0.1)
+        is_(rt(c, "get", "s"), (250, "{'s'}"), "the server back: recovered")
         c.close()
 
     # the hook's budget is shorter than command_timeout: the call ends first

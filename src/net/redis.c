@@ -12,7 +12,14 @@
  * request as they come; the last one ends it. hiredis calls every pending
  * callback with a NULL reply when the connection goes (lost, failed to
  * connect, or dropped by us on a timeout), which ends the others. A
- * request is freed once it has ended and hiredis holds none of its slots. */
+ * request is freed once it has ended and hiredis holds none of its slots.
+ *
+ * Which timeouts drop the connection: one that ran the full
+ * command_timeout, or any once the server has answered nothing for that
+ * long while it owes answers (c->heard). A shorter deadline (a call's own
+ * timeout, a hook's nearly spent budget) ends only its request: the
+ * server may just be busy with it, and the other callers' commands on the
+ * connection are still answered; its late replies are dropped. */
 #include "net/redis.h"
 #include "core/clock.h"
 
@@ -212,6 +219,7 @@ struct redis_client {
     char err[200];              /* why the last connection failed or went */
     struct event *conn_tmr;     /* connect deadline */
     unsigned pending;           /* commands hiredis holds for us */
+    double heard;               /* last reply, or when pending left 0 */
 };
 
 struct redis_slot {
@@ -224,6 +232,7 @@ struct redis_req {
     redis_done_fn done;         /* NULL: nobody wants the answer */
     void *ud;
     size_t n, got, outstanding;
+    double timeout;             /* seconds it may wait */
     int finished;
     const char *fail;           /* set when a command could not be queued */
     struct event *tmr;
@@ -417,6 +426,8 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
     char why[200];
     c->pending--;
     r->outstanding--;
+    if (rep)
+        c->heard = clock_now();
     if (!rep && ac == c->ac)            /* going before we knew: the server's doing */
         snprintf(why, sizeof why, "connection lost: %s", ac->errstr[0] ? ac->errstr : "closed");
     if (!rep)
@@ -432,14 +443,22 @@ static void on_reply(redisAsyncContext *ac, void *reply, void *privdata)
         req_free(r);
 }
 
+/* The server owes answers and has given none for command_timeout. */
+static int rc_stalled(const struct redis_client *c)
+{
+    return c->ac && c->pending > 0 && clock_now() - c->heard >= c->set.command_timeout;
+}
+
 static void on_req_timeout(evutil_socket_t fd, short what, void *arg)
 {
     struct redis_req *r = arg;
     struct redis_client *c = r->c;
+    int full = r->timeout >= c->set.command_timeout;
     (void)fd;
     (void)what;
     req_finish(r, "timeout");
-    rc_drop(c, "no answer in time");   /* may free r: not touched after */
+    if (full || rc_stalled(c))
+        rc_drop(c, "no answer in time");   /* may free r: not touched after */
 }
 
 static struct redis_req *req_new(struct redis_client *c, size_t n, double timeout,
@@ -452,9 +471,10 @@ static struct redis_req *req_new(struct redis_client *c, size_t n, double timeou
     r->n = n;
     r->done = done;
     r->ud = ud;
+    r->timeout = timeout > 0 ? timeout : c->set.command_timeout;
     r->replies = calloc(n, sizeof *r->replies);
     r->tmr = evtimer_new(c->base, on_req_timeout, r);
-    struct timeval tv = clock_tv(timeout > 0 ? timeout : c->set.command_timeout);
+    struct timeval tv = clock_tv(r->timeout);
     if (!r->replies || !r->tmr || evtimer_add(r->tmr, &tv) < 0) {
         req_free(r);
         return NULL;
@@ -485,8 +505,9 @@ struct redis_req *redis_send(struct redis_client *c, const struct redis_cmd *cmd
             r->n = i;                   /* end when those queued have answered */
             break;
         }
+        if (c->pending++ == 0)
+            c->heard = clock_now();     /* owed answers from now on */
         r->outstanding++;
-        c->pending++;
     }
     if (r->outstanding == 0) {
         req_free(r);

@@ -8,12 +8,16 @@
  * Every request ends exactly once, in its callback, from the loop (never
  * from inside redis_send), unless it is cancelled first: with all its
  * replies, or with an error ("timeout", "not connected: ...", "connection
- * lost: ..."). Failure policy: a request that times out drops the
- * connection (a server that does not answer one command answers none), and
- * after a failed connection or a timeout, requests fail at once for
- * retry_interval seconds; the first one after it connects again, to the
- * next server of the list. So an outage costs each caller at most its
- * timeout, and the client recovers by itself when Redis is back. */
+ * lost: ..."). Failure policy: a request that times out after the full
+ * command_timeout drops the connection (a server that does not answer one
+ * command in that time answers none), and so does any timeout once the
+ * server has answered nothing for command_timeout while it owes answers;
+ * a shorter deadline of the caller's ends only that request (the others on
+ * the connection go on). After a failed connection
+ * or a dropped one, requests fail at once for retry_interval seconds; the
+ * first one after it connects again, to the next server of the list. So an
+ * outage costs each caller at most its timeout, and the client recovers by
+ * itself when Redis is back. */
 #ifndef KASI_REDIS_H
 #define KASI_REDIS_H
 
