@@ -11,7 +11,7 @@ session goes on), a call's own shorter timeout against a busy server
 (that call ends, the connection stays: the next call is answered), only
 short deadlines against a hung server (dropped once it has said nothing
 for command_timeout), a wrong password; a reload that changes the
-settings."""
+settings; two servers, the first killed: calls go to the second."""
 import os
 import re
 import signal
@@ -109,12 +109,13 @@ return P
 """
 
 
-def start(red, extra_yaml="", plugin_opts="", redis_keys=None):
+def start(red, extra_yaml="", plugin_opts="", redis_keys=None, servers=None):
     keys = {"command_timeout": 0.3, "retry_interval": 1, "connect_timeout": 0.5}
     keys.update(redis_keys or {})
+    servers = servers or [red.address]
     return Kasi(files={"config/plugins": "rtest%s\n" % plugin_opts,
                        "plugins/rtest.lua": RTEST,
-                       "config/redis.yaml": redis_yaml(red.address, **keys) + extra_yaml})
+                       "config/redis.yaml": redis_yaml(*servers, **keys) + extra_yaml})
 
 
 def rt(c, case, arg="", timeout=5):
@@ -278,6 +279,31 @@ with Redis() as red:
         c = Raw(k.port, ehlo="client.test")
         rt(c, "set", "db4")
         is_(red.cmd("GET", "k:db4", db=4), "db4", "after the reload: db 4")
+        c.close()
+
+# two servers: the first answers; killed, the calls go to the second
+with Redis() as first, Redis() as second:
+    with start(first, servers=[first.address, second.address]) as k:
+        c = Raw(k.port, ehlo="client.test")
+        is_(rt(c, "set", "one"), (250, "{'OK'}"), "two servers: a call answered")
+        is_((first.cmd("GET", "k:one"), second.cmd("GET", "k:one")), ("one", None),
+            "... by the first")
+        first.kill()
+        t0 = time.monotonic()
+        deadline = t0 + scaled(8)
+        res = None
+        while time.monotonic() < deadline:
+            res = rt(c, "set", "two")
+            if res == (250, "{'OK'}"):
+                break
+            time.sleep(0.1)
+        took = time.monotonic() - t0
+        is_(res, (250, "{'OK'}"), "the first killed: calls answered again")
+        is_(second.cmd("GET", "k:two"), "two", "... by the second")
+        ok(took < scaled(3), "... within the first failed call and retry_interval (1 s)", took)
+        ok(k.wait_log(r"info: redis 127\.0\.0\.1:%d: connected" % second.port),
+           "the connection to the second logged")
+        is_(rt(c, "get", "two"), (250, "{'two'}"), "the next calls stay on the second")
         c.close()
 
 with Redis(password="s3cret") as red:
