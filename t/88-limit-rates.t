@@ -2,7 +2,8 @@
 """limit's rate rules, the same table against both backends (local:
 kasi.counter; redis: a real redis-server): connections per ip, messages
 per sender and per AUTH user (named by XCLIENT LOGIN), recipients per
-recipient and per /24 network; over the max the rule's reply (421 at
+recipient, per /24 network and per /64 (IPv6 clients named by XCLIENT
+ADDR); over the max the rule's reply (421 at
 connect, 451 4.7.1 at MAIL and RCPT) while other keys go on; the window
 slides (accepted again once the period is over); with backend redis the
 windows are in Redis under key_prefix and expire; Redis down with
@@ -53,8 +54,12 @@ def mail(k, src, sender, login=None):
         return code, (lines or [""])[0][:5]
 
 
-def rcpts(k, src, to):
-    with Raw(k.port, source=src, ehlo="client.test") as c:
+def rcpts(k, src, to, addr=None):
+    """RCPT TO each of to from src, or from addr (XCLIENT ADDR=)."""
+    with Raw(k.port, source=src, banner=True) as c:
+        if addr:
+            c.cmd("XCLIENT ADDR=" + addr)
+        c.cmd("EHLO client.test")
         c.cmd("MAIL FROM:<r%s@sender.test>" % time.monotonic_ns())
         out = []
         for t in to:
@@ -99,10 +104,18 @@ def run(backend, red=None):
             rcpts(k, "127.0.5.200", ["c@example.com", "d@example.com", "e@example.com"]),
             [(250, "2.1.5")] * 4 + [DEFER], "%s: recipients per /24 network" % b)
         is_(rcpts(k, "127.0.6.1", ["f@example.com"]), [(250, "2.1.5")], "%s: another /24" % b)
+        is_(rcpts(k, "127.0.3.10", ["g@example.com", "h@example.com"], "IPV6:2001:db8:1::1") +
+            rcpts(k, "127.0.3.11", ["i@example.com", "j@example.com", "k@example.com"],
+                  "IPV6:2001:db8:1::2"),
+            [(250, "2.1.5")] * 4 + [DEFER], "%s: recipients per /64 network (IPv6)" % b)
+        is_(rcpts(k, "127.0.3.12", ["l@example.com"], "IPV6:2001:db8:2::1"), [(250, "2.1.5")],
+            "%s: another /64" % b)
         ok(k.wait_log(r"limit: recipients per network: 5 in 60 s \(max 4\)"), "%s: logged" % b)
         if red:
             keys = red.cmd("KEYS", "kasi:limit:*")
             ok("kasi:limit:messages:sender:60:s@sender.test" in keys, "redis: the windows in Redis", keys)
+            ok("kasi:limit:recipients:network:60:2001:db8:1::/64" in keys,
+               "redis: an IPv6 client counted by its /64", keys)
             ttl = red.cmd("PTTL", "kasi:limit:messages:sender:60:s@sender.test")
             ok(0 < ttl <= 64000, "redis: a window expires with its period", ttl)
             red.kill()
