@@ -19,6 +19,7 @@
 local dnslist = require "kasi.dnslist"
 local match = require "kasi.match"
 local netmask = require "kasi.netmask"
+local throttle = require "kasi.throttle"
 
 local P = {}
 local cfg
@@ -145,6 +146,21 @@ local function note(txn, status)
   return status
 end
 
+local outage = throttle.new(10)        -- one warning per 10 s
+
+-- Redis failed: on_redis_error decides.
+local function redis_failed(txn, triplet, err)
+  note(txn, "error")
+  local closed = cfg.on_redis_error == "fail_closed"
+  local quiet = outage:ready()
+  if quiet then
+    txn:logwarn("%s: %s (%s)%s", triplet, err, closed and "deferred" or "accepted",
+                throttle.more(quiet))
+  end
+  if closed then return DENYSOFT, cfg.answer end
+  return NEXT
+end
+
 function P.hook_rcpt(conn, txn, rcpt)
   local why = exempt(conn, txn, rcpt)
   if why then
@@ -155,13 +171,7 @@ function P.hook_rcpt(conn, txn, rcpt)
   local triplet = net .. "|" .. sender_of(txn) .. "|" .. rcpt.address:lower()
   local r, err = CHECK:eval({ cfg.key_prefix .. "white:" .. net, cfg.key_prefix .. "t:" .. triplet },
                             { cfg.delay, cfg.retry_window, cfg.whitelist })
-  if not r then
-    note(txn, "error")
-    txn:logwarn("%s: %s (%s)", triplet, err,
-                cfg.on_redis_error == "fail_closed" and "deferred" or "accepted")
-    if cfg.on_redis_error == "fail_closed" then return DENYSOFT, cfg.answer end
-    return NEXT
-  end
+  if not r then return redis_failed(txn, triplet, err) end
   local status, age = note(txn, r[1]), r[2]
   if status == "new" or status == "early" then
     txn:result { greylisted = triplet, status = status, age = age }

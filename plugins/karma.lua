@@ -21,6 +21,7 @@
 
 local match = require "kasi.match"
 local netmask = require "kasi.netmask"
+local throttle = require "kasi.throttle"
 
 local P = {}
 local cfg
@@ -98,6 +99,19 @@ local function verdict(score)
   if t.tarpit and score <= t.tarpit then return "tarpit" end
 end
 
+local outage = throttle.new(10)        -- one warning per 10 s
+
+-- The history could not be read: on_redis_error decides.
+local function redis_failed(conn, err)
+  conn.notes.karma = { score = 0, connections = 0, known = false }
+  local quiet = outage:ready()
+  if quiet then
+    conn:logwarn("history of %s unknown: %s%s", conn.remote_ip, err, throttle.more(quiet))
+  end
+  if cfg.on_redis_error == "fail_closed" then return DENYSOFT, cfg.answers.error end
+  return NEXT
+end
+
 function P.hook_connect(conn)
   if exempt(conn) then
     conn.notes.karma = { score = 0, connections = 0, known = false, exempt = true }
@@ -105,12 +119,7 @@ function P.hook_connect(conn)
   end
   events(conn)
   local r, err = kasi.redis.call("HMGET", key_of(conn), "score", "connections")
-  if not r then
-    conn.notes.karma = { score = 0, connections = 0, known = false }
-    conn:logwarn("history of %s unknown: %s", conn.remote_ip, err)
-    if cfg.on_redis_error == "fail_closed" then return DENYSOFT, cfg.answers.error end
-    return NEXT
-  end
+  if not r then return redis_failed(conn, err) end
   local score = tonumber(r[1]) or 0
   local n = tonumber(r[2]) or 0
   conn.notes.karma = { score = score, connections = n, known = n > 0 }

@@ -27,6 +27,7 @@
 
 local netmask = require "kasi.netmask"
 local rates = require "kasi.rates"
+local throttle = require "kasi.throttle"
 
 local P = {}
 local cfg
@@ -131,15 +132,15 @@ local function rule_value(r, conn, txn, rcpt)
   if from and not from.is_null then return from.address:lower() end
 end
 
-local last_warn = 0
+local outage = throttle.new(10)        -- one warning per 10 s
 
 -- A count that could not be made: fail_open lets the client through.
 local function count_failed(conn, what, err)
-  local now = os.time()
-  if now - last_warn >= 10 then
-    last_warn = now
-    conn:logwarn("%s not counted (%s): %s", what, err,
-                 cfg.fail_closed and "deferring" or "letting clients through")
+  local quiet = outage:ready()
+  if quiet then
+    conn:logwarn("%s not counted (%s): %s%s", what, err,
+                 cfg.fail_closed and "deferring" or "letting clients through",
+                 throttle.more(quiet))
   end
   conn:result { err = err }
   if cfg.fail_closed then return DENYSOFT, cfg.error_reply end

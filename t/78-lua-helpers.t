@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The Lua helper modules of the shipped plugins (kasi.netmask, kasi.match,
-kasi.domain, kasi.dnslist) are plain Lua: the cases run in luajit directly, with the
+kasi.domain, kasi.dnslist, kasi.throttle) are plain Lua: the cases run in luajit directly, with the
 library directory on package.path, and print TAP."""
 import os
 import subprocess
@@ -17,6 +17,7 @@ local n = require "kasi.netmask"
 local m = require "kasi.match"
 local h = require "kasi.domain"
 local dl = require "kasi.dnslist"
+local th = require "kasi.throttle"
 local out = {}
 local function t(c, name) out[#out + 1] = (c and "ok " or "not ok ") .. (#out + 1) .. " - " .. name end
   t(n.normalize("::ffff:1.2.3.4") == "1.2.3.4", "IPv4-mapped address unmapped")
@@ -70,6 +71,10 @@ local function t(c, name) out[#out + 1] = (c and "ok " or "not ok ") .. (#out + 
     and not dl.counts(c, "127.0.0.3"), "dnslist codes: addresses and ranges")
   t(dl.CODE.check("127.0.0.1-127.0.0.9") and not dl.CODE.check("127.0.0.9-127.0.0.1") and
     not dl.CODE.check("127.0.0") and not dl.CODE.check("::1"), "dnslist: the code check")
+  local o = th.new(10)
+  t(o:ready(100) == 0 and o:ready(101) == nil and o:ready(109) == nil, "throttle: the first passes, then quiet")
+  t(o:ready(110) == 2 and o:ready(115) == nil and o:ready(120) == 1, "throttle: one per period, the quiet counted")
+  t(th.more(0) == "" and th.more(3) == " (3 more since the last line)", "throttle: the suffix")
 for _, line in ipairs(out) do print(line) end
 print("1.." .. #out)
 '''

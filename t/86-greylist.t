@@ -176,6 +176,9 @@ with Redis() as red, Dns(extra=ZONES) as dns:
         is_(rcpt(k, "127.0.7.5", "u@example.com")[0], 250, "Redis down, fail_open: accepted")
         ok(k.wait_log(r"note greylist=error"), "txn.notes.greylist = error")
         ok(k.wait_log(r"warn: .*greylist: .*\(accepted\)"), "logged")
+        is_([rcpt(k, "127.0.7.5", "u%d@example.com" % i)[0] for i in range(3)], [250] * 3,
+            "... and the next recipients")
+        is_(k.count_log(r"warn: .*greylist: "), 1, "one warning (at most one per 10 s)")
         red.start()
     with kasi(red, dns, GREY + "on_redis_error: fail_closed\n") as k:
         red.kill()

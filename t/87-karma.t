@@ -140,6 +140,10 @@ with Redis() as red:
         ok(k.wait_log(r"karma: history of 127\.0\.5\.1 unknown"), "Redis down, fail_open: unknown, served")
         ok(k.wait_log(r"karma: connection \+1 .*not recorded"), "the write fails at once, logged")
         ok(k.wait_log(r"read score=0 connections=0 known=false"), "notes.karma: known = false")
+        session(k, "127.0.5.3")
+        session(k, "127.0.5.4")
+        is_(k.count_log(r"karma: history of .* unknown"), 1,
+            "three connections in the outage: one warning (at most one per 10 s)")
         red.start()
     with kasi(red, "on_redis_error: fail_closed\n") as k:
         red.kill()
