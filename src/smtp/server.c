@@ -13,8 +13,8 @@
  * closing together and their deferred frees are done); and once more
  * TRIM_SETTLE after the last session of the burst ends, for what the
  * others still held.
- * So that the release can give back nearly all of it, libevent's record
- * of every descriptor a session may get is made at start (see
+ * So that the release can give back nearly all of it, libevent's records
+ * of the descriptors sessions get are made in blocks ahead of them (see
  * reserve_fd_slots). */
 #include "smtp/server.h"
 #include "core/clock.h"
@@ -282,11 +282,66 @@ void server_client(struct server *srv, const struct listen_cfg *lc, int fd,
     }
 }
 
+/* libevent makes a small record for a descriptor the first time it gets
+ * an event, and never frees it. Made one by one during a burst, one sits
+ * among each session's memory and keeps that page from the system after
+ * the burst (10,000 idle STARTTLS sessions: 28 MB kept after they closed,
+ * 1.5 MB without). So they are made in blocks, ahead of the sessions:
+ * when a client's descriptor reaches the last made, those up to twice
+ * its number (a session may have a downstream descriptor too), within the
+ * descriptor limit, are made together before its session: a socket is
+ * copied to each free number in turn, given an event and closed again. */
+#define FD_SLOTS_FIRST 256
+
+static void fd_slot_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    (void)arg;
+}
+
+static void fd_slot_touch(struct event_base *base, int fd)
+{
+    struct event *ev = event_new(base, fd, EV_READ, fd_slot_cb, NULL);
+    if (ev && event_add(ev, NULL) == 0)
+        event_del(ev);
+    if (ev)
+        event_free(ev);
+}
+
+static void reserve_fd_slots(struct server *srv, int fd)
+{
+    if (fd < srv->fd_slots)
+        return;
+    struct rlimit rl;
+    rlim_t upto = fd < FD_SLOTS_FIRST / 2 ? FD_SLOTS_FIRST : (rlim_t)fd * 2;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < upto)
+        upto = rl.rlim_cur;
+    int sv[2];
+    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
+        return;                 /* only memory is at stake */
+    for (int next = srv->fd_slots;;) {
+        int copy = fcntl(sv[0], F_DUPFD_CLOEXEC, next);
+        if (copy < 0 || (rlim_t)copy >= upto) {
+            if (copy >= 0)
+                close(copy);
+            break;
+        }
+        fd_slot_touch(srv->base, copy);
+        close(copy);
+        next = copy + 1;
+    }
+    close(sv[0]);
+    close(sv[1]);
+    srv->fd_slots = (int)upto;
+}
+
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd,
                       struct sockaddr *sa, int salen, void *arg)
 {
     struct server_listener *sl = arg;
     (void)l;
+    reserve_fd_slots(sl->srv, fd);
     if (sl->lc->proxy_protocol)         /* the balancer's header comes first */
         proxyhdr_start(sl->srv, sl->lc, fd, sa, (socklen_t)salen);
     else
@@ -353,56 +408,6 @@ void server_log_listener(int fd, const struct listen_cfg *lc)
             ip, port, what);
 }
 
-/* libevent makes a small record for a descriptor the first time it gets
- * an event, and never frees it. Made during a burst, one sits among each
- * session's memory and keeps that page from the system after the burst
- * (10,000 idle STARTTLS sessions: 28 MB kept after they closed, 1.5 MB
- * with this). So the records of every descriptor number the sessions may
- * use (two each: client and downstream, within the descriptor limit) are
- * made together here, before the first session: a socket is copied to
- * each free number in turn, given an event and closed again. */
-#define FD_SLOTS_SPARE 64
-
-static void fd_slot_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    (void)arg;
-}
-
-static void fd_slot_touch(struct event_base *base, int fd)
-{
-    struct event *ev = event_new(base, fd, EV_READ, fd_slot_cb, NULL);
-    if (ev && event_add(ev, NULL) == 0)
-        event_del(ev);
-    if (ev)
-        event_free(ev);
-}
-
-static void reserve_fd_slots(struct event_base *base, size_t conns)
-{
-    struct rlimit rl;
-    rlim_t upto = (rlim_t)conns * 2 + FD_SLOTS_SPARE;
-    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < upto)
-        upto = rl.rlim_cur;
-    int sv[2];
-    if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
-        return;                 /* only memory is at stake */
-    for (int next = 0;;) {
-        int fd = fcntl(sv[0], F_DUPFD_CLOEXEC, next);
-        if (fd < 0 || (rlim_t)fd >= upto) {
-            if (fd >= 0)
-                close(fd);
-            break;
-        }
-        fd_slot_touch(base, fd);
-        close(fd);
-        next = fd + 1;
-    }
-    close(sv[0]);
-    close(sv[1]);
-}
-
 int server_init(struct server *srv, struct event_base *base,
                 struct kasi_config *cfg, const struct hook_engine *engine,
                 const int *fds)
@@ -417,7 +422,7 @@ int server_init(struct server *srv, struct event_base *base,
         log_msg(LOG_LVL_ERROR, "no shared counters: they are made before the worker starts");
         return -1;
     }
-    reserve_fd_slots(base, cfg->max_connections);
+    reserve_fd_slots(srv, 0);
     srv->listeners = calloc(cfg->nlisten + 1, sizeof *srv->listeners);
     srv->lctx = calloc(cfg->nlisten + 1, sizeof *srv->lctx);
     srv->trim_ev = evtimer_new(base, trim_cb, srv);

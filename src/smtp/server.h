@@ -39,6 +39,7 @@ struct server {
     unsigned trim_freed;           /* sessions ended since then */
     double last_trim;              /* when memory was last released (clock_now) */
     struct event *trim_ev;         /* releases memory after a burst (server.c) */
+    int fd_slots;                  /* descriptors below have libevent's record made */
     char boot_id[16];              /* per-process id prefix */
 };
 
