@@ -19,8 +19,8 @@
 -- always counted here (kasi.counter): a node's open connections are its
 -- own. Should the shared table have no room for a new client, the
 -- connection is let through (logged). The other limits are per
--- connection. Clients in smtp.yaml limits.exempt (loopback by default)
--- and in this plugin's own exempt list are not limited. The core has hard
+-- connection. Clients in smtp.yaml limits.exempt (loopback and the relay
+-- networks by default) and in this plugin's own exempt list are not limited. The core has hard
 -- limits of its own (smtp.yaml: limits.max_connections_per_ip,
 -- max_recipients, max_errors); these are policy limits with their own
 -- replies. See config/limit.yaml.

@@ -602,6 +602,11 @@ static int str_differs(const char *a, const char *b)
     return (a || b) && (!a || !b || strcmp(a, b));
 }
 
+static int nets_differ(const struct netmask_list *a, const struct netmask_list *b)
+{
+    return a->n != b->n || (a->n && memcmp(a->nets, b->nets, a->n * sizeof *a->nets));
+}
+
 static void diff_settings(struct sgen_out *o, const struct kasi_config *a,
                           const struct kasi_config *b)
 {
@@ -610,6 +615,8 @@ static void diff_settings(struct sgen_out *o, const struct kasi_config *a,
         if (memcmp((const char *)a + sgen_fields[i].off,
                    (const char *)b + sgen_fields[i].off, sgen_fields[i].size))
             out_add(o, "limits", " %s%s", sgen_fields[i].name, "");
+    if (nets_differ(&a->exempt, &b->exempt))
+        out_add(o, "limits", " %s%s", "exempt", "");
     o->section = 0;
     if (str_differs(a->hostname, b->hostname))
         out_add(o, "settings", " %s%s", "hostname", "");

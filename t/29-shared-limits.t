@@ -148,6 +148,37 @@ with Kasi({"limits": {"max_connections_per_ip": 1}}) as k:
     is_(tally(res), (3, 0, 0), "loopback is exempt by default")
     close_all(res)
 
+# ---- relay networks: exempt by default (the word relay in limits.exempt) --
+RELAY = {"config/plugins": "relay\nqueue/spool\n",
+         "config/relay.yaml": "allow: [127.0.0.0/24]\n"}
+# loopback (127.0.0.0/8) is in the default as well: relay alone here
+with Kasi({"limits": {"max_connections_per_ip": 5, "exempt": ["relay"]}}, files=RELAY) as k:
+    res = connect_many(k.port, 20, source="127.0.0.1")
+    is_(tally(res), (20, 0, 0), "exempt: [relay], relay allow: [127.0.0.0/24]: 20 concurrent "
+        "sessions from 127.0.0.1, limit 5: all served")
+    other = connect_many(k.port, 20, source="127.0.1.1")
+    is_(tally(other), (5, 15, 0), "  from 127.0.1.1, not a relay network: 5 served, 15 get 421")
+    close_all(res)
+    close_all(other)
+    with open(os.path.join(k.confdir, "relay.yaml"), "w") as f:
+        f.write("allow: [127.0.2.0/24]\n")
+    k.signal(signal.SIGHUP)
+    ok(k.wait_log(r"generation 2 live \(was 1\): limits exempt; files ~config/relay\.yaml;"),
+       "relay.yaml changed, SIGHUP: generation 2 live, the diff names limits.exempt")
+    ok(k.wait_log(r"worker \d+ retired \(generation 1"), "  the old worker retired")
+    res = connect_many(k.port, 20, source="127.0.0.2")
+    is_(tally(res), (5, 15, 0), "after a reload without 127.0.0.0/24 in relay.yaml: limited, "
+        "5 served")
+    close_all(res)
+    res = connect_many(k.port, 20, source="127.0.2.1")
+    is_(tally(res), (20, 0, 0), "  and the network relay.yaml has now is exempt: 20 served")
+    close_all(res)
+
+with Kasi({"limits": {"max_connections_per_ip": 5, "exempt": []}}, files=RELAY) as k:
+    res = connect_many(k.port, 20, source="127.0.0.1")
+    is_(tally(res), (5, 15, 0), "exempt: [] with the same relay network: limited, 5 served")
+    close_all(res)
+
 # ---- the limit plugin: rate across a kill and a reload --------------------
 RATE = "rate: {max: 3, period: 600}\n"
 with Kasi({"limits": NO_EXEMPT}, files={"config/plugins": "limit\nqueue/spool\n",
@@ -303,6 +334,16 @@ with Kasi(files={"config/plugins": "ctr\nqueue/spool\n", "plugins/ctr.lua": CTR}
     reload(k, 2, "kasi.counter")
     with Raw(k.port, ehlo="d.test") as r:
         is_(said(r, "XINCR w 1 60"), "ok 4", "a reload keeps the counts")
+
+# the default limits.exempt is [127.0.0.0/8, "::1", relay]: the relay
+# plugin's networks are exempt for the limit plugin too (kasi.counter.exempt)
+with Kasi(files={"config/plugins": "relay\nctr\nqueue/spool\n", "plugins/ctr.lua": CTR,
+                 "config/relay.yaml": "allow: [192.0.2.0/24, \"2001:db8::/32\"]\n"}) as k:
+    with Raw(k.port, ehlo="r.test") as r:
+        is_([said(r, "XEXEMPT 127.0.0.1"), said(r, "XEXEMPT 192.0.2.7"),
+             said(r, "XEXEMPT 2001:db8::9"), said(r, "XEXEMPT 198.51.100.1")],
+            ["ok true", "ok true", "ok true", "ok false"],
+            "default exempt: loopback and the relay plugin's networks, not others")
 
 # ---- several workers (skipped while smtp.yaml has no workers: key) -------
 

@@ -335,6 +335,20 @@ static int cfg_set_spool(struct cfg_ctx *c, const struct ynode *v, const char *k
     return 0;
 }
 
+/* One "ADDR" or "ADDR/LEN" appended to l. */
+static int cfg_net_item(struct cfg_ctx *c, const struct ynode *v, const char *key,
+                        struct netmask_list *l)
+{
+    const char *why;
+    struct netmask m;
+    const char *s = cfg_scalar(c, v, key, "an address or ADDRESS/LENGTH");
+    if (!s)
+        return -1;
+    if (netmask_parse(s, &m, &why) < 0)
+        return cfg_fail(c, v->line, "%s: %s, got '%s'", key, why, s);
+    return netmask_list_add(l, &m) < 0 ? cfg_oom(c) : 0;
+}
+
 /* A list of "ADDR" or "ADDR/LEN" into l, replacing what it held. */
 static int cfg_netlist(struct cfg_ctx *c, const struct ynode *v, const char *key,
                        struct netmask_list *l)
@@ -346,26 +360,44 @@ static int cfg_netlist(struct cfg_ctx *c, const struct ynode *v, const char *key
         return cfg_type_error(c, v, key, "a list of addresses or networks");
     for (size_t i = 0; i < v->n; i++) {
         char dotted[CFG_KEYLEN];
-        const char *why;
-        struct netmask m;
         snprintf(dotted, sizeof dotted, "%s[%zu]", key, i);
-        const char *s = cfg_scalar(c, v->items[i], dotted, "an address or ADDRESS/LENGTH");
-        if (!s)
+        if (cfg_net_item(c, v->items[i], dotted, l) < 0)
             return -1;
-        if (netmask_parse(s, &m, &why) < 0)
-            return cfg_fail(c, v->items[i]->line, "%s: %s, got '%s'", dotted, why, s);
-        if (netmask_list_add(l, &m) < 0)
-            return cfg_oom(c);
     }
     return 0;
 }
 
-/* limits.exempt: it replaces the default. */
+static int cfg_is_word(const struct ynode *v, const char *word)
+{
+    return v->type == YNODE_SCALAR && !strcmp(v->scalar, word);
+}
+
+/* limits.exempt: it replaces the default. The word relay stands for the
+ * relay plugin's networks (added by cfg_exempt_relay). */
 static int cfg_set_exempt(struct cfg_ctx *c, const struct ynode *v, const char *key,
                           const struct cfg_key *k)
 {
+    struct kasi_config *cfg = c->cfg;
     (void)k;
-    return cfg_netlist(c, v, key, &c->cfg->exempt);
+    netmask_list_free(&cfg->exempt);
+    cfg->exempt_relay = 0;
+    if (cfg_is_null(v))
+        return 0;
+    if (v->type != YNODE_SEQ)
+        return cfg_type_error(c, v, key, "a list of addresses, networks or relay");
+    for (size_t i = 0; i < v->n; i++) {
+        const struct ynode *item = v->items[i];
+        char dotted[CFG_KEYLEN];
+        snprintf(dotted, sizeof dotted, "%s[%zu]", key, i);
+        if (cfg_is_word(item, "relay"))
+            cfg->exempt_relay = 1;
+        else if (item->type == YNODE_SCALAR && !strpbrk(item->scalar, "0123456789:"))
+            return cfg_fail(c, item->line, "%s: expected an address, ADDRESS/LENGTH or "
+                            "relay, got '%s'", dotted, item->scalar);
+        else if (cfg_net_item(c, item, dotted, &cfg->exempt) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 static int cfg_set_xclient_from(struct cfg_ctx *c, const struct ynode *v, const char *key,
@@ -375,15 +407,17 @@ static int cfg_set_xclient_from(struct cfg_ctx *c, const struct ynode *v, const 
     return cfg_netlist(c, v, key, &c->cfg->xclient_from);
 }
 
-static int cfg_default_exempt(struct netmask_list *l)
+/* [127.0.0.0/8, "::1", relay] */
+static int cfg_default_exempt(struct kasi_config *cfg)
 {
     static const char *const nets[] = { "127.0.0.0/8", "::1", NULL };
     for (int i = 0; nets[i]; i++) {
         struct netmask m;
         const char *why;
-        if (netmask_parse(nets[i], &m, &why) < 0 || netmask_list_add(l, &m) < 0)
+        if (netmask_parse(nets[i], &m, &why) < 0 || netmask_list_add(&cfg->exempt, &m) < 0)
             return -1;
     }
+    cfg->exempt_relay = 1;
     return 0;
 }
 
@@ -755,7 +789,7 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     cfg->dir = strdup(dir);
     cfg->spool_dir = cfg_default_spool(dir);
     cfg->log_target = strdup("stderr");
-    if (cfg_default_exempt(&cfg->exempt) < 0)
+    if (cfg_default_exempt(cfg) < 0)
         return -1;
     return cfg->dir && cfg->spool_dir && cfg->log_target ? 0 : -1;
 }
@@ -837,6 +871,83 @@ static int cfg_finish(struct cfg_ctx *c)
     return 0;
 }
 
+/* ---- the relay plugin's networks (limits.exempt: relay) --------------- */
+
+/* Whether c->file (config/plugins) lists name: the first word of a line,
+ * after # comments are cut, as lua/lua_gen.c reads it. No file: the
+ * default list (queue/spool only). 1, 0, or -1 with the error. */
+static int cfg_lists_plugin(struct cfg_ctx *c, const char *name)
+{
+    FILE *f = fopen(c->file, "r");
+    if (!f)
+        return errno == ENOENT ? 0 : cfg_fail(c, 0, "%s", strerror(errno));
+    char line[1024], *save;
+    int found = 0;
+    while (!found && fgets(line, sizeof line, f)) {
+        line[strcspn(line, "#")] = '\0';
+        const char *tok = strtok_r(line, " \t\r\n", &save);
+        found = tok && !strcmp(tok, name);
+    }
+    fclose(f);
+    return found;
+}
+
+/* allow[i] is not a network: the plugin's schema's words. */
+static int cfg_relay_bad(struct cfg_ctx *c, const struct ynode *item, size_t i)
+{
+    static const char *const what = "expected an address or network "
+                                    "(192.0.2.0/24, 2001:db8::/32)";
+    if (item->type == YNODE_SCALAR)
+        return cfg_fail(c, item->line, "allow[%zu]: %s, got '%s'", i, what, item->scalar);
+    return cfg_fail(c, item->line, "allow[%zu]: %s, got a %s", i, what,
+                    item->type == YNODE_MAP ? "map" : "list");
+}
+
+/* allow: of c->file (config/relay.yaml) appended to l, read as the relay
+ * plugin reads it (its schema's cidr: host bits after the prefix are
+ * dropped), its errors in the same words. A missing file or key: none. */
+static int cfg_relay_allow(struct cfg_ctx *c, struct netmask_list *l)
+{
+    struct stat st;
+    if (stat(c->file, &st) < 0 && errno == ENOENT)
+        return 0;
+    struct ynode *root = ytree_load_file(c->file, c->err, c->errlen);
+    if (!root)
+        return -1;
+    const struct ynode *v = ytree_get(root, "allow");
+    int rc = 0;
+    if (v && !cfg_is_null(v) && v->type != YNODE_SEQ)
+        rc = cfg_type_error(c, v, "allow", "a list of addresses or networks");
+    for (size_t i = 0; rc == 0 && v && v->type == YNODE_SEQ && i < v->n; i++) {
+        const struct ynode *item = v->items[i];
+        struct netmask m;
+        const char *why;
+        if (item->type != YNODE_SCALAR || netmask_parse_lax(item->scalar, &m, &why) < 0)
+            rc = cfg_relay_bad(c, item, i);
+        else if (netmask_list_add(l, &m) < 0)
+            rc = cfg_oom(c);
+    }
+    ytree_free(root);
+    return rc;
+}
+
+/* limits.exempt names relay: when DIR/plugins lists the relay plugin, its
+ * allow networks (DIR/relay.yaml) join the exempt ones. */
+static int cfg_exempt_relay(struct cfg_ctx *c, const char *dir)
+{
+    char *list = cfg_join(dir, "plugins"), *yaml = cfg_join(dir, "relay.yaml");
+    int rc = list && yaml ? 0 : cfg_oom(c);
+    c->file = list;
+    if (rc == 0)
+        rc = cfg_lists_plugin(c, "relay");
+    c->file = yaml;
+    if (rc > 0)
+        rc = cfg_relay_allow(c, &c->cfg->exempt);
+    free(list);
+    free(yaml);
+    return rc;
+}
+
 /* The config directory must exist: a mistyped -c is an error, not defaults. */
 static int cfg_check_dir(struct cfg_ctx *c)
 {
@@ -870,6 +981,8 @@ int config_load(const char *dir, struct kasi_config *cfg, char *err, size_t errl
         rc = cfg_read_me(&c, me);
     if (rc == 0)
         rc = cfg_finish(&c);
+    if (rc == 0 && cfg->exempt_relay)
+        rc = cfg_exempt_relay(&c, dir);
     free(yaml);
     free(me);
     return rc;

@@ -64,7 +64,10 @@ struct kasi_config {
     unsigned ipv4_prefix;          /* clients are counted per network: IPv4 /32, */
     unsigned ipv6_prefix;          /* IPv6 /64 by default */
     struct netmask_list exempt;    /* networks no per-client limit applies to,
-                                      default 127.0.0.0/8 and ::1 */
+                                      default 127.0.0.0/8, ::1 and relay */
+    int exempt_relay;              /* exempt names relay: the relay plugin's allow
+                                      networks (config/relay.yaml) are in exempt
+                                      when config/plugins lists it */
     unsigned counters;             /* entries of the shared rate table, default 16384 */
     unsigned max_junk_commands;    /* commands that move no mail (NOOP, HELP, VRFY,
                                       RSET, HELO/EHLO, RCPT over max_recipients)
@@ -114,7 +117,8 @@ struct kasi_config {
 
 #define CONFIG_WORKERS_MAX 64
 
-/* Load DIR/smtp.yaml and DIR/me. Returns 0, or -1 with "file:line: key: why"
+/* Load DIR/smtp.yaml and DIR/me (and, for limits.exempt's relay,
+ * DIR/plugins and DIR/relay.yaml). Returns 0, or -1 with "file:line: key: why"
  * in err. A missing smtp.yaml means all defaults; cfg is always left freeable. */
 int config_load(const char *dir, struct kasi_config *cfg, char *err, size_t errlen);
 void config_free(struct kasi_config *cfg);

@@ -66,7 +66,7 @@ static int parse_len(const char *s, unsigned max, unsigned *out)
     return 0;
 }
 
-int netmask_parse(const char *s, struct netmask *out, const char **why)
+static int parse_net(const char *s, struct netmask *out, const char **why, int strict)
 {
     char text[INET6_ADDRSTRLEN + 8];
     const char *slash = strchr(s, '/');
@@ -92,11 +92,22 @@ int netmask_parse(const char *s, struct netmask *out, const char **why)
     unsigned char masked[NETMASK_BYTES];
     memcpy(masked, out->addr, sizeof masked);
     clear_host(masked, out->bits);
-    if (memcmp(masked, out->addr, sizeof masked) != 0) {
+    if (memcmp(masked, out->addr, sizeof masked) != 0 && strict) {
         *why = "address bits set after the prefix length";
         return -1;
     }
+    memcpy(out->addr, masked, sizeof masked);
     return 0;
+}
+
+int netmask_parse(const char *s, struct netmask *out, const char **why)
+{
+    return parse_net(s, out, why, 1);
+}
+
+int netmask_parse_lax(const char *s, struct netmask *out, const char **why)
+{
+    return parse_net(s, out, why, 0);
 }
 
 void netmask_format(const struct netmask *m, char *buf, size_t len)

@@ -5,7 +5,7 @@
  * comparison serves both families. A network is an address and a prefix
  * length over those 16 bytes (an IPv4 /24 is stored as /120).
  *
- * Used by config.c (limits.exempt), smtp/server.c and smtp/session.c (the
+ * Used by config.c (limits.exempt, the relay plugin's networks), smtp/server.c and smtp/session.c (the
  * network a client is counted under, exemptions) and lua/lua_counter.c.
  * Pure: no I/O, no globals; a list is owned by whoever filled it and freed
  * with netmask_list_free. */
@@ -39,6 +39,9 @@ int netmask_is_v4(const unsigned char a[NETMASK_BYTES]);
 /* "ADDR" or "ADDR/LEN" (IPv4 LEN 0..32, IPv6 0..128) into out. Host bits
  * set after the prefix are an error. 0, or -1 with a reason in *why. */
 int netmask_parse(const char *s, struct netmask *out, const char **why);
+/* The same, but host bits after the prefix are cleared, not refused: the
+ * plugins' lists take "10.0.0.1/8" as 10.0.0.0/8 (lua/kasi/netmask.lua). */
+int netmask_parse_lax(const char *s, struct netmask *out, const char **why);
 /* "192.0.2.0/24", "2001:db8::/64" into buf. */
 void netmask_format(const struct netmask *m, char *buf, size_t len);
 

@@ -37,7 +37,8 @@ static void tdir_put(const char *dir, const char *name, const char *text)
 
 static void tdir_remove(char *dir)
 {
-    static const char *const names[] = { "smtp.yaml", "me", "t.yaml", NULL };
+    static const char *const names[] = { "smtp.yaml", "me", "t.yaml", "plugins",
+                                         "relay.yaml", NULL };
     char path[512];
     for (int i = 0; names[i]; i++) {
         snprintf(path, sizeof path, "%s/%s", dir, names[i]);
@@ -114,6 +115,7 @@ static void test_defaults(void)
     ok(cfg.exempt.n == 2 && netmask_list_match(&cfg.exempt, lo) &&
        netmask_list_match(&cfg.exempt, lo6) && !netmask_list_match(&cfg.exempt, other),
        "defaults: exempt is loopback (127.0.0.0/8, ::1)");
+    is_int(cfg.exempt_relay, 1, "defaults: and relay");
     ok(cfg.timeout_command == 300 && cfg.timeout_data_block == 180 &&
        cfg.timeout_shutdown == 30, "defaults: timeouts");
     ok(cfg.timeout_tls_handshake == 20 && cfg.timeout_close == 10 && cfg.min_data_rate == 500,
@@ -233,6 +235,80 @@ static void test_exempt_none(void)
     config_free(&cfg);
 }
 
+/* Load smtp.yaml yaml with config/plugins list (NULL: none) and
+ * config/relay.yaml relay (NULL: none); err as load()'s. */
+static int load_relay(const char *yaml, const char *list, const char *relay,
+                      struct kasi_config *cfg, char *err, size_t errlen)
+{
+    char *dir = tdir_make(), raw[900];
+    tdir_put(dir, "smtp.yaml", yaml);
+    if (list)
+        tdir_put(dir, "plugins", list);
+    if (relay)
+        tdir_put(dir, "relay.yaml", relay);
+    int rc = config_load(dir, cfg, raw, sizeof raw);
+    size_t dl = strlen(dir);
+    snprintf(err, errlen, "%s%s", strncmp(raw, dir, dl) ? "" : "DIR",
+             strncmp(raw, dir, dl) ? raw : raw + dl);
+    tdir_remove(dir);
+    return rc;
+}
+
+static int exempts(const struct kasi_config *cfg, const char *ip)
+{
+    unsigned char a[16];
+    return netmask_addr(ip, a) == 0 && netmask_list_match(&cfg->exempt, a);
+}
+
+static void test_exempt_relay(void)
+{
+    static const char list[] = "# the list\nrelay timeout=5\nqueue/spool\n";
+    static const char relay[] = "allow:\n  - 192.0.2.0/24\n  - 10.1.2.3/8\n  - \"2001:db8::/32\"\n";
+    struct kasi_config cfg;
+    char err[1024];
+    is_int(load_relay("hostname: a\n", list, relay, &cfg, err, sizeof err), 0,
+           "relay: default exempt loads");
+    ok(exempts(&cfg, "127.0.0.5") && exempts(&cfg, "::1") && exempts(&cfg, "192.0.2.9") &&
+       exempts(&cfg, "10.200.0.1") && exempts(&cfg, "2001:db8::7") &&
+       !exempts(&cfg, "198.51.100.1"), "relay: the default exempts loopback and relay's "
+       "allow (10.1.2.3/8 as the plugin reads it: 10.0.0.0/8)");
+    config_free(&cfg);
+    is_int(load_relay("limits:\n  exempt: [relay]\n", list, relay, &cfg, err, sizeof err), 0,
+           "relay: exempt: [relay] loads");
+    ok(exempts(&cfg, "192.0.2.9") && !exempts(&cfg, "127.0.0.1"),
+       "relay: exempt: [relay] is relay's networks only");
+    config_free(&cfg);
+    load_relay("limits:\n  exempt: [192.0.2.0/25]\n", list, relay, &cfg, err, sizeof err);
+    ok(exempts(&cfg, "192.0.2.9") && !exempts(&cfg, "192.0.2.200") && !cfg.exempt_relay,
+       "relay: an exempt list without relay leaves relay.yaml out");
+    config_free(&cfg);
+    load_relay("hostname: a\n", "# relay\nrelay_x\nqueue/spool\n", relay, &cfg, err,
+               sizeof err);
+    ok(!exempts(&cfg, "192.0.2.9") && exempts(&cfg, "127.0.0.1"),
+       "relay: not in config/plugins (commented out): its networks are not exempt");
+    config_free(&cfg);
+    load_relay("hostname: a\n", NULL, relay, &cfg, err, sizeof err);
+    ok(!exempts(&cfg, "192.0.2.9"), "relay: no config/plugins (queue/spool only): none");
+    config_free(&cfg);
+    is_int(load_relay("hostname: a\n", list, NULL, &cfg, err, sizeof err), 0,
+           "relay: no relay.yaml loads");
+    is_int(cfg.exempt.n, 2, "relay: no relay.yaml: loopback only");
+    config_free(&cfg);
+    is_int(load_relay("hostname: a\n", list, "allow:\n  - 10.0.0.0/33\n", &cfg, err,
+                      sizeof err), -1, "relay: a bad network in relay.yaml is refused");
+    is_str(err, "DIR/relay.yaml:2: allow[0]: expected an address or network (192.0.2.0/24, "
+           "2001:db8::/32), got '10.0.0.0/33'", "relay: with relay.yaml's line");
+    config_free(&cfg);
+    load_relay("hostname: a\n", list, "allow: 10.0.0.0/8\n", &cfg, err, sizeof err);
+    is_str(err, "DIR/relay.yaml:1: allow: expected a list of addresses or networks, "
+           "got '10.0.0.0/8'", "relay: allow not a list");
+    config_free(&cfg);
+    load_relay("hostname: a\n", list, "allow: [10.0.0.0/8\n", &cfg, err, sizeof err);
+    ok(!strncmp(err, "DIR/relay.yaml:2: ", 18), "relay: a YAML syntax error names relay.yaml "
+       "(%s)", err);
+    config_free(&cfg);
+}
+
 static void test_shipped(void)
 {
     struct kasi_config cfg;
@@ -283,8 +359,8 @@ static void test_errors(void)
                "DIR/smtp.yaml:2: limits.ipv6_prefix: must be between 1 and 128, got '0'",
                "ipv6_prefix 0");
     load_fails("limits:\n  exempt: 127.0.0.1\n",
-               "DIR/smtp.yaml:2: limits.exempt: expected a list of addresses or networks, "
-               "got '127.0.0.1'", "exempt not a list");
+               "DIR/smtp.yaml:2: limits.exempt: expected a list of addresses, networks or "
+               "relay, got '127.0.0.1'", "exempt not a list");
     load_fails("limits:\n  exempt:\n    - 10.0.0.0/8\n    - 10.0.0.1/8\n",
                "DIR/smtp.yaml:4: limits.exempt[1]: address bits set after the prefix length, "
                "got '10.0.0.1/8'", "exempt: host bits set");
@@ -292,8 +368,8 @@ static void test_errors(void)
                "DIR/smtp.yaml:2: limits.exempt[0]: the prefix length of an IPv6 network is 0 "
                "to 128, got '::/200'", "exempt: IPv6 length");
     load_fails("limits:\n  exempt: [mx.example.org]\n",
-               "DIR/smtp.yaml:2: limits.exempt[0]: expected an address or ADDRESS/LENGTH, "
-               "got 'mx.example.org'", "exempt: a name");
+               "DIR/smtp.yaml:2: limits.exempt[0]: expected an address, ADDRESS/LENGTH or "
+               "relay, got 'mx.example.org'", "exempt: a name");
     load_fails("limits:\n  counters: 10\n",
                "DIR/smtp.yaml:2: limits.counters: must be between 1024 and 16777216, got '10'",
                "counters too small");
@@ -675,6 +751,7 @@ int main(void)
 {
     test_defaults();
     test_exempt_none();
+    test_exempt_relay();
     test_full();
     test_shipped();
     test_errors();

@@ -80,6 +80,15 @@ int main(void)
     ok(parse_err("10.0.0.0/8x") != NULL, "junk after the length: refused");
     ok(parse_err("/8") != NULL, "no address: refused");
     ok(parse_err("mx.example.org") != NULL, "a name: refused");
+    {
+        struct netmask lax;
+        const char *w;
+        char buf[64];
+        ok(netmask_parse_lax("10.1.2.3/8", &lax, &w) == 0, "lax: host bits taken");
+        netmask_format(&lax, buf, sizeof buf);
+        is_str(buf, "10.0.0.0/8", "lax: and cleared");
+        ok(netmask_parse_lax("10.0.0.0/33", &lax, &w) < 0, "lax: IPv4 /33 still refused");
+    }
 
     struct netmask_list l = { 0 };
     struct netmask m;
