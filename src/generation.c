@@ -21,6 +21,7 @@
 #include "core/sdnotify.h"
 #include "msg/spool.h"
 #include "net/dns.h"
+#include "net/http.h"
 #include "net/tls.h"
 #include "smtp/server.h"
 
@@ -29,7 +30,8 @@
 struct sgen_listener {
     char *host, *port;          /* NULL: passed by socket activation, unclaimed */
     int occ;                    /* the how-many-th listener with this address
-                                   (several "127.0.0.1:0" are distinct) */
+                                   (several "127.0.0.1:0" are distinct);
+                                   SGEN_HTTP_OCC: the stats page's */
     int fd;
     int refs;                   /* generations (current, pending) using it */
     struct sockaddr_storage sa; /* activated sockets: their address */
@@ -220,6 +222,9 @@ void sgen_drop_listeners(struct sgen *g)
             lt_put(g->lfd[i]);
     free(g->lfd);
     g->lfd = NULL;
+    if (g->http_fd >= 0)
+        lt_put(g->http_fd);
+    g->http_fd = -1;
 }
 
 static int sgen_has_fd(const struct sgen *g, int fd)
@@ -227,7 +232,7 @@ static int sgen_has_fd(const struct sgen *g, int fd)
     for (size_t i = 0; g->lfd && i < g->cfg.nlisten; i++)
         if (g->lfd[i] == fd)
             return 1;
-    return 0;
+    return fd >= 0 && fd == g->http_fd;
 }
 
 void sgen_close_others(const struct sgen *g)
@@ -285,6 +290,37 @@ static int sgen_listeners(struct sgen *g, char *err, size_t errlen)
             return -1;
         }
     }
+    return 0;
+}
+
+/* The stats page's socket: the one the generation before had for the same
+ * http.listen, or bound now (never one passed by the service manager). */
+#define SGEN_HTTP_OCC (-1)      /* its entries in the table */
+
+static int sgen_http(struct sgen *g, char *err, size_t errlen)
+{
+    const struct kasi_config *c = &g->cfg;
+    struct sgen_listener *l;
+    char why[512];
+    if (!c->http_host)
+        return 0;
+    l = lt_find(c->http_host, c->http_port, SGEN_HTTP_OCC);
+    if (!l) {
+        int fd = http_bind(c, why, sizeof why);
+        if (fd < 0 || !(l = lt_add())) {
+            snprintf(err, errlen, "%s/smtp.yaml:%d: %s", g->confdir, c->http_line,
+                     fd < 0 ? why : "out of memory");
+            if (fd >= 0)
+                close(fd);
+            return -1;
+        }
+        l->fd = fd;
+        l->occ = SGEN_HTTP_OCC;
+        l->host = strdup(c->http_host);
+        l->port = strdup(c->http_port);
+    }
+    l->refs++;
+    g->http_fd = l->fd;
     return 0;
 }
 
@@ -501,9 +537,11 @@ int sgen_prepare(struct sgen *g, unsigned id, struct sgen_env *env, char *err,
 {
     memset(g, 0, sizeof *g);
     g->id = id;
+    g->http_fd = -1;
     g->confdir = strdup(env->confdir);
     if (!g->confdir || sgen_load(g, env, err, errlen) < 0 ||
-        sgen_files(g, env, err, errlen) < 0 || sgen_listeners(g, err, errlen) < 0) {
+        sgen_files(g, env, err, errlen) < 0 || sgen_listeners(g, err, errlen) < 0 ||
+        sgen_http(g, err, errlen) < 0) {
         sgen_free(g);
         return -1;
     }
@@ -538,9 +576,16 @@ static const struct { const char *name; size_t off, size; } sgen_fields[] = {
     SGEN_FIELD("max_line_length", max_line_length),
     SGEN_FIELD("max_command_length", max_command_length),
     SGEN_FIELD("memory_buffer", memory_buffer),
+    SGEN_FIELD("ipv4_prefix", ipv4_prefix),
+    SGEN_FIELD("ipv6_prefix", ipv6_prefix),
+    SGEN_FIELD("max_junk_commands", max_junk_commands),
     SGEN_FIELD("timeouts.command", timeout_command),
     SGEN_FIELD("timeouts.data_block", timeout_data_block),
     SGEN_FIELD("timeouts.shutdown", timeout_shutdown),
+    SGEN_FIELD("timeouts.tls_handshake", timeout_tls_handshake),
+    SGEN_FIELD("timeouts.close", timeout_close),
+    SGEN_FIELD("timeouts.min_data_rate", min_data_rate),
+    SGEN_FIELD("timeouts.proxy_header", timeout_proxy_header),
     SGEN_FIELD("data.bare_lf", bare_lf_accept),
     SGEN_FIELD("data.long_lines", long_lines_wrap),
     SGEN_FIELD("auth.max_failures", auth_max_failures),
@@ -624,6 +669,16 @@ static void diff_settings(struct sgen_out *o, const struct kasi_config *a,
         out_add(o, "settings", " %s%s", "spool_dir", "");
     if (str_differs(a->user, b->user) || str_differs(a->group, b->group))
         out_add(o, "settings", " %s%s", "user", "");
+    if (nets_differ(&a->xclient_from, &b->xclient_from))
+        out_add(o, "settings", " %s%s", "xclient_from", "");
+    if (str_differs(a->log_target, b->log_target))
+        out_add(o, "settings", " %s%s", "log.target", "");
+    if (str_differs(a->http_host, b->http_host) || str_differs(a->http_port, b->http_port))
+        out_add(o, "settings", " %s%s", "http.listen", "");
+    if (str_differs(a->http_token, b->http_token))
+        out_add(o, "settings", " %s%s", "http.token", "");
+    if (str_differs(a->pid_file, b->pid_file))
+        out_add(o, "settings", " %s%s", "pid_file", "");
 }
 
 static void diff_files(struct sgen_out *o, const struct snap *a, const struct snap *b)

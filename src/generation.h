@@ -9,7 +9,8 @@
  *
  * The listening sockets live in a table shared by the generations: one
  * that a new generation keeps (same address) is the same socket, so no
- * connection is refused across a reload. */
+ * connection is refused across a reload. The stats page's socket
+ * (http.listen) is in the table too. */
 #ifndef KASI_GENERATION_H
 #define KASI_GENERATION_H
 
@@ -31,6 +32,7 @@ struct sgen {
     unsigned long long tls_hash;  /* of the certificate and key files */
     struct priv_ids ids;
     int *lfd;                   /* one socket per cfg.listen (borrowed) */
+    int http_fd;                /* http.listen's socket (borrowed), -1: none */
     unsigned nworkers;          /* workers: resolved */
     int refs;                   /* workers alive, +1 while current or pending */
 };
@@ -48,8 +50,8 @@ struct sgen_env {
  * file and line for config errors) and nothing changed. */
 int sgen_prepare(struct sgen *g, unsigned id, struct sgen_env *env, char *err,
                  size_t errlen);
-/* g is no longer current or pending: close the listeners only it used
- * (its workers keep their own copies until they stop). */
+/* g is no longer current or pending: close the listeners only it used,
+ * the stats page's too (its workers keep their own copies until they stop). */
 void sgen_drop_listeners(struct sgen *g);
 /* Free g and remove its snapshot (after sgen_drop_listeners). */
 void sgen_free(struct sgen *g);

@@ -213,7 +213,7 @@ static int run_alone(struct kasi_config *cfg, const struct priv_ids *ids)
     int *fds = calloc(cfg->nlisten, sizeof *fds);
     int rc = 1, http_fd = -1;
     if (fds && prepare_spool(cfg, ids) == 0 && lone_counters(cfg) == 0 &&
-        server_bind(cfg, fds) == 0 && (http_fd = http_bind(cfg)) != -2) {
+        server_bind(cfg, fds) == 0 && (http_fd = http_bind(cfg, err, sizeof err)) != -2) {
         for (size_t i = 0; i < cfg->nlisten; i++)
             server_log_listener(fds[i], &cfg->listen[i]);
         if (stats_region_create(1) == 0) {
@@ -225,6 +225,8 @@ static int run_alone(struct kasi_config *cfg, const struct priv_ids *ids)
         rc = worker_run(cfg, fds, &wo) == 0 ? 0 : 1;
         stats_region_free();
     }
+    if (http_fd == -2)
+        log_msg(LOG_LVL_ERROR, "%s", err);
     if (http_fd >= 0)
         close(http_fd);
     free(fds);

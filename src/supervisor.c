@@ -30,7 +30,6 @@
 #include "core/stats.h"
 #include "core/watchdog.h"
 #include "generation.h"
-#include "net/http.h"
 #include "net/tls.h"
 #include "worker.h"
 
@@ -81,7 +80,8 @@ static struct {
     int dirty;                  /* status file out of date */
     double status_at;
     char pid_file[4096];
-    int http_fd;                /* the stats page's listener, -1: none */
+    unsigned table_conns;       /* the shared tables were made for these */
+    unsigned table_counters;    /* max_connections and counters (at start) */
     char *stats_path;           /* the statistics history in the spool */
 } sup;
 
@@ -120,8 +120,7 @@ static void sup_signals(void (*handler)(int))
  * it): the watchdog's slots, the counters all workers share (connection
  * limits, AUTH failures, kasi.counter: 8 gauge entries per allowed
  * connection) and the statistics. A worker's slot number is its owner
- * number in the counters and its slot in the statistics. The stats
- * page's listener is bound here too, once. */
+ * number in the counters and its slot in the statistics. */
 static int sup_shared_setup(const struct kasi_config *cfg)
 {
     if (watchdog_setup() < 0 ||
@@ -130,9 +129,8 @@ static int sup_shared_setup(const struct kasi_config *cfg)
         log_msg(LOG_LVL_ERROR, "shared worker tables: %s", strerror(errno));
         return -1;
     }
-    sup.http_fd = http_bind(cfg);
-    if (sup.http_fd == -2)
-        return -1;
+    sup.table_conns = cfg->max_connections;
+    sup.table_counters = cfg->counters;
     /* one statistics slot per worker slot, and the supervisor's own (the
      * reloads it counts) after them */
     if (stats_region_create(WATCHDOG_SLOTS + 1) < 0) {
@@ -156,9 +154,6 @@ static void sup_shared_free(void)
     stats_region_free();
     free(sup.stats_path);
     sup.stats_path = NULL;
-    if (sup.http_fd >= 0)
-        close(sup.http_fd);
-    sup.http_fd = -1;
     shmcount_destroy();
 }
 
@@ -206,7 +201,7 @@ static void sup_child(struct sgen *g, int slot)
         close(sup.o->ready_fd);
     stats_worker_attach((unsigned)slot);
     shmcount_attach((unsigned)slot);
-    struct worker_opts wo = { g->id, slot, &g->ids, sup.http_fd };
+    struct worker_opts wo = { g->id, slot, &g->ids, g->http_fd };
     int rc = worker_run(&g->cfg, g->lfd, &wo);
     fflush(NULL);
 #ifdef KASI_LEAK_CHECK
@@ -354,6 +349,47 @@ static void sup_worker_list(const struct sgen *g, char *out, size_t len)
             used += (size_t)snprintf(out + used, len - used, " %d", (int)sup.w[i].pid);
 }
 
+static void sup_pid_file(const struct kasi_config *cfg);
+
+static int sup_str_differs(const char *a, const char *b)
+{
+    return (a || b) && (!a || !b || strcmp(a, b));
+}
+
+/* What a reload cannot change: the shared tables keep the size they were
+ * made with at start. Warned, and added to the diff line. */
+static void sup_next_start(const struct kasi_config *a, const struct kasi_config *b,
+                           char *diff, size_t len)
+{
+    char keys[160] = "";
+    if (b->counters != a->counters && b->counters != sup.table_counters) {
+        log_msg(LOG_LVL_WARN, "reload: limits.counters changed; it takes effect at the "
+                "next start");
+        strcat(keys, ", limits.counters");
+    }
+    if (b->max_connections != a->max_connections && b->max_connections > sup.table_conns) {
+        log_msg(LOG_LVL_WARN, "reload: limits.max_connections changed; the new limit "
+                "holds now, but the shared table of connections keeps its size (for %u) "
+                "until the next start", sup.table_conns);
+        strcat(keys, ", the table of limits.max_connections");
+    }
+    if (!keys[0])
+        return;
+    size_t used = strcmp(diff, "nothing changed") ? strlen(diff) : 0;
+    snprintf(diff + used, len - used, "%sat the next start: %s", used ? "; " : "", keys + 2);
+}
+
+/* pid_file changed: the old file goes, the new one is written. */
+static void sup_move_pid_file(const struct kasi_config *a, const struct kasi_config *b)
+{
+    if (!sup_str_differs(a->pid_file, b->pid_file))
+        return;
+    if (sup.pid_file[0])
+        unlink(sup.pid_file);
+    sup.pid_file[0] = '\0';
+    sup_pid_file(b);
+}
+
 /* Every worker of the pending generation is ready: it takes over. */
 static void sup_switch(void)
 {
@@ -375,6 +411,10 @@ static void sup_switch(void)
     sup.cur = g;
     stats_workers_configured(g->nworkers);
     sgen_diff(old, g, diff, sizeof diff);
+    if (old) {
+        sup_next_start(&old->cfg, &g->cfg, diff, sizeof diff);
+        sup_move_pid_file(&old->cfg, &g->cfg);
+    }
     sgen_log_listeners(old, g);
     log_setup(g->cfg.log_target, g->cfg.log_level);
     sup_worker_list(g, pids, sizeof pids);
@@ -533,10 +573,7 @@ static void sup_stop(int sig)
 {
     if (!sup.stopping) {
         sup.stopping = 1;
-        sgen_close_all();       /* no new connections may queue up */
-        if (sup.http_fd >= 0)
-            close(sup.http_fd);
-        sup.http_fd = -1;
+        sgen_close_all();       /* no new connections may queue up (the stats page's too) */
         sdn_notify("STOPPING=1");
         log_msg(LOG_LVL_INFO, "signal %d, stopping %zu workers", sig, sup.nw);
         if (sup.pending) {
@@ -666,7 +703,6 @@ int supervisor_run(const struct sup_opts *o)
     sup.env.listen = o->listen;
     sup.env.nlisten = o->nlisten;
     sup.env.user = o->user;
-    sup.http_fd = -1;
     sup.lost_slot = -1;
     sdn_setup();
     sup_signals(sup_signal);

@@ -66,6 +66,8 @@ static void on_retire(evutil_socket_t sig, short what, void *arg)
     watchdog_set_state(WD_DRAINING);
     server_drain(&w->srv);
     plugins_retire();
+    http_free(w->web);          /* the stats page too: the new generation has it */
+    w->web = NULL;
 }
 
 /* SIGUSR1 from the supervisor: the whole generation is ready. */

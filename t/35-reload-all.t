@@ -7,7 +7,10 @@ connection is refused, every message that got 250 is stored, a restarted
 worker serves the last good generation (from its snapshot, not the broken
 files), and the last good behaviour is live at the end. A reload that
 adds a listener and removes another: a session open on the removed one
-finishes; the new one answers; the removed one closes."""
+finishes; the new one answers; the removed one closes. A reload that
+moves http.listen and pid_file applies them, and one that changes
+limits.counters warns that it waits for the next start."""
+import http.client
 import os
 import re
 import signal
@@ -180,5 +183,64 @@ with Kasi({"listen": ["127.0.0.1:%d" % pa]}) as k:
            "a listener that cannot be bound: reload refused with file:line")
     with Raw(pb, ehlo="client.test") as r:
         is_(r.cmd("MAIL FROM:<a@client.test>")[0], 250, "generation 2 still serves")
+
+def http_status(port):
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        c.request("GET", "/metrics")
+        return c.getresponse().status
+    except OSError:
+        return None
+    finally:
+        c.close()
+
+
+def read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+# keys the supervisor applies itself, and those that wait for the next start
+h1, h2 = free_port(), free_port()
+with Kasi({"http": {"listen": "127.0.0.1:%d" % h1}, "pid_file": "../kasi.pid"}) as k:
+    pid1, pid2 = os.path.join(k.tmp, "kasi.pid"), os.path.join(k.tmp, "kasi2.pid")
+    is_(http_status(h1), 200, "generation 1: the stats page on http.listen")
+    is_(read(pid1), str(k.pid), "  and the pid in pid_file")
+    cfg = merge(k.config, {"http": {"listen": "127.0.0.1:%d" % h2}, "pid_file": "../kasi2.pid",
+                           "limits": {"counters": 32768, "max_connections": 2000}})
+    write(k, "config/smtp.yaml", to_yaml(cfg) + "\n")
+    k.signal(signal.SIGHUP)
+    ok(k.wait_log(r"generation 2 live \(was 1\): limits max_connections; settings "
+                  r"http\.listen pid_file; files ~config/smtp\.yaml; at the next start: "
+                  r"limits\.counters, the table of limits\.max_connections; workers"),
+       "the reload's line names http.listen, pid_file and what waits for the next start",
+       k.log_tail(5))
+    like(k.log(), r"warn: reload: limits\.counters changed; it takes effect at the next start",
+         "limits.counters: a warning")
+    like(k.log(), r"warn: reload: limits\.max_connections changed; the new limit holds now, "
+         r"but the shared table of connections keeps its size \(for 1000\)",
+         "max_connections past the shared table: a warning")
+    is_(http_status(h2), 200, "the stats page moved to the new http.listen")
+    deadline = time.monotonic() + scaled(5)
+    while http_status(h1) is not None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    is_(http_status(h1), None, "  and the old one is closed")
+    is_((read(pid1), read(pid2)), (None, str(k.pid)), "pid_file moved: the old file removed, "
+        "the new one written")
+    cfg3 = merge(cfg, {"http": {"listen": "127.0.0.1:%d" % h1}})
+    del cfg3["pid_file"]
+    write(k, "config/smtp.yaml", to_yaml(cfg3) + "\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", h1))
+        busy.listen(1)
+        k.signal(signal.SIGHUP)
+        ok(k.wait_log(r"reload failed, generation 2 stays: .*smtp\.yaml:\d+: http\.listen "
+                      r"127\.0\.0\.1:%d: Address already in use" % h1),
+           "an http.listen that cannot be bound: reload refused with file:line")
+    is_(http_status(h2), 200, "  the stats page stays where it was")
+    is_(read(pid2), str(k.pid), "  and the pid file too")
 
 done()

@@ -34,7 +34,7 @@ struct http_server {
 
 /* ------------------------------------------------------- binding */
 
-int http_bind(const struct kasi_config *cfg)
+int http_bind(const struct kasi_config *cfg, char *err, size_t errlen)
 {
     if (!cfg->http_host)
         return -1;
@@ -43,14 +43,14 @@ int http_bind(const struct kasi_config *cfg)
     struct addrinfo *res;
     int rc = getaddrinfo(cfg->http_host, cfg->http_port, &hints, &res);
     if (rc != 0) {
-        log_msg(LOG_LVL_ERROR, "http.listen %s:%s: %s", cfg->http_host, cfg->http_port,
-                gai_strerror(rc));
+        snprintf(err, errlen, "http.listen %s:%s: %s", cfg->http_host, cfg->http_port,
+                 gai_strerror(rc));
         return -2;
     }
     int fd = fdio_listen(res, 64);
     if (fd < 0)
-        log_msg(LOG_LVL_ERROR, "http.listen %s:%s: %s", cfg->http_host, cfg->http_port,
-                strerror(errno));
+        snprintf(err, errlen, "http.listen %s:%s: %s", cfg->http_host, cfg->http_port,
+                 strerror(errno));
     freeaddrinfo(res);
     return fd < 0 ? -2 : fd;
 }

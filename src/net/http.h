@@ -6,17 +6,20 @@
  * itself holds no data and is always served.
  *
  * The supervisor binds the socket (http_bind) before it forks, like the
- * SMTP listeners; each worker serves it on its event loop (http_start). */
+ * SMTP listeners, for each generation that changes http.listen (see
+ * generation.c); each worker serves it on its event loop (http_start). */
 #ifndef KASI_HTTP_H
 #define KASI_HTTP_H
+
+#include <stddef.h>
 
 struct event_base;
 struct kasi_config;
 struct http_server;
 
 /* Bind cfg's http.listen. Returns the listening fd, -1 when none is
- * configured, -2 on error (logged). */
-int http_bind(const struct kasi_config *cfg);
+ * configured, -2 on error ("http.listen HOST:PORT: why" in err). */
+int http_bind(const struct kasi_config *cfg, char *err, size_t errlen);
 
 /* Serve fd on base (logs the page's URL). NULL on error (logged). */
 struct http_server *http_start(struct event_base *base, int fd,
