@@ -2,14 +2,16 @@
 """Reload is all or nothing and the last good generation survives
 everything. Clients send without pause while 20 SIGHUPs alternate good
 and broken plugins, broken plugin YAML and a broken smtp.yaml, and the
-worker is killed three times while a broken version is on disk: no
-connection is refused, every message that got 250 is stored, a restarted
-worker serves the last good generation (from its snapshot, not the broken
-files), and the last good behaviour is live at the end. A reload that
-adds a listener and removes another: a session open on the removed one
-finishes; the new one answers; the removed one closes. A reload that
-moves http.listen and pid_file applies them, and one that changes
-limits.counters warns that it waits for the next start."""
+worker is killed three times while a broken version is on disk (once with
+each kind of breakage): no connection is refused, every message that got
+250 is stored, a restarted worker serves the last good generation (from
+its snapshot, not the broken files), and the last good behaviour is live
+at the end. A reload that adds a listener and removes another: a session
+open on the removed one finishes; the new one answers; the removed one
+closes. A reload that changes limits, timeouts, the host name and
+dns.yaml says so in its line, and the new banner and max_recipients are
+live; one that moves http.listen and pid_file applies them, and one that
+changes limits.counters warns that it waits for the next start."""
 import http.client
 import os
 import re
@@ -105,7 +107,7 @@ with Kasi({"workers": 2}, files=files) as k:
             live_ok += last.startswith("generation")
         else:
             failed_as_expected += bool(re.search(r"reload failed.*" + want, last))
-            if kills < 3 and i in (1, 7, 13):
+            if kills < 3 and i in (1, 9, 17):     # broken Lua, plugin YAML, smtp.yaml
                 pid = (k.current_workers() or [None])[0]
                 os.kill(pid, signal.SIGKILL)
                 kills += 1
@@ -113,8 +115,8 @@ with Kasi({"workers": 2}, files=files) as k:
                 ok(k.wait_workers(2, exclude=[pid]), "kill %d: a replacement serves" % kills)
                 got = [mail_text(k.port) for _ in range(4)]
                 ok(all(g.startswith("2.1.0 v%d %s " % (i, good_word)) for g in got),
-                   "kill %d with a broken version on disk: the last good generation "
-                   "serves" % kills, repr(got))
+                   "kill %d with a broken %s on disk: the last good generation "
+                   "serves" % (kills, rel), repr(got))
     is_(live_ok, 10, "the 10 good reloads went live")
     is_(failed_as_expected, 10, "the 10 broken ones were refused, naming file and line")
     is_(kills, 3, "three workers were killed with a broken version on disk")
@@ -183,6 +185,29 @@ with Kasi({"listen": ["127.0.0.1:%d" % pa]}) as k:
            "a listener that cannot be bound: reload refused with file:line")
     with Raw(pb, ehlo="client.test") as r:
         is_(r.cmd("MAIL FROM:<a@client.test>")[0], 250, "generation 2 still serves")
+
+# a reload that changes limits, timeouts, the host name and dns.yaml
+with Kasi(files={"config/dns.yaml": "timeout: 2\n"}) as k:
+    with Raw(k.port) as r:
+        like(r.read_reply()[1][0], r"^%s " % re.escape(HOSTNAME), "generation 1: the old host name")
+    cfg = merge(k.config, {"hostname": "new.kasi.test", "limits": {"max_recipients": 2},
+                           "timeouts": {"command": 120}})
+    write(k, "config/smtp.yaml", to_yaml(cfg) + "\n")
+    write(k, "config/dns.yaml", "timeout: 3\n")
+    k.signal(signal.SIGHUP)
+    ok(k.wait_log(r"generation 2 live \(was 1\): limits max_recipients timeouts\.command; "
+                  r"settings hostname; files ~config/dns\.yaml ~config/smtp\.yaml; workers"),
+       "the reload's line names limits, timeouts, hostname and dns.yaml",
+       k.log_tail(5))
+    ok(k.wait_log(r"worker \d+ retired \(generation 1"),
+       "  the old worker retired (it accepts nothing more)")
+    with Raw(k.port) as r:
+        like(r.read_reply()[1][0], r"^new\.kasi\.test ", "the new host name is in the banner")
+        r.cmd("EHLO client.test")
+        r.cmd("MAIL FROM:<a@client.test>")
+        is_([r.cmd("RCPT TO:<b%d@example.test>" % i)[0] for i in range(3)], [250, 250, 452],
+            "max_recipients 2 is live: the third RCPT gets 452")
+
 
 def http_status(port):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=5)

@@ -415,10 +415,12 @@ class Kasi:
 
     def worker_pids(self):
         """PIDs of the workers alive now, from the supervisor's log lines
-        ("worker N started" minus those that stopped, retired or ended)."""
+        ("worker N started" minus those that stopped, retired or ended, and
+        those whose failure refused a reload: "(worker N, exit 3)")."""
         log = self.log()
         started = re.findall(r"\bworker (\d+) started", log)
         gone = set(re.findall(r"\bworker (\d+) (?:ended|retired|stopped)", log))
+        gone |= set(re.findall(r"\(worker (\d+), (?:exit|signal) \d+\)", log))
         return [int(p) for p in started if p not in gone]
 
     def current_workers(self):
