@@ -521,7 +521,10 @@ with Kasi(config={"workers": 2}, yaml=YAML, files=files(down.port, resolver.port
 
     # a reload
     k.signal(signal.SIGHUP)
-    ok(wait_for(lambda: stats(hport)["generation"] == 2), "after SIGHUP: generation 2")
+    # the workers report the new generation a moment before the
+    # supervisor counts the reload: wait for both
+    ok(wait_for(lambda: (lambda d: (d["generation"], d["reloads"]["ok"]))(stats(hport)) == (2, 1)),
+       "after SIGHUP: generation 2")
     d = stats(hport)
     is_(d["reloads"], {"ok": 1, "failed": 0}, "one reload, ok")
     ok(d["last_reload"] > 0, "last reload time set")
