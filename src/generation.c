@@ -433,7 +433,8 @@ static int sgen_load(struct sgen *g, struct sgen_env *env, char *err, size_t err
 {
     if (config_load(env->confdir, &g->cfg, err, errlen) < 0 ||
         config_override_listen(&g->cfg, env->listen, env->nlisten, err, errlen) < 0 ||
-        config_override_user(&g->cfg, env->user, err, errlen) < 0)
+        config_override_user(&g->cfg, env->user, err, errlen) < 0 ||
+        config_override_http(&g->cfg, env->http_listen, err, errlen) < 0)
         return -1;
     if (priv_resolve(g->cfg.user, g->cfg.group, &g->ids, err, errlen) < 0)
         return -1;

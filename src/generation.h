@@ -42,6 +42,7 @@ struct sgen_env {
     char *const *listen;        /* --listen overrides */
     size_t nlisten;
     const char *user;           /* --user override, NULL none */
+    const char *http_listen;    /* --http-listen override, NULL none */
     char state[PATH_MAX];       /* <spool>/.gen, set by the first prepare */
     unsigned attempts;          /* snapshots made: their directory names */
 };

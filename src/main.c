@@ -1,6 +1,6 @@
 /* main.c — the command line and the wiring of the processes.
  *
- *   kasi [-c DIR] [-t] [-d] [--listen HOST:PORT]... [-V]
+ *   kasi [-c DIR] [-t] [-d] [--listen HOST:PORT]... [--http-listen HOST:PORT] [-V]
  *   kasi [-c DIR] --inetd
  *   kasi [-c DIR] status | reload | stop
  *   kasi [-c DIR] top
@@ -52,6 +52,7 @@ struct options {
     char **listen;      /* --listen values */
     size_t nlisten;
     const char *user;   /* --user */
+    const char *http;   /* --http-listen */
     char absdir[PATH_MAX];
 };
 
@@ -70,6 +71,7 @@ static void usage(FILE *f)
             "  -l, --listen H:P     listen on H:P instead of the configured\n"
             "                       addresses (repeatable; IPv6 as [::1]:25)\n"
             "  -u, --user NAME      the workers' user, instead of smtp.yaml's user:\n"
+            "  --http-listen H:P    the statistics page on H:P instead of http.listen\n"
             "  --inetd              serve one session on stdin/stdout, then exit\n"
             "  --no-supervisor      no supervising process (debugging)\n"
             "  -V, --version        print the version and exit\n"
@@ -102,6 +104,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         { "no-supervisor", no_argument, NULL, 'S' },
         { "inetd", no_argument, NULL, 'I' },
         { "user", required_argument, NULL, 'u' },
+        { "http-listen", required_argument, NULL, 'H' },
         { NULL, 0, NULL, 0 },
     };
     int c;
@@ -124,6 +127,7 @@ static int parse_args(int argc, char **argv, struct options *o)
         case 'S': o->no_supervisor = 1; break;
         case 'I': o->inetd = 1; break;
         case 'u': o->user = optarg; break;
+        case 'H': o->http = optarg; break;
         default: usage(stderr); return -1;
         }
         if (optind < argc && control_is_command(argv[optind]) && !o->cmd)
@@ -286,7 +290,7 @@ static int daemonize(void)
 
 static int run_supervised(struct kasi_config *cfg, const struct options *o)
 {
-    struct sup_opts so = { o->confdir, o->listen, o->nlisten, o->user, -1 };
+    struct sup_opts so = { o->confdir, o->listen, o->nlisten, o->user, o->http, -1 };
     if (o->daemon) {
         so.ready_fd = daemonize();
         if (so.ready_fd < 0) {
@@ -346,7 +350,8 @@ int main(int argc, char **argv)
     int rc = 1;
     if (config_load(o.confdir, &cfg, err, sizeof err) < 0 ||
         config_override_listen(&cfg, o.listen, o.nlisten, err, sizeof err) < 0 ||
-        config_override_user(&cfg, o.user, err, sizeof err) < 0)
+        config_override_user(&cfg, o.user, err, sizeof err) < 0 ||
+        config_override_http(&cfg, o.http, err, sizeof err) < 0)
         fprintf(stderr, "kasi: %s\n", err);
     else
         rc = run(&cfg, &o);

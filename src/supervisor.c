@@ -703,6 +703,7 @@ int supervisor_run(const struct sup_opts *o)
     sup.env.listen = o->listen;
     sup.env.nlisten = o->nlisten;
     sup.env.user = o->user;
+    sup.env.http_listen = o->http_listen;
     sup.lost_slot = -1;
     sdn_setup();
     sup_signals(sup_signal);

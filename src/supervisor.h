@@ -24,6 +24,7 @@ struct sup_opts {
     char *const *listen;        /* --listen overrides */
     size_t nlisten;
     const char *user;           /* --user override, NULL none */
+    const char *http_listen;    /* --http-listen override, NULL none */
     int ready_fd;               /* -d: "ok\n" or the error once started; -1 */
 };
 

@@ -72,6 +72,7 @@ def copy_config(extra_listeners=(), plugins_edit=None):
         with open(p, "w") as f:
             f.write(plugins_edit(names))
     k.config["listen"] = ["-"] * n
+    k.args += ["--http-listen", "127.0.0.1:0"]     # not the shipped 8025: others may hold it
     k.raw_yaml = True           # the harness adds user: (as root) at start
     return k
 

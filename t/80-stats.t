@@ -123,12 +123,12 @@ class NxResolver:
 
 # ------------------------------------------------------------ config checks
 
-def check_config(http_yaml):
+def check_config(http_yaml, args=()):
     tmp = tempfile.mkdtemp(prefix="kasi-t-")
     os.makedirs(os.path.join(tmp, "config"))
     with open(os.path.join(tmp, "config", "smtp.yaml"), "w") as f:
         f.write("listen: [\"127.0.0.1:0\"]\n" + http_yaml)
-    res = run([KASI_BIN, "-t", "-c", os.path.join(tmp, "config")])
+    res = run([KASI_BIN, "-t", "-c", os.path.join(tmp, "config")] + list(args))
     shutil.rmtree(tmp, ignore_errors=True)
     return res.returncode, (res.stdout + res.stderr).strip()
 
@@ -146,6 +146,12 @@ like(out, r"smtp\.yaml:4: http\.token: must be 16 characters or more", "a short 
 rc, out = check_config("http:\n  listen: 127.0.0.1:8025\n  tokn: x\n")
 like(out, r"smtp\.yaml:4: unknown key 'http\.tokn' \(known: listen, token\)",
      "an unknown http key fails")
+rc, out = check_config("http:\n  listen: 127.0.0.1:8025\n", ["--http-listen", "0.0.0.0:8025"])
+ok(rc == 1 and "--http-listen 0.0.0.0:8025: not a loopback address: set http.token" in out,
+   "--http-listen follows the same rule", out)
+rc, out = check_config("http:\n  listen: 127.0.0.1:8025\n  token: %s\n" % TOKEN,
+                       ["--http-listen", "0.0.0.0:8025"])
+is_(rc, 0, "--http-listen: with a token it may listen anywhere")
 rc, out = check_config("http:\n  listen: 127.0.0.1\n")
 like(out, r"smtp\.yaml:3: http\.listen: missing ':PORT'", "a bad address fails")
 

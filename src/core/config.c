@@ -1030,6 +1030,29 @@ int config_override_listen(struct kasi_config *cfg, char *const *addrs, size_t n
     return 0;
 }
 
+int config_override_http(struct kasi_config *cfg, const char *addr, char *err,
+                         size_t errlen)
+{
+    char *host, *port, why[256];
+    if (!addr)
+        return 0;
+    if (config_parse_listen(addr, &host, &port, why, sizeof why) < 0) {
+        snprintf(err, errlen, "--http-listen %s: %s", addr, why);
+        return -1;
+    }
+    if (!cfg->http_token && !cfg_loopback(host)) {
+        free(host);
+        free(port);
+        return cfg_msg(err, errlen, "--http-listen %s: not a loopback address: "
+                       "set http.token", addr);
+    }
+    free(cfg->http_host);
+    free(cfg->http_port);
+    cfg->http_host = host;
+    cfg->http_port = port;
+    return 0;
+}
+
 void config_free(struct kasi_config *cfg)
 {
     if (!cfg)

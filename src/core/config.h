@@ -130,6 +130,11 @@ int config_override_user(struct kasi_config *cfg, const char *user, char *err,
                          size_t errlen);
 int config_override_listen(struct kasi_config *cfg, char *const *addrs, size_t n,
                            char *err, size_t errlen);
+/* --http-listen ADDR: the statistics page on ADDR instead of http.listen,
+ * under the same rule (not loopback: http.token must be set). NULL: no
+ * change. 0, or -1 with "--http-listen ADDR: why" in err. */
+int config_override_http(struct kasi_config *cfg, const char *addr, char *err,
+                         size_t errlen);
 
 /* Parse a listen address "HOST:PORT" or "[IPv6]:PORT" (port 0..65535; 0 lets
  * the OS pick). Returns 0 with *host and *port malloc'd (host without the

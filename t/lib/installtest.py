@@ -74,7 +74,9 @@ def run_as_root(confdir):
 
 
 class Server:
-    """An installed kasi: `binary -c confdir --listen 127.0.0.1:0` in cwd,
+    """An installed kasi: `binary -c confdir --listen 127.0.0.1:0` in cwd
+    (and its statistics page on a free port too: two suites at once, or a
+    kasi of the developer's, hold the shipped 127.0.0.1:8025),
     output to cwd/kasi.log; ready when it logs its port. wrap: a command
     that runs it (unit_setpriv)."""
 
@@ -83,7 +85,8 @@ class Server:
         self.logfile = os.path.join(cwd, "kasi.log")
         self._log = open(self.logfile, "wb")
         self.proc = subprocess.Popen(
-            list(wrap) + [binary, "-c", confdir, "--listen", "127.0.0.1:0"] + list(args),
+            list(wrap) + [binary, "-c", confdir, "--listen", "127.0.0.1:0",
+                          "--http-listen", "127.0.0.1:0"] + list(args),
             stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
             cwd=cwd)
         self.port = self._wait_port()
