@@ -56,6 +56,22 @@ static struct sgen_listener *lt_add(void)
     return &l[sg.n++];
 }
 
+/* An entry for fd, a socket bound now for host:port. NULL when out of
+ * memory (fd closed then). */
+static struct sgen_listener *lt_keep(int fd, const char *host, const char *port, int occ)
+{
+    struct sgen_listener *l = lt_add();
+    if (!l) {
+        close(fd);
+        return NULL;
+    }
+    l->fd = fd;
+    l->occ = occ;
+    l->host = strdup(host);
+    l->port = strdup(port);
+    return l;
+}
+
 static void lt_remove(size_t i)
 {
     if (sg.l[i].fd >= 0)
@@ -153,18 +169,12 @@ static int lt_get(const struct listen_cfg *lc, int occ, const char *confdir, cha
     if (!l) {
         int fd = server_bind_one(lc);
         int saved = errno;
-        if (fd < 0 || !(l = lt_add())) {
+        if (fd < 0 || !(l = lt_keep(fd, lc->host, lc->port, occ))) {
             snprintf(err, errlen, "%s/smtp.yaml:%d: listen %s:%s: %s%s", confdir, lc->line,
                      lc->host, lc->port, strerror(fd < 0 ? saved : ENOMEM),
                      fd < 0 ? lt_bind_hint(lc, saved) : "");
-            if (fd >= 0)
-                close(fd);
             return -1;
         }
-        l->fd = fd;
-        l->occ = occ;
-        l->host = strdup(lc->host);
-        l->port = strdup(lc->port);
     }
     l->refs++;
     return l->fd;
@@ -307,17 +317,11 @@ static int sgen_http(struct sgen *g, char *err, size_t errlen)
     l = lt_find(c->http_host, c->http_port, SGEN_HTTP_OCC);
     if (!l) {
         int fd = http_bind(c, why, sizeof why);
-        if (fd < 0 || !(l = lt_add())) {
+        if (fd < 0 || !(l = lt_keep(fd, c->http_host, c->http_port, SGEN_HTTP_OCC))) {
             snprintf(err, errlen, "%s/smtp.yaml:%d: %s", g->confdir, c->http_line,
                      fd < 0 ? why : "out of memory");
-            if (fd >= 0)
-                close(fd);
             return -1;
         }
-        l->fd = fd;
-        l->occ = SGEN_HTTP_OCC;
-        l->host = strdup(c->http_host);
-        l->port = strdup(c->http_port);
     }
     l->refs++;
     g->http_fd = l->fd;

@@ -794,15 +794,25 @@ static int cfg_defaults(struct kasi_config *cfg, const char *dir)
     return cfg->dir && cfg->spool_dir && cfg->log_target ? 0 : -1;
 }
 
+/* c->file as a tree in *root: 1; 0 when the file does not exist (*root
+ * NULL); -1 with the error in c->err. */
+static int cfg_read_tree(struct cfg_ctx *c, struct ynode **root)
+{
+    struct stat st;
+    *root = NULL;
+    if (stat(c->file, &st) < 0 && errno == ENOENT)
+        return 0;
+    *root = ytree_load_file(c->file, c->err, c->errlen);
+    return *root ? 1 : -1;
+}
+
 /* DIR/smtp.yaml; a missing file leaves the defaults. */
 static int cfg_load_yaml(struct cfg_ctx *c)
 {
-    struct stat st;
-    if (stat(c->file, &st) < 0 && errno == ENOENT)
-        return 0;
-    struct ynode *root = ytree_load_file(c->file, c->err, c->errlen);
-    if (!root)
-        return -1;
+    struct ynode *root;
+    int got = cfg_read_tree(c, &root);
+    if (got <= 0)
+        return got;
     int rc = root->type == YNODE_MAP
                  ? cfg_walk(c, root, NULL, cfg_top_keys)
                  : cfg_fail(c, root->line, "expected a map of settings at the top level");
@@ -908,12 +918,10 @@ static int cfg_relay_bad(struct cfg_ctx *c, const struct ynode *item, size_t i)
  * dropped), its errors in the same words. A missing file or key: none. */
 static int cfg_relay_allow(struct cfg_ctx *c, struct netmask_list *l)
 {
-    struct stat st;
-    if (stat(c->file, &st) < 0 && errno == ENOENT)
-        return 0;
-    struct ynode *root = ytree_load_file(c->file, c->err, c->errlen);
-    if (!root)
-        return -1;
+    struct ynode *root;
+    int got = cfg_read_tree(c, &root);
+    if (got <= 0)
+        return got;
     const struct ynode *v = ytree_get(root, "allow");
     int rc = 0;
     if (v && !cfg_is_null(v) && v->type != YNODE_SEQ)
