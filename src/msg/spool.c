@@ -144,11 +144,20 @@ static void item_path(char *p, size_t len, const struct spool_item *it, int file
     snprintf(p, len, tmp ? "%s/.%s.%s.tmp" : "%s/%s.%s", it->dir, it->id, ext);
 }
 
-int spool_item_write(const struct spool_item *it, int file)
+/* A new file for one of it's files: unnamed (O_TMPFILE, tmpfile 1) or
+ * under its temporary name. The descriptor, or -1 (errno). */
+static int item_create(const struct spool_item *it, int file, int tmpfile)
 {
+    if (tmpfile)
+        return open(it->dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
     char tmp[4096];
     item_path(tmp, sizeof tmp, it, file, 1);
-    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    return open(tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+}
+
+int spool_item_write(const struct spool_item *it, int file, int tmpfile)
+{
+    int fd = item_create(it, file, tmpfile);
     if (fd < 0)
         return -1;
     int rc = file == SPOOL_EML
@@ -158,17 +167,45 @@ int spool_item_write(const struct spool_item *it, int file)
         return fd;
     int saved = errno;
     close(fd);
-    unlink(tmp);
+    if (!tmpfile) {
+        char tmp[4096];
+        item_path(tmp, sizeof tmp, it, file, 1);
+        unlink(tmp);
+    }
     errno = saved;
     return -1;
 }
 
-int spool_item_publish(const struct spool_item *it, int file)
+/* Give the unnamed file open on fd the name path. 0 or -1 (errno). */
+static int link_unnamed(int fd, const char *path)
+{
+    char self[64];
+    snprintf(self, sizeof self, "/proc/self/fd/%d", fd);
+    return linkat(AT_FDCWD, self, AT_FDCWD, path, AT_SYMLINK_FOLLOW);
+}
+
+int spool_item_publish(const struct spool_item *it, int file, int fd, int tmpfile)
 {
     char tmp[4096], final[4096];
-    item_path(tmp, sizeof tmp, it, file, 1);
     item_path(final, sizeof final, it, file, 0);
+    if (tmpfile)
+        return link_unnamed(fd, final);
+    item_path(tmp, sizeof tmp, it, file, 1);
     return rename(tmp, final);
+}
+
+int spool_tmpfile_works(const char *dir)
+{
+    char probe[4096];
+    snprintf(probe, sizeof probe, "%s/.probe.%ld.%ld.tmp", dir, (long)getpid(), (long)gettid());
+    int fd = open(dir, O_TMPFILE | O_WRONLY | O_CLOEXEC, 0600);
+    if (fd < 0)
+        return 0;
+    int ok = link_unnamed(fd, probe) == 0;
+    close(fd);
+    if (ok)
+        unlink(probe);
+    return ok;
 }
 
 void spool_item_discard(const struct spool_item *it)

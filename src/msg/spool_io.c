@@ -1,12 +1,13 @@
 /* spool_io.c — the spool's I/O threads and group commit (see spool_io.h).
  *
  * A job moves through four lists, all under one mutex:
- *   todo     staged on the loop thread; threads write its two files
- *   written  both temporary files written, not yet on disk
- *   durable  their data on disk; waiting to be renamed
- *   done     renamed and on disk (or failed); the loop thread collects
+ *   todo     staged on the loop thread; a thread writes its two files
+ *   written  both files written (unnamed, or under temporary names),
+ *            not yet on disk
+ *   durable  their data on disk; waiting to be named
+ *   done     named and on disk (or failed); the loop thread collects
  *            it after a wake-up through an eventfd
- * One thread at a time commits, in rounds. A round renames every durable
+ * One thread at a time commits, in rounds. A round names every durable
  * job's files, then syncs the file system once (syncfs): that one sync
  * puts this round's renames and the next round's file data on disk. So a
  * message waits for two syncs (its data before its name, or a crash
@@ -55,8 +56,10 @@
 struct spool_io_job {
     struct spool_io_job *next;
     struct spool_item *item;    /* what to write (read-only on the threads) */
-    int fsfd;                   /* its directory: what syncfs is called on */
-    int claimed, written;       /* files taken by a thread / written */
+    struct sio_dir *dir;        /* its directory */
+    int fsfd;                   /* dir's descriptor: what syncfs is called on */
+    int fd[2];                  /* its files, open until named */
+    int tmpfile;                /* made unnamed (see sio_dir) */
     unsigned errs_seen;         /* sync_errors when its writing began */
     int err;                    /* 0 or errno (I/O threads) */
     spool_io_done_fn done;      /* loop thread */
@@ -67,8 +70,12 @@ struct spool_io_job {
 struct sio_list { struct spool_io_job *head, **tail; };
 
 /* A spool directory, opened once: a descriptor opened after a writeback
- * error would not hear of it. */
-struct sio_dir { struct sio_dir *next; char *path; int fd; };
+ * error would not hear of it. tmpfile: its files are made unnamed and
+ * named by a link (1), under temporary names and renamed (0), or not
+ * known yet (-1): the first writer tries (mutex). Unnamed files leave
+ * nothing behind after a crash, and making one does not lock the
+ * directory: only naming it does, which is short. */
+struct sio_dir { struct sio_dir *next; char *path; int fd; int tmpfile; };
 
 static struct {
     pthread_mutex_t mu;
@@ -82,7 +89,7 @@ static struct {
     int started;
     int nthreads;               /* threads started */
     int idle, starting;         /* waiting for work / not yet running */
-    int unclaimed;              /* files on todo no thread has taken */
+    int unclaimed;              /* jobs on todo */
     struct sio_dir *dirs;       /* loop thread */
 } sio = { .mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER, .efd = -1 };
 
@@ -122,8 +129,8 @@ static struct spool_io_job *list_take(struct sio_list *l)
 
 #ifdef KASI_TEST_HOOKS
 /* Test builds: while the file named by KASI_TEST_SPOOL_STALL exists, the
- * first thread that creates NAME.waiting holds its job before writing
- * (a stalled disk); the others pass. Bounded to one minute. */
+ * first thread that creates NAME.waiting holds its job between its two
+ * files (a stalled disk); the others pass. Bounded to one minute. */
 static void sio_test_stall(void)
 {
     const char *path = getenv("KASI_TEST_SPOOL_STALL");
@@ -149,29 +156,46 @@ static int sio_test_sync_fail(void)
     struct stat st;
     return path && stat(path, &st) == 0;
 }
+
+/* Test builds: KASI_TEST_SPOOL_NAMED set: files under temporary names,
+ * as on a file system without O_TMPFILE. */
+static int sio_tmpfile_works(const char *dir)
+{
+    return getenv("KASI_TEST_SPOOL_NAMED") ? 0 : spool_tmpfile_works(dir);
+}
 #else
 static void sio_test_stall(void) {}
 static int sio_test_sync_fail(void) { return 0; }
+static int sio_tmpfile_works(const char *dir) { return spool_tmpfile_works(dir); }
 #endif
 
-/* Write one file of j, not synced. 0 or errno. */
-static int sio_write_file(struct spool_io_job *j, int file)
+/* Close the files of j still open (named, or given up). */
+static void sio_close_files(struct spool_io_job *j)
 {
-    sio_test_stall();
-    int fd = spool_item_write(j->item, file);
-    if (fd < 0)
-        return errno;
-    close(fd);
+    for (int file = SPOOL_EML; file <= SPOOL_ENV; file++)
+        if (j->fd[file] >= 0) {
+            close(j->fd[file]);
+            j->fd[file] = -1;
+        }
+}
+
+/* Name the files of j, .env last. 0 or -1 (errno). */
+static int sio_name(struct spool_io_job *j)
+{
+    for (int file = SPOOL_EML; file <= SPOOL_ENV; file++)
+        if (spool_item_publish(j->item, file, j->fd[file], j->tmpfile) < 0)
+            return -1;
     return 0;
 }
 
-/* Rename the files of every job of names (their data is on disk). */
+/* Name the files of every job of names (their data is on disk). */
 static void sio_publish(struct spool_io_job *names)
 {
-    for (struct spool_io_job *j = names; j; j = j->next)
-        if (!j->err && (spool_item_publish(j->item, SPOOL_EML) < 0 ||
-                        spool_item_publish(j->item, SPOOL_ENV) < 0))
+    for (struct spool_io_job *j = names; j; j = j->next) {
+        if (!j->err && sio_name(j) < 0)
             j->err = errno;
+        sio_close_files(j);
+    }
 }
 
 /* Is fd already synced by a job of list a before j, or of list b? */
@@ -213,43 +237,31 @@ static void sio_finish(struct spool_io_job *batch)
         abort();                /* eventfd never fails below 2^64-1 */
 }
 
-/* Take the next file to write: its job, and which file in i. Mutex held. */
-static struct spool_io_job *sio_claim(int *i)
+/* Take the next job to write. Mutex held. */
+static struct spool_io_job *sio_claim(void)
 {
     struct spool_io_job *j = sio.todo.head;
-    if (j->claimed == 0)
-        j->errs_seen = sio.sync_errors;
-    *i = j->claimed++;
+    sio.todo.head = j->next;
+    if (!sio.todo.head)
+        sio.todo.tail = &sio.todo.head;
     sio.unclaimed--;
-    if (j->claimed == 2) {
-        sio.todo.head = j->next;
-        if (!sio.todo.head)
-            sio.todo.tail = &sio.todo.head;
-    }
+    j->errs_seen = sio.sync_errors;
     return j;
 }
 
-/* The next round's work is waiting: wake a thread for it. Mutex held. */
-static void sio_want_round(void)
+/* Both files of j are written, or one failed (err). Mutex held. The
+ * thread that wrote it goes on to commit it if no round runs: nobody
+ * needs waking. */
+static void sio_written(struct spool_io_job *j, int err)
 {
-    if (!sio.committing && (sio.written.head || sio.durable.head))
-        pthread_cond_signal(&sio.cv);
-}
-
-/* A file of j is written (err 0) or failed. Mutex held. */
-static void sio_file_done(struct spool_io_job *j, int err)
-{
-    if (err && !j->err)
-        j->err = err;
-    if (++j->written < 2)
-        return;
+    j->err = err;
     if (j->err) {
+        sio_close_files(j);
         j->next = NULL;
         sio_finish(j);
         return;
     }
     list_push(&sio.written, j);
-    sio_want_round();
 }
 
 /* After a round's sync (err): a job fails with it, or with any failed
@@ -270,8 +282,10 @@ static void sio_advance(struct spool_io_job *data)
     while (data) {
         struct spool_io_job *n = data->next;
         data->next = NULL;
-        if (data->err)
+        if (data->err) {
+            sio_close_files(data);
             sio_finish(data);
+        }
         else
             list_push(&sio.durable, data);
         data = n;
@@ -295,7 +309,35 @@ static void sio_commit_round(void)
     sio_settle(data, err);
     sio_finish(names);
     sio_advance(data);
-    sio_want_round();
+}
+
+/* Write both files of j, unsynced: unnamed where the directory takes
+ * it. 0 or errno. */
+static int sio_write_files(struct spool_io_job *j, int tmpfile)
+{
+    j->tmpfile = tmpfile;
+    for (int file = SPOOL_EML; file <= SPOOL_ENV; file++) {
+        if (file == SPOOL_ENV)
+            sio_test_stall();
+        j->fd[file] = spool_item_write(j->item, file, tmpfile);
+        if (j->fd[file] < 0)
+            return errno;
+    }
+    return 0;
+}
+
+/* Write the next job waiting. Entered and left with the mutex held. */
+static void sio_write_next(void)
+{
+    struct spool_io_job *j = sio_claim();
+    int tmpfile = j->dir->tmpfile;
+    pthread_mutex_unlock(&sio.mu);
+    if (tmpfile < 0)
+        tmpfile = sio_tmpfile_works(j->dir->path);
+    int err = sio_write_files(j, tmpfile);
+    pthread_mutex_lock(&sio.mu);
+    j->dir->tmpfile = tmpfile;
+    sio_written(j, err);
 }
 
 static void *sio_thread(void *unused)
@@ -307,12 +349,7 @@ static void *sio_thread(void *unused)
         if ((sio.written.head || sio.durable.head) && !sio.committing) {
             sio_commit_round();
         } else if (sio.todo.head) {
-            int file;
-            struct spool_io_job *j = sio_claim(&file);
-            pthread_mutex_unlock(&sio.mu);
-            int err = sio_write_file(j, file);
-            pthread_mutex_lock(&sio.mu);
-            sio_file_done(j, err);
+            sio_write_next();
         } else {
             sio.idle++;
             pthread_cond_wait(&sio.cv, &sio.mu);
@@ -322,7 +359,7 @@ static void *sio_thread(void *unused)
     return NULL;
 }
 
-/* Start threads until every unclaimed file has one. Mutex held. 0, or
+/* Start threads until every unclaimed job has one. Mutex held. 0, or
  * an errno when not even one thread runs. */
 static int sio_grow(void)
 {
@@ -346,6 +383,7 @@ static int sio_grow(void)
 
 static void sio_job_free(struct spool_io_job *j)
 {
+    sio_close_files(j);
     spool_item_free(j->item);
     free(j);
 }
@@ -406,27 +444,28 @@ fail:
     return -1;
 }
 
-/* The descriptor of spool directory dir, opened at its first write and
- * kept for the life of the process (a few: spool_dir changes only by a
- * reload). -1 with a reason in err. Loop thread. */
-static int sio_dir_fd(const char *dir, char *err, size_t errlen)
+/* Spool directory dir, opened at its first write and kept for the life
+ * of the process (a few: spool_dir changes only by a reload). NULL with a
+ * reason in err. Loop thread. */
+static struct sio_dir *sio_dir_get(const char *dir, char *err, size_t errlen)
 {
     for (struct sio_dir *d = sio.dirs; d; d = d->next)
         if (strcmp(d->path, dir) == 0)
-            return d->fd;
+            return d;
     struct sio_dir *d = malloc(sizeof *d);
     if (d)
         d->fd = open(dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (d && d->fd >= 0 && (d->path = strdup(dir))) {
+        d->tmpfile = -1;
         d->next = sio.dirs;
         sio.dirs = d;
-        return d->fd;
+        return d;
     }
     snprintf(err, errlen, "spool %s: %s", dir, strerror(d && d->fd < 0 ? errno : ENOMEM));
     if (d && d->fd >= 0)
         close(d->fd);
     free(d);
-    return -1;
+    return NULL;
 }
 
 struct spool_io_job *spool_io_write(struct event_base *base, const char *dir,
@@ -441,8 +480,10 @@ struct spool_io_job *spool_io_write(struct event_base *base, const char *dir,
         snprintf(err, errlen, "spool: out of memory");
         return NULL;
     }
-    j->fsfd = sio_dir_fd(dir, err, errlen);
-    j->item = j->fsfd >= 0 ? spool_item_new(dir, c, t, err, errlen) : NULL;
+    j->fd[SPOOL_EML] = j->fd[SPOOL_ENV] = -1;
+    j->dir = sio_dir_get(dir, err, errlen);
+    j->fsfd = j->dir ? j->dir->fd : -1;
+    j->item = j->dir ? spool_item_new(dir, c, t, err, errlen) : NULL;
     if (!j->item) {
         free(j);
         return NULL;
@@ -451,14 +492,13 @@ struct spool_io_job *spool_io_write(struct event_base *base, const char *dir,
     j->arg = arg;
     pthread_mutex_lock(&sio.mu);
     list_push(&sio.todo, j);
-    sio.unclaimed += 2;
+    sio.unclaimed++;
     int rc = sio_grow();
     if (rc != 0) {              /* no thread at all: take the job back */
         sio.todo.head = NULL;
         sio.todo.tail = &sio.todo.head;
         sio.unclaimed = 0;
     }
-    pthread_cond_signal(&sio.cv);   /* one thread per file */
     pthread_cond_signal(&sio.cv);
     pthread_mutex_unlock(&sio.mu);
     if (rc != 0) {

@@ -3,8 +3,9 @@
  *
  * spool_io_write copies what the two files will hold (header section,
  * envelope, a snapshot of the body) on the calling (loop) thread and
- * hands it to a small pool of I/O threads. They write each file under a
- * temporary name, sync it, rename it to its final name and sync again;
+ * hands it to a small pool of I/O threads. They write each file unnamed
+ * (O_TMPFILE; where the file system cannot, under a temporary name),
+ * sync it, give it its final name and sync again;
  * each sync is one syncfs of the spool's file system for every message
  * ready by then (group commit). Then done(arg, err) runs on the loop
  * thread of `base`, err 0 once the message and its directory entry are
