@@ -101,15 +101,21 @@ def stalled_kasi(mode, name):
     return k, stall
 
 
+def held_session(k, stall, subject, what):
+    """A session whose message is sent while its spool write is held."""
+    a = Raw(k.port, banner=True)
+    a.send("EHLO a.client.test\r\n")
+    start_data(a, subject)
+    ok(wait_file(stall + ".waiting"), what)
+    return a
+
+
 for MODE in ("unnamed", "named"):
     diag("files made %s" % MODE)
     # ---- a stalled write delays only its own transaction -------------------
     k, stall = stalled_kasi(MODE, "stall")
     with k:
-        a = Raw(k.port, banner=True)
-        a.send("EHLO a.client.test\r\n")
-        start_data(a, "stalled")
-        ok(wait_file(stall + ".waiting"), "the first write is held by the disk")
+        a = held_session(k, stall, "stalled", "the first write is held by the disk")
 
         b = Raw(k.port, banner=True)            # the banner came: the loop runs
         b.send("EHLO b.client.test\r\n")
@@ -137,10 +143,7 @@ for MODE in ("unnamed", "named"):
     # ---- the client goes away while its write is stalled --------------------
     k, stall = stalled_kasi(MODE, "stall")
     with k:
-        a = Raw(k.port, banner=True)
-        a.send("EHLO a.client.test\r\n")
-        start_data(a, "orphan")
-        ok(wait_file(stall + ".waiting"), "the write is held")
+        a = held_session(k, stall, "orphan", "the write is held")
         a.sock.close()
         ok(k.wait_log(r"\] disconnect .*result=lost", timeout=scaled(10)),
            "the session ends while its write is pending")
@@ -157,10 +160,7 @@ for MODE in ("unnamed", "named"):
     k, stall = stalled_kasi(MODE, "stall")
     with k:
         pids = k.wait_workers(1)
-        a = Raw(k.port, banner=True)
-        a.send("EHLO a.client.test\r\n")
-        start_data(a, "crashed")
-        ok(wait_file(stall + ".waiting"), "a write is held")
+        a = held_session(k, stall, "crashed", "a write is held")
         os.kill(pids[0], signal.SIGKILL)
         ok(k.wait_workers(1, exclude=pids), "a new worker serves")
         a.close()
