@@ -218,6 +218,7 @@ static int run_alone(struct kasi_config *cfg, const struct priv_ids *ids)
     int rc = 1, http_fd = -1;
     if (fds && prepare_spool(cfg, ids) == 0 && lone_counters(cfg) == 0 &&
         server_bind(cfg, fds) == 0 && (http_fd = http_bind(cfg, err, sizeof err)) != -2) {
+        spool_sweep(cfg->spool_dir);
         for (size_t i = 0; i < cfg->nlisten; i++)
             server_log_listener(fds[i], &cfg->listen[i]);
         if (stats_region_create(1) == 0) {

@@ -30,6 +30,7 @@
 #include "core/stats.h"
 #include "core/watchdog.h"
 #include "generation.h"
+#include "msg/spool.h"
 #include "net/tls.h"
 #include "worker.h"
 
@@ -314,6 +315,8 @@ static void sup_generation_start(void)
         sup_pending_fail("cannot set up the shared worker tables");
         return;
     }
+    if (id == 1)
+        spool_sweep(g->cfg.spool_dir);      /* no worker writes yet */
     sup.pending_deadline = sup_now() + SUP_START_TIMEOUT;
     for (unsigned i = 0; i < g->nworkers; i++) {
         if (sup_spawn(g) < 0) {

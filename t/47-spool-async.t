@@ -22,6 +22,8 @@ Checked by order and progress, never by time:
     spools the next message;
   - a client that disconnects while its write is stalled: the server
     carries on, and the message is still finished on disk;
+  - at start, temporary files older than an hour (a crash's, named mode)
+    are removed and logged; newer ones and other files stay;
   - a spool directory that vanished: 451 4.3.0, the error logged, no 250;
   - a sync that fails: 451 4.3.0, no file of that message left (neither
     temporary nor final), the error logged; once syncs work again the
@@ -174,6 +176,24 @@ for MODE in ("unnamed", "named"):
             is_(dot_tmp(k), [], "and left no file behind")
         else:
             is_(len(dot_tmp(k)), 1, "its temporary .eml stays behind (named)")
+
+# ---- at start, a crash's temporary files are removed ---------------------
+os.environ.pop("KASI_TEST_SPOOL_STALL", None)
+with Kasi(files=FILES, start=False) as k:
+    old = time.time() - 2 * 3600
+    names = {".A1.1.eml.tmp": old, ".A1.1.env.tmp": old, ".probe.7.7.tmp": old,
+             ".B2.1.eml.tmp": None, ".notes.tmp": old, "C3.1.eml": old}
+    for name, mtime in names.items():
+        path = os.path.join(k.spool_dir, name)
+        open(path, "w").close()
+        if mtime:
+            os.utime(path, (mtime, mtime))
+    k.start()
+    ok(k.wait_log(r"removed 3 temporary files of writes a crash cut short"),
+       "the three old temporary files are removed, and it is logged")
+    is_(sorted(n for n in os.listdir(k.spool_dir) if n != ".gen"),
+        [".B2.1.eml.tmp", ".notes.tmp", "C3.1.eml"],
+        "a newer one (a write that may still run) and other files stay")
 
 # ---- the spool directory is gone: 451, not 250 --------------------------
 os.environ.pop("KASI_TEST_SPOOL_STALL", None)

@@ -2,6 +2,7 @@
 #include "msg/spool.h"
 #include "core/utf8.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
@@ -12,6 +13,7 @@
 #include <unistd.h>
 
 #include "core/fdio.h"
+#include "core/log.h"
 #include "msg/message.h"
 #include "msg/envelope.h"
 
@@ -219,3 +221,44 @@ void spool_item_discard(const struct spool_item *it)
     }
 }
 
+
+/* Is name one of the temporary files spool writes make? */
+static int is_spool_tmp(const char *name)
+{
+    size_t n = strlen(name);
+    if (name[0] != '.' || n < 9 || strcmp(name + n - 4, ".tmp") != 0)
+        return 0;
+    return !strncmp(name + n - 8, ".eml", 4) || !strncmp(name + n - 8, ".env", 4) ||
+           !strncmp(name, ".probe.", 7);
+}
+
+/* Older than this, a temporary file is no write still running. */
+#define SWEEP_AGE 3600
+
+static int sweep(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (!d)
+        return -1;
+    time_t now = time(NULL);
+    int removed = 0;
+    struct dirent *e;
+    struct stat st;
+    while ((e = readdir(d)))
+        if (is_spool_tmp(e->d_name) && fstatat(dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+            S_ISREG(st.st_mode) && now - st.st_mtime > SWEEP_AGE &&
+            unlinkat(dirfd(d), e->d_name, 0) == 0)
+            removed++;
+    closedir(d);
+    return removed;
+}
+
+void spool_sweep(const char *dir)
+{
+    int n = sweep(dir);
+    if (n > 0)
+        log_msg(LOG_LVL_INFO, "spool_dir %s: removed %d temporary file%s of writes a crash "
+                "cut short", dir, n, n == 1 ? "" : "s");
+    else if (n < 0)
+        log_msg(LOG_LVL_WARN, "spool_dir %s: %s", dir, strerror(errno));
+}

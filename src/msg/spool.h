@@ -48,6 +48,12 @@ int spool_item_publish(const struct spool_item *it, int file, int fd, int tmpfil
 /* Can files of dir be made unnamed and named later (O_TMPFILE, and a link
  * through /proc/self/fd)? Tries it once: 1 or 0. */
 int spool_tmpfile_works(const char *dir);
+/* Remove the temporary files of writes that a crash cut short (made
+ * where there is no O_TMPFILE) and last changed over an hour ago (a
+ * write still running, of another kasi on the same directory, is newer);
+ * logs what it did. At start, before any worker writes: supervisor.c,
+ * main.c (--no-supervisor). */
+void spool_sweep(const char *dir);
 void spool_item_discard(const struct spool_item *it);
 void spool_item_free(struct spool_item *it);
 
