@@ -146,7 +146,7 @@ static void item_path(char *p, size_t len, const struct spool_item *it, int file
     snprintf(p, len, tmp ? "%s/.%s.%s.tmp" : "%s/%s.%s", it->dir, it->id, ext);
 }
 
-/* A new file for one of it's files: unnamed (O_TMPFILE, tmpfile 1) or
+/* A new file for one of its files: unnamed (O_TMPFILE, tmpfile 1) or
  * under its temporary name. The descriptor, or -1 (errno). */
 static int item_create(const struct spool_item *it, int file, int tmpfile)
 {
@@ -220,7 +220,6 @@ void spool_item_discard(const struct spool_item *it)
         unlink(p);
     }
 }
-
 
 /* Is name one of the temporary files spool writes make? */
 static int is_spool_tmp(const char *name)

@@ -56,8 +56,7 @@
 struct spool_io_job {
     struct spool_io_job *next;
     struct spool_item *item;    /* what to write (read-only on the threads) */
-    struct sio_dir *dir;        /* its directory */
-    int fsfd;                   /* dir's descriptor: what syncfs is called on */
+    struct sio_dir *dir;        /* its directory (dir->fd: what syncfs is called on) */
     int fd[2];                  /* its files, open until named */
     int tmpfile;                /* made unnamed (see sio_dir) */
     unsigned errs_seen;         /* sync_errors when its writing began */
@@ -203,10 +202,10 @@ static int sio_seen(const struct spool_io_job *a, const struct spool_io_job *j,
                     const struct spool_io_job *b, int fd)
 {
     for (; a && a != j; a = a->next)
-        if (a->fsfd == fd)
+        if (a->dir->fd == fd)
             return 1;
     for (; b; b = b->next)
-        if (b->fsfd == fd)
+        if (b->dir->fd == fd)
             return 1;
     return 0;
 }
@@ -219,7 +218,7 @@ static int sio_sync(struct spool_io_job *a, struct spool_io_job *b)
     for (int pass = 0; pass < 2; pass++) {
         struct spool_io_job *list = pass ? b : a;
         for (struct spool_io_job *j = list; j; j = j->next)
-            if (!sio_seen(list, j, pass ? NULL : b, j->fsfd) && syncfs(j->fsfd) < 0)
+            if (!sio_seen(list, j, pass ? NULL : b, j->dir->fd) && syncfs(j->dir->fd) < 0)
                 err = errno;
     }
     return err;
@@ -285,9 +284,9 @@ static void sio_advance(struct spool_io_job *data)
         if (data->err) {
             sio_close_files(data);
             sio_finish(data);
-        }
-        else
+        } else {
             list_push(&sio.durable, data);
+        }
         data = n;
     }
 }
@@ -482,7 +481,6 @@ struct spool_io_job *spool_io_write(struct event_base *base, const char *dir,
     }
     j->fd[SPOOL_EML] = j->fd[SPOOL_ENV] = -1;
     j->dir = sio_dir_get(dir, err, errlen);
-    j->fsfd = j->dir ? j->dir->fd : -1;
     j->item = j->dir ? spool_item_new(dir, c, t, err, errlen) : NULL;
     if (!j->item) {
         free(j);
