@@ -226,11 +226,16 @@ with start(tls_yaml("../spool", ["127.0.0.1:0", {"tls": "implicit"}], [(live_cer
 
     shutil.copy(new_cert, live_cert)
     shutil.copy(new_key, live_key)
+    gen1 = k.worker_pids()
     k.signal(signal.SIGHUP)
     # the supervisor builds the certificates of a generation (as root,
     # before its workers fork) and logs what changed
     ok(k.wait_log(r"generation 2 live \(was 1\): .*tls certificates or settings changed"),
        "reload: logged")
+    # the old generation's workers are told to drain as it goes live:
+    # until each has closed its listeners, it may still take a connection
+    ok(gen1 and all(k.wait_log(r"kasi\[%d\] info: draining: " % p, timeout=10) for p in gen1),
+       "reload: the old workers stopped accepting")
     with RawTLS.connect_tls(implicit, ctx) as c:
         is_(peer_names(c.sock)[0], "renewed.a.test", "reload: new connections get the new certificate")
         c.expect(220, name="reload: new connection banner")
